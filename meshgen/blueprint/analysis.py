@@ -1,0 +1,266 @@
+"""Checks across blueprints, and the file-only checks of `istioctl analyze` that apply to
+what meshgen writes.
+
+Per-blueprint checks (`check_instance`) look at one service; fleet checks (`check_fleet`)
+look at the small Facts each service leaves behind, so they can run over cached files
+without re-reading them.
+
+| code    | istioctl meaning                                   | here                                   |
+|---------|----------------------------------------------------|----------------------------------------|
+| IST0101 | referenced resource (subset) not found             | a route names a version that is missing |
+| IST0109 | conflicting hosts in several VirtualServices       | two services claim one host            |
+| IST0130 | rule unreachable: an earlier match is identical     | route can never match                   |
+| IST0131 | match ineffective: an earlier match is broader      | route can never match                   |
+| IST0132 | VirtualService host not found in bound gateway      | ingress host missing from the gateway   |
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from meshgen.blueprint.loading import Instance, LoadedFile
+from meshgen.blueprint.model import NON_IDEMPOTENT_METHODS, HTTP_METHODS, Match, ServiceBlueprint, StringMatch
+from meshgen.diagnostics import Diagnostic, format_path
+
+FieldPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What fleet-wide checks need to know about one service in one environment."""
+
+    env: str
+    namespace: str
+    service: str
+    file: str
+    versions: tuple[str, ...]
+    # (line, col) of places fleet checks may point at, keyed by field path text.
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
+    # Destinations to other services: (field path, service host as written, version or "").
+    destinations: tuple[tuple[str, str, str], ...] = ()
+    ingress_hosts: tuple[str, ...] = ()
+    ingress_gateway: str | None = None  # "ns/name" when bound, None when meshgen renders one
+    rendered_gateway: str | None = None  # "ns/name" of the gateway meshgen renders for it
+    kind: str = "Service"
+
+
+def facts_for(loaded: LoadedFile, inst: Instance) -> Facts:
+    bp = inst.blueprint
+    if not isinstance(bp, ServiceBlueprint):
+        ns = getattr(bp, "namespace", "") or ""
+        return Facts(inst.env, ns, "", loaded.path, (), {"": loaded.locate(())}, kind=bp.kind)
+    positions = {"": loaded.locate(("service",)), "ingress.hosts": loaded.locate(("ingress", "hosts"))}
+    dests: list[tuple[str, str, str]] = []
+    for i, route in enumerate(bp.routes):
+        for j, backend in enumerate(route.to or ()):
+            if backend.service is not None and backend.service != bp.service:
+                path = format_path(("routes", i, "to"))
+                positions[path] = loaded.locate(_in_overlay(inst, ("routes", i, "to")))
+                dests.append((path, backend.service, backend.version or ""))
+    gateway = None
+    rendered = None
+    hosts: tuple[str, ...] = ()
+    if bp.ingress is not None:
+        hosts = tuple(bp.ingress.hosts)
+        if bp.ingress.gateway is not None:
+            gateway = bp.ingress.gateway if "/" in bp.ingress.gateway else f"{bp.namespace}/{bp.ingress.gateway}"
+            positions["ingress.gateway"] = loaded.locate(_in_overlay(inst, ("ingress", "gateway")))
+        else:
+            rendered = f"{bp.namespace}/{bp.service}-gateway"
+    return Facts(
+        inst.env, bp.namespace, bp.service, loaded.path, tuple(bp.versions), positions,
+        tuple(dests), hosts, gateway, rendered,
+    )
+
+
+def _in_overlay(inst: Instance, path: FieldPath) -> FieldPath:
+    """Where a field of an environment's view of the blueprint is written in the file."""
+    if path and path[0] in inst.overlay_keys:
+        return ("environments", inst.env, *path)
+    return path
+
+
+# --- one service ---------------------------------------------------------------------------------
+
+
+def check_instance(loaded: LoadedFile, inst: Instance) -> list[Diagnostic]:
+    bp = inst.blueprint
+    if not isinstance(bp, ServiceBlueprint):
+        return []
+    out: list[Diagnostic] = []
+
+    def diag(path: FieldPath, message: str, severity: str = "error", code: str = "") -> None:
+        real = _in_overlay(inst, path)
+        env_note = f" (in environment {inst.env})" if real != path else ""
+        out.append(loaded.diag(real, message + env_note, severity=severity, code=code))
+
+    versions = set(bp.versions)
+    for i, route in enumerate(bp.routes):
+        for backend in route.to or ():
+            if backend.service is None or backend.service == bp.service:
+                if backend.version is not None and backend.version not in versions:
+                    valid = ", ".join(bp.versions) or "none are declared; add `versions:`"
+                    diag(("routes", i, "to"), f"version {backend.version!r} is not declared in `versions` ({valid})",
+                         code="IST0101")
+            if backend.port is not None and backend.service is None and backend.port not in {p.port for p in bp.ports}:
+                diag(("routes", i, "to"), f"port {backend.port} is not one of the service's ports "
+                     f"({', '.join(str(p.port) for p in bp.ports)})")
+    _check_reachability(bp, diag)
+    _check_retries_idempotent(bp, diag)
+    if bp.access:
+        for i, rule in enumerate(bp.access):
+            if rule.jwt_claims and bp.jwt is None:
+                diag(("access", i, "jwtClaims"), "jwtClaims need request authentication: add `jwt:` "
+                     "(issuer and jwksUri) to this blueprint")
+    if bp.mtls is not None and bp.mtls.ports:
+        known = {p.port for p in bp.ports} | {p.target_port for p in bp.ports if p.target_port}
+        for port in bp.mtls.ports:
+            if port not in known:
+                diag(("mtls", "ports", port), f"port {port} is not one of the service's ports ({', '.join(map(str, sorted(known)))})")
+    return out
+
+
+def _check_reachability(bp: ServiceBlueprint, diag: object) -> None:
+    """IST0130/IST0131: a route that an earlier route always catches first."""
+    report = diag  # type: ignore[assignment]
+    for j, later in enumerate(bp.routes):
+        for i in range(j):
+            earlier = bp.routes[i]
+            if earlier.match is None:
+                report(("routes", j), f"this route can never match: route {_name(bp, i)} before it has no match "
+                       "and takes every request; move it last", "warning", "IST0130")
+                break
+            if later.match is None:
+                continue
+            if earlier.match == later.match:
+                report(("routes", j, "match"), f"this route can never match: route {_name(bp, i)} has the "
+                       "identical match; merge them or remove one", "warning", "IST0130")
+                break
+            if _broader(earlier.match, later.match):
+                report(("routes", j, "match"), f"this route can never match: route {_name(bp, i)} matches "
+                       "every request this one does; put the narrower route first", "warning", "IST0131")
+                break
+
+
+def _name(bp: ServiceBlueprint, i: int) -> str:
+    return repr(bp.routes[i].name) if bp.routes[i].name else f"routes[{i}]"
+
+
+def _broader(a: Match, b: Match) -> bool:
+    """Whether every request matching `b` also matches `a`."""
+    for header, cond in a.headers.items():
+        if header not in b.headers or not _string_covers(cond, b.headers[header]):
+            return False
+    if a.path is not None and (b.path is None or not _string_covers(a.path, b.path)):
+        return False
+    if a.method:
+        b_methods = set(b.method or HTTP_METHODS)
+        if not b_methods <= set(a.method):
+            return False
+    return True
+
+
+def _string_covers(a: StringMatch, b: StringMatch) -> bool:
+    if a == b:
+        return True
+    if a.kind == "prefix" and b.kind in ("prefix", "exact"):
+        return b.value.startswith(a.value)
+    if a.kind == "regex" and a.value in (".*", "^.*$", ".+") and b.kind != "regex":
+        return a.value != ".+" or b.value != ""
+    return False
+
+
+def _check_retries_idempotent(bp: ServiceBlueprint, diag: object) -> None:
+    report = diag  # type: ignore[assignment]
+    for i, route in enumerate(bp.routes):
+        retries = route.retries if route.retries is not None else bp.retries
+        methods = route.match.method if route.match else None
+        if retries is None or not retries.enabled or retries.attempts == 0 or not methods:
+            continue
+        if set(methods) <= NON_IDEMPOTENT_METHODS:
+            where = ("routes", i, "retries") if route.retries is not None else ("retries",)
+            report(where, f"retries on a route that only takes {', '.join(methods)}: a retried non-idempotent "
+                   f"request can be applied twice; set `retries: false` on route {_name(bp, i)} or make the "
+                   "handler idempotent", "warning", "")
+
+
+# --- the fleet -------------------------------------------------------------------------------------
+
+
+def check_fleet(facts: list[Facts]) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    by_key: dict[tuple[str, str, str], list[Facts]] = defaultdict(list)
+    namespaces: dict[tuple[str, str], list[Facts]] = defaultdict(list)
+    meshes: dict[str, list[Facts]] = defaultdict(list)
+    for f in facts:
+        if f.kind == "Service":
+            by_key[(f.env, f.namespace, f.service)].append(f)
+        elif f.kind == "Namespace":
+            namespaces[(f.env, f.namespace)].append(f)
+        else:
+            meshes[f.env].append(f)
+
+    def at(f: Facts, path: str, message: str, severity: str = "error", code: str = "") -> None:
+        line, col = f.positions.get(path, f.positions.get("", (1, 1)))
+        out.append(Diagnostic(f.file, line, col, path, message, severity, code))  # type: ignore[arg-type]
+
+    for (env, ns, svc), claims in by_key.items():
+        if len(claims) > 1:
+            files = sorted({c.file for c in claims})
+            for c in claims:
+                others = ", ".join(x for x in files if x != c.file) or c.file
+                at(c, "service", f"service {ns}/{svc} in environment {env} is also claimed by {others}; "
+                   "one service has one blueprint (use `environments:` for per-environment differences)",
+                   code="IST0109")
+    for (env, ns), claims in namespaces.items():
+        for c in claims[1:]:
+            at(c, "namespace", f"namespace {ns} in environment {env} already has a Namespace blueprint "
+               f"({claims[0].file})")
+    for env, claims in meshes.items():
+        for c in claims[1:]:
+            at(c, "kind", f"environment {env} already has a Mesh blueprint ({claims[0].file}); keep one")
+
+    versions = {k: set(v[0].versions) for k, v in by_key.items()}
+    hosts: dict[tuple[str, str], list[Facts]] = defaultdict(list)
+    gateways: dict[tuple[str, str], set[str]] = {}
+    for (env, _, _), claims in by_key.items():
+        f = claims[0]
+        for h in f.ingress_hosts:
+            hosts[(env, h)].append(f)
+        if f.rendered_gateway is not None:
+            gateways[(env, f.rendered_gateway)] = set(f.ingress_hosts)
+    for (env, host), claims in hosts.items():
+        if len(claims) > 1:
+            names = sorted(f"{c.namespace}/{c.service}" for c in claims)
+            for c in claims:
+                at(c, "ingress.hosts", f"ingress host {host} is claimed by several services in {env}: "
+                   f"{', '.join(names)}; one host routes to one service", code="IST0109")
+    for (env, ns, svc), claims in by_key.items():
+        f = claims[0]
+        for path, host, version in f.destinations:
+            target_ns, target = _resolve_host(host, ns)
+            known = versions.get((env, target_ns, target))
+            if known is not None and version and version not in known:
+                at(f, path, f"service {target_ns}/{target} has no version {version!r} "
+                   f"(it declares: {', '.join(sorted(known)) or 'none'})", code="IST0101")
+        if f.ingress_gateway is not None and (env, f.ingress_gateway) in gateways:
+            served = gateways[(env, f.ingress_gateway)]
+            for h in f.ingress_hosts:
+                if not any(_host_covers(s, h) for s in served):
+                    at(f, "ingress.gateway", f"host {h} is not served by gateway {f.ingress_gateway} "
+                       f"(it serves: {', '.join(sorted(served))}); add the host there", "warning", "IST0132")
+    return out
+
+
+def _resolve_host(host: str, namespace: str) -> tuple[str, str]:
+    parts = host.split(".")
+    if len(parts) == 1:
+        return namespace, parts[0]
+    return parts[1], parts[0]
+
+
+def _host_covers(served: str, host: str) -> bool:
+    if served == "*" or served == host:
+        return True
+    return served.startswith("*.") and host.endswith(served[1:])

@@ -1,0 +1,309 @@
+"""Loading a blueprints repository: meshgen.yaml, every blueprint, overlays, positions.
+
+Each file is processed on its own (`load_file`), so the work can be cached by content
+hash and spread over processes; everything that needs the whole fleet lives in
+meshgen.blueprint.analysis and works on the small `facts` each file yields.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from meshgen.blueprint.base import Strict, describe_value
+from meshgen.blueprint.config import Config
+from meshgen.blueprint.model import KINDS, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.blueprint.yamlsource import Document, YAMLSourceError, load_document
+from meshgen.diagnostics import BlueprintError, Diagnostic, format_path
+
+CONFIG_FILE = "meshgen.yaml"
+BLUEPRINTS_DIR = "blueprints"
+SUFFIXES = (".yaml", ".yml")
+
+FieldPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One blueprint as it applies to one environment (overlay applied)."""
+
+    env: str
+    mesh: str
+    team: str | None
+    source: str  # repository-relative path of the blueprint
+    blueprint: ServiceBlueprint | NamespaceBlueprint | MeshBlueprint
+    overlay_keys: frozenset[str] = frozenset()  # top-level keys that came from environments.<env>
+
+    @property
+    def kind(self) -> str:
+        return self.blueprint.kind
+
+
+@dataclass
+class LoadedFile:
+    """What one blueprint file yields: its instances per environment, or its errors."""
+
+    path: str
+    digest: str
+    instances: list[Instance] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    document: Document | None = None
+
+    def locate(self, path: FieldPath) -> tuple[int, int]:
+        return self.document.position(path) if self.document is not None else (1, 1)
+
+    def diag(self, path: FieldPath, message: str, *, severity: str = "error", code: str = "") -> Diagnostic:
+        line, col = self.locate(path)
+        return Diagnostic(self.path, line, col, format_path(path), message, severity, code)  # type: ignore[arg-type]
+
+
+def digest_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- meshgen.yaml ---------------------------------------------------------------------------
+
+
+def load_config(root: Path) -> tuple[Config, str]:
+    """Read and validate ROOT/meshgen.yaml. Raises BlueprintError with every problem."""
+    path = root / CONFIG_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise BlueprintError(
+            [Diagnostic(str(path), 1, 1, "", f"no {CONFIG_FILE} here; run meshgen in a blueprints repository "
+                        f"(a folder with {CONFIG_FILE} and {BLUEPRINTS_DIR}/) or pass its path")]
+        ) from None
+    rel = CONFIG_FILE
+    try:
+        doc = load_document(raw)
+    except YAMLSourceError as exc:
+        raise BlueprintError([Diagnostic(rel, exc.line, exc.column, "", exc.message)]) from None
+    try:
+        return Config.model_validate(doc.data if doc.data is not None else {}), digest_bytes(raw)
+    except ValidationError as exc:
+        raise BlueprintError(_validation_diagnostics(rel, doc, exc)) from None
+
+
+# --- discovery -------------------------------------------------------------------------------
+
+
+def discover(root: Path) -> list[str]:
+    """Repository-relative paths of every blueprint file, sorted (discovery order never matters)."""
+    base = root / BLUEPRINTS_DIR
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        found.extend(f"{rel_dir}/{name}" for name in filenames if name.endswith(SUFFIXES) and not name.startswith("."))
+    found.sort()
+    return found
+
+
+# --- one file ----------------------------------------------------------------------------------
+
+
+def load_file(
+    root: Path,
+    rel: str,
+    config: Config,
+    *,
+    env: str | None = None,
+    mesh: str | None = None,
+    data: bytes | None = None,
+) -> LoadedFile:
+    """Parse and validate one blueprint and resolve it for each environment it applies to."""
+    raw = data if data is not None else (root / rel).read_bytes()
+    result = LoadedFile(rel, digest_bytes(raw))
+    try:
+        doc = load_document(raw)
+    except YAMLSourceError as exc:
+        result.diagnostics.append(Diagnostic(rel, exc.line, exc.column, "", exc.message))
+        return result
+    result.document = doc
+    if not isinstance(doc.data, dict):
+        result.diagnostics.append(
+            result.diag((), f"a blueprint is a mapping of keys such as `service:` and `namespace:`, got {describe_value(doc.data)}")
+        )
+        return result
+    kind = doc.data.get("kind", "Service")
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        result.diagnostics.append(
+            result.diag(("kind",), f"unknown kind {kind!r}{_suggest(str(kind), list(KINDS))} (valid kinds: {', '.join(KINDS)})")
+        )
+        return result
+    try:
+        blueprint = model.model_validate(doc.data)
+    except ValidationError as exc:
+        result.diagnostics.extend(_validation_diagnostics(rel, doc, exc))
+        return result
+    envs = _target_environments(result, blueprint, config, env)
+    # Overlays are checked for every environment they name, even when rendering one.
+    resolved_envs = {name: _apply_overlay(result, blueprint, doc.data, name)
+                     for name in _overlay_envs(blueprint, config, envs)}
+    for env_name in envs:
+        resolved = resolved_envs[env_name]
+        if resolved is None:
+            continue
+        bp, overlay_keys = resolved
+        team = _resolve_team(result, bp, config)
+        if team is False:
+            continue
+        env_mesh = mesh or getattr(bp, "mesh", None) or config.environments[env_name].mesh
+        result.instances.append(Instance(env_name, env_mesh, team or None, rel, bp, overlay_keys))
+    return result
+
+
+def _target_environments(
+    result: LoadedFile, blueprint: Strict, config: Config, only: str | None
+) -> list[str]:
+    names = list(config.environments)
+    listed = getattr(blueprint, "environments", None)
+    if listed is not None:
+        for env_name in listed:
+            if env_name not in config.environments:
+                result.diagnostics.append(
+                    result.diag(
+                        ("environments", env_name),
+                        f"environment {env_name!r} is not in meshgen.yaml{_suggest(env_name, names)} "
+                        f"(environments: {', '.join(names)})",
+                    )
+                )
+        names = [n for n in names if n in listed]
+    if only is not None:
+        names = [n for n in names if n == only]
+    return names
+
+
+def _overlay_envs(blueprint: Strict, config: Config, envs: list[str]) -> list[str]:
+    listed = getattr(blueprint, "environments", None) or {}
+    return sorted(set(envs) | {e for e in listed if e in config.environments})
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    guess = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f", did you mean {guess[0]!r}?" if guess else ""
+
+
+def _apply_overlay(
+    result: LoadedFile, blueprint: Strict, data: dict[str, Any], env: str
+) -> tuple[Any, frozenset[str]] | None:
+    """The blueprint with `environments.<env>` replacing whole top-level keys (no deep merge)."""
+    if not isinstance(blueprint, ServiceBlueprint) or not blueprint.environments:
+        return blueprint, frozenset()
+    overlay = blueprint.environments.get(env)
+    if not overlay:
+        return blueprint, frozenset()
+    merged = {k: v for k, v in data.items() if k != "environments"}
+    merged.update(overlay)
+    try:
+        resolved = ServiceBlueprint.model_validate(merged)
+    except ValidationError as exc:
+        assert result.document is not None
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            if loc and loc[0] in overlay:
+                result.diagnostics.append(_one_diagnostic(result.path, result.document, ("environments", env, *loc), err))
+            # errors outside the overlay were already reported by the base validation
+        return None
+    return resolved, frozenset(overlay)
+
+
+def _resolve_team(result: LoadedFile, bp: Any, config: Config) -> str | bool | None:
+    """The team a blueprint writes as; False when it may not write into its namespace."""
+    team = getattr(bp, "team", None)
+    namespace = getattr(bp, "namespace", None)
+    if not config.teams or namespace is None:
+        return team
+    if team is not None:
+        if team not in config.teams:
+            result.diagnostics.append(result.diag(("team",), f"team {team!r} is not in meshgen.yaml (teams: {', '.join(config.teams)})"))
+            return False
+        owned = config.teams[team].namespaces
+        if namespace not in owned:
+            owners = config.namespace_owner(namespace)
+            hint = f"it belongs to {', '.join(owners)}" if owners else "no team owns it"
+            result.diagnostics.append(
+                result.diag(("namespace",),
+                            f"team {team!r} does not own namespace {namespace!r} ({hint}); "
+                            f"{team} owns: {', '.join(owned) or 'nothing'}")
+            )
+            return False
+        return team
+    owners = config.namespace_owner(namespace)
+    if len(owners) == 1:
+        return owners[0]
+    if not owners:
+        result.diagnostics.append(
+            result.diag(("namespace",), f"namespace {namespace!r} belongs to no team in meshgen.yaml; "
+                        "add it to a team's namespaces, or set `team:` to a team that owns it")
+        )
+    else:
+        result.diagnostics.append(
+            result.diag(("namespace",), f"namespace {namespace!r} is shared by teams {', '.join(owners)}; set `team:`")
+        )
+    return False
+
+
+# --- pydantic errors to diagnostics ------------------------------------------------------------
+
+def _validation_diagnostics(rel: str, doc: Document, exc: ValidationError) -> list[Diagnostic]:
+    return [_one_diagnostic(rel, doc, tuple(err["loc"]), err) for err in exc.errors(include_url=False)]
+
+
+def _one_diagnostic(rel: str, doc: Document, loc: FieldPath, err: Any) -> Diagnostic:
+    path = _user_path(doc.data, loc)
+    line, col = doc.position(path)
+    kind = err["type"]
+    msg = err["msg"]
+    if kind == "missing":
+        msg = f"required key {path[-1]!r} is missing" if path else "required key missing"
+    elif kind in ("literal_error", "enum"):
+        msg = f"{describe_value(err.get('input'))} is not allowed; {msg[0].lower()}{msg[1:]}"
+    elif kind.endswith("_type") or kind.endswith("_parsing"):
+        msg = f"{msg[0].lower()}{msg[1:]}, got {describe_value(err.get('input'))}"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return Diagnostic(rel, line, col, format_path(path), msg)
+
+
+def _user_path(data: Any, loc: FieldPath) -> FieldPath:
+    """Keep the parts of a pydantic location that exist in the user's document.
+
+    Validators normalise short forms, so locations can name things the user never wrote
+    (`to[0].version` for `to: v2`) or pydantic's internal union tags. The path shown is the
+    real part, plus a final missing key.
+    """
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and i == len(loc) - 1 and "[" not in part:
+            out.append(part)  # a missing key, named
+            break
+        elif isinstance(part, str) and ("[" in part or part in {"str", "int", "float", "bool", "list", "dict"}):
+            continue  # pydantic's union/function tags
+        else:
+            break
+    return tuple(out)
+
+
+# --- the whole repository ------------------------------------------------------------------------
+
+
+def iter_files(root: Path, config: Config, *, env: str | None = None, mesh: str | None = None) -> Iterator[LoadedFile]:
+    for rel in discover(root):
+        yield load_file(root, rel, config, env=env, mesh=mesh)

@@ -1,0 +1,115 @@
+"""The JSON Schema of blueprints, for editors (yaml-language-server) and for reference.
+
+Generated from the pydantic models, then widened where the models accept short forms
+through validators (`to: v2`, `mtls: strict`, `retries: false`, ...), so that an editor
+never flags a blueprint that meshgen accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshgen.blueprint.config import Config
+from meshgen.blueprint.model import MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+
+SCHEMA_ID = "https://meshgen.dev/schemas/blueprint-v1.json"
+
+_STRING_OR_LIST = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+# Definition name -> extra accepted short forms.
+_SHORT_FORMS: dict[str, list[dict[str, Any]]] = {
+    "StringMatch": [{"type": "string"}],
+    "MTLS": [{"enum": ["strict", "permissive", "disable"]}],
+    "LoadBalancing": [{"enum": ["round-robin", "least-request", "random"]}],
+    "RetryPolicy": [{"const": False}],
+    "AccessLogs": [{"type": "boolean"}],
+    "Metrics": [{"type": "boolean"}],
+    "Monitor": [{"const": True}],
+}
+
+
+def _widen_fields(defs: dict[str, Any]) -> None:
+    route = defs.get("Route", {}).get("properties", {})
+    if "to" in route:
+        route["to"] = {
+            "description": "a version | {version: weight, ...} | {service: s, version?: v, port?: p} | a list of destinations",
+            "anyOf": [
+                {"type": "string"},
+                {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 100}},
+                {"$ref": "#/$defs/Backend"},
+                {"type": "array", "items": {"$ref": "#/$defs/Backend"}},
+                {"type": "null"},
+            ],
+        }
+    for name, fields in (("Match", ["method"]), ("AccessRule", ["from", "methods", "paths"]),
+                         ("JWT", ["audiences"]), ("Ingress", ["hosts"])):
+        props = defs.get(name, {}).get("properties", {})
+        for f in fields:
+            if f in props:
+                props[f] = {"anyOf": [_STRING_OR_LIST, {"type": "null"}]}
+    retry = defs.get("RetryPolicy", {}).get("properties", {})
+    if "on" in retry:
+        retry["on"] = {"anyOf": [{"type": "string"}, {"type": "integer"},
+                                 {"type": "array", "items": {"type": ["string", "integer"]}}, {"type": "null"}]}
+    claims = defs.get("AccessRule", {}).get("properties", {})
+    if "jwtClaims" in claims:
+        claims["jwtClaims"] = {"anyOf": [{"type": "object", "additionalProperties": _STRING_OR_LIST}, {"type": "null"}]}
+
+
+def _widen_service(schema: dict[str, Any]) -> None:
+    props = schema.get("properties", {})
+    if "versions" in props:
+        props["versions"] = {"anyOf": [{"type": "array", "items": {"type": "string"}},
+                                       {"type": "object", "additionalProperties": {
+                                           "anyOf": [{"type": "object", "additionalProperties": {"type": "string"}},
+                                                     {"type": "null"}]}}]}
+    if "access" in props:
+        props["access"] = {"anyOf": [{"type": "array", "items": {"$ref": "#/$defs/AccessRule"}},
+                                     {"const": "deny-all"}, {"type": "null"}]}
+    if "environments" in props:
+        overlay = {k: v for k, v in props.items() if k not in ("kind", "service", "namespace", "environments")}
+        props["environments"] = {"type": "object", "additionalProperties": {
+            "anyOf": [{"type": "object", "properties": overlay, "additionalProperties": False}, {"type": "null"}]}}
+
+
+def _model_schema(model: Any) -> dict[str, Any]:
+    schema = model.model_json_schema(mode="validation", by_alias=True)
+    defs = schema.get("$defs", {})
+    for name, forms in _SHORT_FORMS.items():
+        if name in defs:
+            defs[name] = {"anyOf": [*forms, defs[name]]}
+    if "LoadBalancing" in defs:
+        # `algorithm` is internal; users write a mode name or {consistentHash: {...}}.
+        defs["LoadBalancing"] = {"anyOf": [
+            {"enum": ["round-robin", "least-request", "random"]},
+            {"type": "object", "properties": {"consistentHash": {"$ref": "#/$defs/ConsistentHash"}},
+             "required": ["consistentHash"], "additionalProperties": False},
+        ]}
+    _widen_fields(defs)
+    return schema
+
+
+def blueprint_schema(kind: str | None = None) -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) for one kind, or for any blueprint file."""
+    if kind == "config":
+        schema = _model_schema(Config)
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        return schema
+    parts = {"Service": ServiceBlueprint, "Namespace": NamespaceBlueprint, "Mesh": MeshBlueprint}
+    chosen = {kind: parts[kind]} if kind else parts
+    defs: dict[str, Any] = {}
+    variants = []
+    for name, model in chosen.items():
+        s = _model_schema(model)
+        defs.update(s.pop("$defs", {}))
+        if name == "Service":
+            _widen_service(s)
+        s["additionalProperties"] = False
+        defs[f"{name}Blueprint"] = s
+        variants.append({"$ref": f"#/$defs/{name}Blueprint"})
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "meshgen blueprint v1",
+        "anyOf": variants if len(variants) > 1 else variants,
+        "$defs": defs,
+    }

@@ -1,0 +1,154 @@
+"""The `meshgen` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from meshgen import __version__
+from meshgen.diagnostics import BlueprintError, Diagnostic
+
+ROOT_ARG = click.argument("root", type=click.Path(file_okay=False, path_type=Path), default=".", required=False)
+ENV_OPT = click.option("--env", "env", metavar="ENV", help="Only this environment (a name from meshgen.yaml).")
+MESH_OPT = click.option("--mesh", type=click.Choice(["istio", "linkerd"]), help="Render every service for this mesh.")
+
+
+def _report(diagnostics: list[Diagnostic]) -> None:
+    for d in diagnostics:
+        click.echo(str(d), err=True)
+
+
+def _fail(exc: BlueprintError) -> None:
+    _report(exc.diagnostics)
+    errors = sum(1 for d in exc.diagnostics if d.severity == "error")
+    click.echo(f"meshgen: {errors} error(s); nothing was written", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="meshgen")
+def main() -> None:
+    """Service-mesh intents in, Istio or Linkerd manifests (and reviewed pull requests) out."""
+
+
+@main.command()
+@ROOT_ARG
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write <env path>/<namespace>/<service>/<kind>-<name>.yaml into.")
+@ENV_OPT
+@MESH_OPT
+@click.option("--no-cache", is_flag=True, help="Render everything, ignoring ROOT/.meshgen/cache.")
+@click.option("--timings", is_flag=True, help="Print where the time went to stderr.")
+def render(root: Path, out: Path, env: str | None, mesh: str | None, no_cache: bool, timings: bool) -> None:
+    """Render the blueprints under ROOT into manifest files under --out."""
+    from meshgen.output import render_to_dir
+
+    started = time.perf_counter()
+    try:
+        stats = render_to_dir(root, out, env=env, mesh=mesh, use_cache=not no_cache)
+    except BlueprintError as exc:
+        _fail(exc)
+        return
+    _report(stats.warnings)
+    click.echo(
+        f"meshgen: {stats.units} folders, {stats.files} files in {out} "
+        f"({stats.written} written, {stats.removed} removed, {stats.rendered} blueprints rendered, "
+        f"{stats.reused} unchanged)",
+        err=True,
+    )
+    if timings:
+        parts = " ".join(f"{k}={v:.4f}s" for k, v in stats.timings.items())
+        click.echo(f"timings: total={time.perf_counter() - started:.4f}s {parts}", err=True)
+
+
+@main.command()
+@ROOT_ARG
+@ENV_OPT
+@MESH_OPT
+@click.option("--strict", is_flag=True, help="Treat warnings (analysis findings) as errors.")
+def validate(root: Path, env: str | None, mesh: str | None, strict: bool) -> None:
+    """Check every blueprint (schema, cross-blueprint and static analysis) without writing."""
+    from meshgen.pipeline import render_repository
+
+    try:
+        result = render_repository(root, env=env, mesh=mesh)
+    except BlueprintError as exc:
+        _fail(exc)
+        return
+    _report(result.warnings)
+    if strict and result.warnings:
+        click.echo(f"meshgen: {len(result.warnings)} warning(s), failing because of --strict", err=True)
+        sys.exit(1)
+    click.echo(f"meshgen: {len(result.units)} folders valid, {len(result.warnings)} warning(s)", err=True)
+
+
+@main.command()
+@ROOT_ARG
+@click.option("--against", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A folder of previously rendered manifests (e.g. a checkout of the environment repo).")
+@ENV_OPT
+@MESH_OPT
+@click.option("--exit-code", is_flag=True, help="Exit 2 when there are differences.")
+def diff(root: Path, against: Path, env: str | None, mesh: str | None, exit_code: bool) -> None:
+    """Show, per resource, what would change in --against if ROOT were rendered now."""
+    from meshgen.diff import read_tree, semantic_diff
+    from meshgen.pipeline import render_repository
+
+    try:
+        result = render_repository(root, env=env, mesh=mesh)
+    except BlueprintError as exc:
+        _fail(exc)
+        return
+    new = result.files()
+    folders = {u.folder for u in result.units}
+    old = read_tree(against, env_paths={result.config.env_path(e) for e in result.config.environments if env in (None, e)})
+    lines = semantic_diff(old, new)
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        click.echo(f"no changes ({len(folders)} folders)", err=True)
+    if exit_code and lines:
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--kind", type=click.Choice(["Service", "Namespace", "Mesh", "config"]), default=None,
+              help="One kind only (default: any blueprint kind).")
+def schema(kind: str | None) -> None:
+    """Print the JSON Schema of blueprints (for editor completion via yaml-language-server)."""
+    from meshgen.blueprint.schema import blueprint_schema
+
+    click.echo(json.dumps(blueprint_schema(kind), indent=2, sort_keys=False))
+
+
+@main.command()
+@ROOT_ARG
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def capabilities(root: Path, fmt: str) -> None:
+    """Print what each mesh flavour can express of every blueprint feature."""
+    from meshgen.capabilities import capability_matrix, format_markdown
+
+    matrix = capability_matrix(root if (root / "meshgen.yaml").exists() else None)
+    if fmt == "json":
+        click.echo(json.dumps(matrix, indent=2))
+    else:
+        click.echo(format_markdown(matrix))
+
+
+def _register_optional_groups() -> None:
+    """Commands from the GitOps half are registered when their modules are present."""
+    try:
+        from meshgen.gitops.commands import pr
+    except ImportError:
+        return
+    main.add_command(pr)
+
+
+_register_optional_groups()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,64 @@
+"""The one small interface every forge (GitHub, GitLab, Gitea, local) implements.
+
+A forge only speaks pull requests. Moving branch refs is the environment-repository
+writer's job (meshgen.gitops.envrepo), so a provider never touches git objects itself,
+except the local forge, whose "server" is the repository.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Protocol, runtime_checkable
+
+PRState = Literal["open", "merged", "closed"]
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """A pull request (GitHub, Gitea, local) or merge request (GitLab), as meshgen sees it."""
+
+    number: int
+    title: str
+    body: str
+    state: PRState
+    branch: str  # the head branch, e.g. meshgen/staging/production/api-service
+    base: str  # the branch it merges into
+    head_sha: str
+    merge_sha: str | None
+    url: str
+    labels: tuple[str, ...] = field(default=())
+
+
+class ForgeError(RuntimeError):
+    """A forge call failed for good (after retries). The message never contains a token."""
+
+
+@runtime_checkable
+class Forge(Protocol):
+    """What meshgen needs from a forge. One implementation per file in this package."""
+
+    kind: ClassVar[str]
+
+    def find_open(self, branch: str) -> PullRequest | None:
+        """The open pull request whose head is `branch`, if any."""
+
+    def create(self, *, branch: str, base: str, title: str, body: str, labels: tuple[str, ...]) -> PullRequest:
+        """Open a pull request from `branch` into `base` and set its labels."""
+
+    def update(self, number: int, *, title: str, body: str, labels: tuple[str, ...]) -> PullRequest:
+        """Refresh title, description and labels of an open pull request."""
+
+    def comment(self, number: int, body: str) -> None:
+        """Add a comment to the pull request's conversation."""
+
+    def close(self, number: int, *, comment: str | None = None) -> PullRequest:
+        """Close without merging, optionally commenting first (why it was closed)."""
+
+    def merge(self, number: int) -> PullRequest:
+        """Merge the pull request; the result carries merge_sha."""
+
+    def get(self, number: int) -> PullRequest:
+        """One pull request by number."""
+
+    def list(self, state: PRState | None = None) -> list[PullRequest]:
+        """Pull requests opened by meshgen (head branch under meshgen/), newest first."""

@@ -1,0 +1,180 @@
+"""Blueprints repository in, rendered files out: load, check, render, lay out.
+
+Nothing is written here. `render_repository` either returns every rendered file with the
+warnings, or raises BlueprintError with every error of the run, so a caller can never
+write half a result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meshgen.blueprint.analysis import Facts, check_fleet, check_instance, facts_for
+from meshgen.blueprint.config import Config
+from meshgen.blueprint.loading import Instance, LoadedFile, discover, load_config, load_file
+from meshgen.blueprint.model import MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.diagnostics import BlueprintError, Diagnostic
+from meshgen.render import renderer_class
+from meshgen.render.base import Capability, RenderContext, Resource
+from meshgen.render.features import used_features, used_mesh_features, used_namespace_features
+from meshgen.render.yamlout import dump
+
+NAMESPACE_FOLDER = "_namespace"
+MESH_FOLDER = "_mesh"
+
+
+@dataclass
+class Unit:
+    """One folder meshgen owns in the output: a service, a namespace's or the mesh's resources."""
+
+    env: str
+    namespace: str  # "" for mesh-wide
+    service: str  # service name, or _namespace / _mesh
+    team: str | None
+    folder: str  # e.g. production/payments/api-service
+    files: dict[str, bytes]  # file name -> YAML
+    warnings: tuple[str, ...] = ()
+    blueprint_path: str = ""
+
+
+@dataclass
+class RenderResult:
+    config: Config
+    units: list[Unit] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def files(self) -> dict[str, bytes]:
+        return {f"{u.folder}/{name}": data for u in self.units for name, data in u.files.items()}
+
+
+@dataclass
+class FileOutcome:
+    """Everything one blueprint file contributes; what the cache keeps per content hash."""
+
+    path: str
+    digest: str
+    diagnostics: list[Diagnostic]
+    facts: list[Facts]
+    units: list[Unit]
+
+
+def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: str | None,
+                data: bytes | None = None) -> FileOutcome:
+    """Load, check and render one blueprint for every environment it applies to."""
+    loaded = load_file(root, rel, config, env=env, mesh=mesh, data=data)
+    diagnostics = list(loaded.diagnostics)
+    facts: list[Facts] = []
+    units: list[Unit] = []
+    if any(d.severity == "error" for d in diagnostics):
+        return FileOutcome(rel, loaded.digest, diagnostics, facts, units)
+    for inst in loaded.instances:
+        diagnostics.extend(check_instance(loaded, inst))
+        facts.append(facts_for(loaded, inst))
+        skipped, notes = _unsupported(loaded, inst, config, diagnostics)
+        if any(d.severity == "error" for d in diagnostics):
+            continue
+        units.append(_render_instance(inst, config, skipped, notes))
+    if any(d.severity == "error" for d in diagnostics):
+        units = []
+    return FileOutcome(rel, loaded.digest, diagnostics, facts, units)
+
+
+def _unsupported(
+    loaded: LoadedFile, inst: Instance, config: Config, diagnostics: list[Diagnostic]
+) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Apply `unsupported: error|warn` to the features this mesh cannot express."""
+    caps = _capabilities(inst.mesh, config)
+    bp = inst.blueprint
+    if isinstance(bp, ServiceBlueprint):
+        used = used_features(bp)
+    elif isinstance(bp, NamespaceBlueprint):
+        used = used_namespace_features(bp)
+    else:
+        used = used_mesh_features(bp)
+    skipped: set[str] = set()
+    notes: list[str] = []
+    flavour = renderer_class(inst.mesh).flavours(config)
+    for feature, path in used:
+        cap = caps.get(feature)
+        if cap is None or cap.support != "none":
+            continue
+        real = ("environments", inst.env, *path) if path and path[0] in inst.overlay_keys else path
+        reason = f"{flavour} cannot express this: {cap.note}" if cap.note else f"{flavour} cannot express this"
+        if config.unsupported == "error":
+            diagnostics.append(loaded.diag(real, reason + " (meshgen.yaml `unsupported: warn` renders without it)"))
+        else:
+            skipped.add(feature)
+            d = loaded.diag(real, reason + "; rendered without it", severity="warning")
+            diagnostics.append(d)
+            notes.append(f"{d.path}: {reason}; rendered without it")
+    return frozenset(skipped), tuple(notes)
+
+
+_CAPS: dict[tuple[str, int], dict[str, Capability]] = {}
+
+
+def _capabilities(mesh: str, config: Config) -> dict[str, Capability]:
+    key = (mesh, id(config))
+    if key not in _CAPS:
+        _CAPS[key] = dict(renderer_class(mesh).capabilities(config))
+    return _CAPS[key]
+
+
+def _render_instance(inst: Instance, config: Config, skipped: frozenset[str], notes: tuple[str, ...]) -> Unit:
+    renderer = renderer_class(inst.mesh)()
+    ctx = RenderContext(config=config, env=inst.env, mesh=inst.mesh, blueprint_path=inst.source,
+                        team=inst.team, skipped=skipped)
+    env_path = config.env_path(inst.env)
+    bp = inst.blueprint
+    if isinstance(bp, ServiceBlueprint):
+        resources = renderer.render_service(bp, ctx)
+        namespace, service = bp.namespace, bp.service
+        folder = f"{env_path}/{bp.namespace}/{bp.service}"
+    elif isinstance(bp, NamespaceBlueprint):
+        resources = renderer.render_namespace(bp, ctx)
+        namespace, service = bp.namespace, NAMESPACE_FOLDER
+        folder = f"{env_path}/{bp.namespace}/{NAMESPACE_FOLDER}"
+    else:
+        assert isinstance(bp, MeshBlueprint)
+        resources = renderer.render_mesh(bp, ctx)
+        namespace, service = "", MESH_FOLDER
+        folder = f"{env_path}/{MESH_FOLDER}"
+    return Unit(inst.env, namespace, service, inst.team, folder, _files(resources, folder), notes, inst.source)
+
+
+def _files(resources: Iterable[Resource], folder: str) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for res in resources:
+        name = f"{res.kind.lower()}-{res.name}.yaml"
+        if name in files:
+            raise RuntimeError(f"renderer produced two {res.kind} named {res.name} in {folder}; this is a meshgen bug")
+        files[name] = dump(res.body).encode()
+    return dict(sorted(files.items()))
+
+
+def render_repository(root: Path, *, env: str | None = None, mesh: str | None = None) -> RenderResult:
+    """Render every blueprint under ROOT. Raises BlueprintError with all errors of the run."""
+    config, _ = load_config(root)
+    _check_selection(config, env, mesh)
+    outcomes = [render_file(root, rel, config, env=env, mesh=mesh) for rel in discover(root)]
+    return assemble(config, outcomes)
+
+
+def _check_selection(config: Config, env: str | None, mesh: str | None) -> None:
+    if env is not None and env not in config.environments:
+        raise BlueprintError([Diagnostic("meshgen.yaml", 1, 1, "environments",
+                                         f"--env {env}: no such environment (environments: {', '.join(config.environments)})")])
+
+
+def assemble(config: Config, outcomes: Iterable[FileOutcome]) -> RenderResult:
+    """Join per-file outcomes, run the fleet checks, and fail with every error if any."""
+    outcomes = sorted(outcomes, key=lambda o: o.path)
+    diagnostics = [d for o in outcomes for d in o.diagnostics]
+    diagnostics.extend(check_fleet([f for o in outcomes for f in o.facts]))
+    errors = [d for d in diagnostics if d.severity == "error"]
+    if errors:
+        raise BlueprintError(diagnostics)
+    units = sorted((u for o in outcomes for u in o.units), key=lambda u: u.folder)
+    return RenderResult(config, units, sorted(set(d for d in diagnostics if d.severity == "warning")))

@@ -1,0 +1,138 @@
+"""The one small interface every mesh renderer implements, and what it hands back.
+
+A renderer turns one resolved blueprint into Kubernetes resources (plain dicts). It
+declares, per blueprint feature, how well its mesh can express it; the capability matrix
+(`meshgen capabilities`) and the unsupported-feature check are both generated from those
+declarations, so the table cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+from meshgen.blueprint.config import Config
+from meshgen.blueprint.model import MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+
+Support = Literal["full", "partial", "none"]
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+SERVICE_LABEL = "meshgen.dev/service"
+TEAM_LABEL = "meshgen.dev/team"
+SOURCE_ANNOTATION = "meshgen.dev/blueprint"
+
+
+@dataclass(frozen=True)
+class Capability:
+    """How a mesh expresses one blueprint feature, and what is lost when it cannot."""
+
+    support: Support
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One rendered Kubernetes object. `body` holds apiVersion, kind, metadata, spec, ..."""
+
+    body: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.body["kind"])
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str | None:
+        ns = self.body["metadata"].get("namespace")
+        return str(ns) if ns is not None else None
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A blueprint field the target mesh cannot express (feature key + the user's field path)."""
+
+    feature: str
+    path: tuple[str | int, ...]
+    mesh: str
+    reason: str
+
+
+@dataclass
+class RenderContext:
+    """What a renderer knows besides the blueprint: environment, settings and provenance."""
+
+    config: Config
+    env: str
+    mesh: str
+    blueprint_path: str  # repository-relative, e.g. blueprints/payments/api-service.yaml
+    team: str | None = None
+    # Versions of other services in the same environment, for cross-service subsets:
+    # (namespace, service) -> version names. Renderers may ignore it.
+    fleet_versions: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    # Features skipped because the mesh cannot express them (`unsupported: warn`).
+    skipped: frozenset[str] = frozenset()
+
+
+class Renderer(Protocol):
+    """A mesh renderer. One implementation per file: render/istio.py, render/linkerd.py."""
+
+    mesh: ClassVar[str]
+
+    @classmethod
+    def flavours(cls, config: Config) -> str:
+        """A short name for the flavour the settings select, e.g. `2.18 httproute+annotations`."""
+
+    @classmethod
+    def capabilities(cls, config: Config) -> Mapping[str, Capability]:
+        """Support per feature key (see meshgen.render.features.FEATURES) for these settings."""
+
+    def render_service(self, svc: ServiceBlueprint, ctx: RenderContext) -> list[Resource]:
+        """Resources for one service in one environment. Features in ctx.skipped are left out."""
+
+    def render_namespace(self, ns: NamespaceBlueprint, ctx: RenderContext) -> list[Resource]:
+        """Namespace-wide resources (default mTLS, default-deny)."""
+
+    def render_mesh(self, mesh: MeshBlueprint, ctx: RenderContext) -> list[Resource]:
+        """Mesh-wide resources (telemetry defaults, mesh-wide mTLS, control-plane scraping)."""
+
+
+def metadata(
+    name: str,
+    namespace: str | None,
+    ctx: RenderContext,
+    *,
+    service: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Standard metadata: name, namespace, meshgen's labels and the provenance annotation.
+
+    Keys come out in a fixed order so the YAML reads the same in every file.
+    """
+    all_labels: dict[str, str] = {MANAGED_BY: "meshgen"}
+    if service is not None:
+        all_labels[SERVICE_LABEL] = service
+    if ctx.team:
+        all_labels[TEAM_LABEL] = ctx.team
+    if labels:
+        all_labels.update(labels)
+    all_annotations: dict[str, str] = {SOURCE_ANNOTATION: ctx.blueprint_path}
+    if annotations:
+        all_annotations.update(annotations)
+    meta: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    meta["labels"] = all_labels
+    meta["annotations"] = all_annotations
+    return meta
+
+
+def resource(api_version: str, kind: str, meta: dict[str, Any], **rest: Any) -> Resource:
+    """A resource with keys in the order people write them: apiVersion, kind, metadata, spec."""
+    body: dict[str, Any] = {"apiVersion": api_version, "kind": kind, "metadata": meta}
+    body.update(rest)
+    return Resource(body)

@@ -1,0 +1,195 @@
+"""Blueprint features as renderers declare them, and which ones a blueprint uses.
+
+Feature keys name what a user wrote (mesh-neutral), not what a mesh renders. Each
+renderer maps every key to a Capability; `used_features` finds the keys a blueprint
+actually uses, with the field path to point at when a mesh cannot express one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from meshgen.blueprint.model import MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+
+FieldPath = tuple[str | int, ...]
+
+FEATURES: dict[str, str] = {
+    "versions": "versions: one destination per version",
+    "routes.split": "routes.to: weighted split between versions or services",
+    "routes.split.matched": "routes.to: a weighted split on a route that has a match",
+    "routes.to.service": "routes.to: {service: ...} another service as destination",
+    "routes.match.headers": "routes.match.headers",
+    "routes.match.path": "routes.match.path",
+    "routes.match.method": "routes.match.method",
+    "routes.rewrite": "routes.rewrite: replace the matched path prefix",
+    "timeout": "timeout (service level and per route)",
+    "retries": "retries: attempts and conditions",
+    "retries.perTryTimeout": "retries.perTryTimeout",
+    "retries.budget": "retries.budget: a retry budget (ratio, minPerSecond, ttl)",
+    "routes.fault.delay": "routes.fault.delay",
+    "routes.fault.abort": "routes.fault.abort",
+    "loadBalancing": "loadBalancing: round-robin | least-request | random",
+    "loadBalancing.consistentHash": "loadBalancing.consistentHash",
+    "connectionPool": "connectionPool",
+    "circuitBreaker.consecutive5xxErrors": "circuitBreaker.consecutive5xxErrors",
+    "circuitBreaker.consecutiveGatewayErrors": "circuitBreaker.consecutiveGatewayErrors",
+    "circuitBreaker.consecutiveLocalOriginFailures": "circuitBreaker.consecutiveLocalOriginFailures",
+    "circuitBreaker.interval": "circuitBreaker.interval",
+    "circuitBreaker.baseEjectionTime": "circuitBreaker.baseEjectionTime",
+    "circuitBreaker.maxEjectionPercent": "circuitBreaker.maxEjectionPercent",
+    "circuitBreaker.minHealthPercent": "circuitBreaker.minHealthPercent",
+    "mtls": "mtls: strict | permissive | disable",
+    "mtls.ports": "mtls.ports: per-port modes",
+    "access": "access: rules by service account (and deny-all with [])",
+    "access.methods": "access[].methods",
+    "access.paths": "access[].paths",
+    "access.jwtClaims": "access[].jwtClaims",
+    "jwt": "jwt: request authentication",
+    "rateLimit": "rateLimit: per-pod inbound token bucket",
+    "ingress": "ingress: routes at the edge, bound to an existing gateway",
+    "ingress.gateway.rendered": "ingress without gateway: meshgen renders the gateway",
+    "ingress.tls": "ingress.tls",
+    "egress": "egress: external hosts",
+    "telemetry.tracing": "telemetry.tracing",
+    "telemetry.accessLogs": "telemetry.accessLogs",
+    "telemetry.metrics": "telemetry.metrics",
+    "observability.serviceMonitor": "observability.serviceMonitor",
+    "observability.podMonitor": "observability.podMonitor",
+    "observability.dashboard": "observability.dashboard",
+    "namespace.mtls": "kind Namespace: mtls default",
+    "namespace.deny-all": "kind Namespace: access: deny-all",
+    "mesh.telemetry": "kind Mesh: telemetry defaults",
+    "mesh.mtls": "kind Mesh: mesh-wide mtls",
+    "mesh.observability": "kind Mesh: control-plane and proxy scraping",
+}
+
+
+def used_features(svc: ServiceBlueprint) -> Iterator[tuple[str, FieldPath]]:
+    """(feature key, field path) for every feature this service blueprint uses."""
+    if svc.versions:
+        yield "versions", ("versions",)
+    for i, route in enumerate(svc.routes):
+        here: FieldPath = ("routes", i)
+        if route.to is not None:
+            if len(route.to) > 1:
+                yield "routes.split", (*here, "to")
+                if route.match is not None:
+                    yield "routes.split.matched", (*here, "to")
+            if any(b.service is not None for b in route.to):
+                yield "routes.to.service", (*here, "to")
+        if route.match is not None:
+            if route.match.headers:
+                yield "routes.match.headers", (*here, "match", "headers")
+            if route.match.path is not None:
+                yield "routes.match.path", (*here, "match", "path")
+            if route.match.method:
+                yield "routes.match.method", (*here, "match", "method")
+        if route.rewrite is not None:
+            yield "routes.rewrite", (*here, "rewrite")
+        if route.timeout is not None:
+            yield "timeout", (*here, "timeout")
+        if route.retries is not None:
+            yield from _retries(route.retries, (*here, "retries"))
+        if route.fault is not None:
+            if route.fault.delay is not None:
+                yield "routes.fault.delay", (*here, "fault", "delay")
+            if route.fault.abort is not None:
+                yield "routes.fault.abort", (*here, "fault", "abort")
+    if svc.timeout is not None:
+        yield "timeout", ("timeout",)
+    if svc.retries is not None:
+        yield from _retries(svc.retries, ("retries",))
+    if svc.load_balancing is not None:
+        if svc.load_balancing.consistent_hash is not None:
+            yield "loadBalancing.consistentHash", ("loadBalancing", "consistentHash")
+        else:
+            yield "loadBalancing", ("loadBalancing",)
+    if svc.connection_pool is not None:
+        yield "connectionPool", ("connectionPool",)
+    if svc.circuit_breaker is not None:
+        cb = svc.circuit_breaker
+        for attr, key in (
+            ("consecutive_5xx_errors", "consecutive5xxErrors"),
+            ("consecutive_gateway_errors", "consecutiveGatewayErrors"),
+            ("consecutive_local_origin_failures", "consecutiveLocalOriginFailures"),
+            ("interval", "interval"),
+            ("base_ejection_time", "baseEjectionTime"),
+            ("max_ejection_percent", "maxEjectionPercent"),
+            ("min_health_percent", "minHealthPercent"),
+        ):
+            if getattr(cb, attr) is not None:
+                yield f"circuitBreaker.{key}", ("circuitBreaker", key)
+    if svc.mtls is not None:
+        yield "mtls", ("mtls",)
+        if svc.mtls.ports:
+            yield "mtls.ports", ("mtls", "ports")
+    if svc.access is not None:
+        yield "access", ("access",)
+        for i, rule in enumerate(svc.access):
+            if rule.methods:
+                yield "access.methods", ("access", i, "methods")
+            if rule.paths:
+                yield "access.paths", ("access", i, "paths")
+            if rule.jwt_claims:
+                yield "access.jwtClaims", ("access", i, "jwtClaims")
+    if svc.jwt is not None:
+        yield "jwt", ("jwt",)
+    if svc.rate_limit is not None:
+        yield "rateLimit", ("rateLimit",)
+    if svc.ingress is not None:
+        yield "ingress", ("ingress",)
+        if svc.ingress.gateway is None:
+            yield "ingress.gateway.rendered", ("ingress",)
+        if svc.ingress.tls is not None:
+            yield "ingress.tls", ("ingress", "tls")
+    for i, _ in enumerate(svc.egress):
+        yield "egress", ("egress", i)
+    if svc.telemetry is not None:
+        yield from _telemetry(svc.telemetry, ("telemetry",))
+    if svc.observability is not None:
+        obs = svc.observability
+        if obs.service_monitor is not None:
+            yield "observability.serviceMonitor", ("observability", "serviceMonitor")
+        if obs.pod_monitor is not None:
+            yield "observability.podMonitor", ("observability", "podMonitor")
+        if obs.dashboard:
+            yield "observability.dashboard", ("observability", "dashboard")
+
+
+def _retries(policy: object, path: FieldPath) -> Iterator[tuple[str, FieldPath]]:
+    from meshgen.blueprint.model import RetryPolicy
+
+    assert isinstance(policy, RetryPolicy)
+    yield "retries", path
+    if policy.per_try_timeout is not None:
+        yield "retries.perTryTimeout", (*path, "perTryTimeout")
+    if policy.budget is not None:
+        yield "retries.budget", (*path, "budget")
+
+
+def _telemetry(tel: object, path: FieldPath) -> Iterator[tuple[str, FieldPath]]:
+    from meshgen.blueprint.model import Telemetry
+
+    assert isinstance(tel, Telemetry)
+    if tel.tracing is not None:
+        yield "telemetry.tracing", (*path, "tracing")
+    if tel.access_logs is not None:
+        yield "telemetry.accessLogs", (*path, "accessLogs")
+    if tel.metrics is not None:
+        yield "telemetry.metrics", (*path, "metrics")
+
+
+def used_namespace_features(ns: NamespaceBlueprint) -> Iterator[tuple[str, FieldPath]]:
+    if ns.mtls is not None:
+        yield "namespace.mtls", ("mtls",)
+    if ns.access == "deny-all":
+        yield "namespace.deny-all", ("access",)
+
+
+def used_mesh_features(mesh: MeshBlueprint) -> Iterator[tuple[str, FieldPath]]:
+    if mesh.telemetry is not None:
+        yield "mesh.telemetry", ("telemetry",)
+    if mesh.mtls is not None:
+        yield "mesh.mtls", ("mtls",)
+    if mesh.observability is not None:
+        yield "mesh.observability", ("observability",)

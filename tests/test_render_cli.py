@@ -1,0 +1,170 @@
+"""`meshgen render / validate / diff / schema` as users run them (the real console entry point)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from helpers import write_repo
+from meshgen.blueprint.yamlsource import load_document
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "blueprints"
+API = """\
+service: api-service
+namespace: payments
+versions: {v1: {version: v1}, v2: {version: v2}}
+routes:
+  - name: canary
+    match: {headers: {x-canary: "true"}}
+    to: v2
+  - name: default
+    to: {v1: 90, v2: 10}
+    retries: {attempts: 3, perTryTimeout: 2s, on: [5xx]}
+    timeout: 10s
+mtls: strict
+access:
+  - from: [frontend]
+"""
+
+
+def meshgen(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshgen", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_render_lays_out_one_resource_per_file(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "repo", {"payments/api-service.yaml": API})
+    run = meshgen("render", root, "--out", tmp_path / "out")
+    assert run.returncode == 0, run.stderr
+    files = tree(tmp_path / "out")
+    assert "production/payments/api-service/virtualservice-api-service.yaml" in files
+    assert "staging/payments/api-service/destinationrule-api-service.yaml" in files
+    for path, data in files.items():
+        doc = yaml.safe_load(data)
+        assert list(doc)[:3] == ["apiVersion", "kind", "metadata"], path
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "meshgen"
+        assert labels["meshgen.dev/service"] == "api-service"
+        assert labels["meshgen.dev/team"] == "payments"
+        assert doc["metadata"]["annotations"]["meshgen.dev/blueprint"] == "blueprints/payments/api-service.yaml"
+        assert path.endswith(f"{doc['kind'].lower()}-{doc['metadata']['name']}.yaml")
+
+
+def test_output_is_byte_identical_across_runs_and_discovery_order(tmp_path: Path) -> None:
+    names = sorted(p.relative_to(EXAMPLES / "blueprints").as_posix() for p in (EXAMPLES / "blueprints").rglob("*.yaml"))
+    for label, order in (("a", names), ("b", list(reversed(names)))):
+        root = tmp_path / label
+        root.mkdir()
+        shutil.copy(EXAMPLES / "meshgen.yaml", root / "meshgen.yaml")
+        for name in order:  # files created in a different order: different directory order on disk
+            (root / "blueprints" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(EXAMPLES / "blueprints" / name, root / "blueprints" / name)
+        for n in (1, 2):
+            run = meshgen("render", root, "--out", tmp_path / f"out-{label}{n}", "--no-cache")
+            assert run.returncode == 0, run.stderr
+    first = tree(tmp_path / "out-a1")
+    assert len(first) > 40
+    assert first == tree(tmp_path / "out-a2") == tree(tmp_path / "out-b1") == tree(tmp_path / "out-b2")
+    assert not any(b"timestamp" in v or b"creationTimestamp" in v for v in first.values())
+
+
+def test_errors_exit_1_and_write_nothing(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "repo", {"payments/api-service.yaml": API, "payments/bad.yaml": "service: b\nnamespace: payments\ntimeout: soon\n"})
+    run = meshgen("render", root, "--out", tmp_path / "out")
+    assert run.returncode == 1
+    assert "blueprints/payments/bad.yaml:3:1: timeout: 'soon' is not a duration" in run.stderr
+    assert "nothing was written" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_reports_analysis_warnings_and_strict_fails_on_them(tmp_path: Path) -> None:
+    shadowed = API.replace("  - name: default\n", "  - name: again\n    match: {headers: {x-canary: \"true\"}}\n    to: v1\n  - name: default\n")
+    root = write_repo(tmp_path / "repo", {"payments/api-service.yaml": shadowed})
+    run = meshgen("validate", root)
+    assert run.returncode == 0, run.stderr
+    assert "warning: [IST0130] routes[1].match: this route can never match: route 'canary' has the identical match" in run.stderr
+    assert meshgen("validate", root, "--strict").returncode == 1
+
+
+def test_render_only_one_environment(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "repo", {"payments/api-service.yaml": API})
+    assert meshgen("render", root, "--out", tmp_path / "out", "--env", "staging").returncode == 0
+    assert {p.split("/")[0] for p in tree(tmp_path / "out")} == {"staging"}
+    bad = meshgen("render", root, "--out", tmp_path / "out2", "--env", "qa")
+    assert bad.returncode == 1 and "--env qa: no such environment (environments: staging, production)" in bad.stderr
+
+
+def test_rerender_touches_only_what_changed_and_removes_what_is_gone(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "repo", {"payments/api-service.yaml": API,
+                                          "catalog/reviews.yaml": "service: reviews\nnamespace: catalog\ntimeout: 3s\n"})
+    out = tmp_path / "out"
+    first = meshgen("render", root, "--out", out)
+    assert first.returncode == 0 and "2 blueprints rendered" in first.stderr
+    vs = out / "production/payments/api-service/virtualservice-api-service.yaml"
+    reviews = out / "production/catalog/reviews/virtualservice-reviews.yaml"
+    before = reviews.stat().st_mtime_ns
+    (root / "blueprints/payments/api-service.yaml").write_text(API.replace("v1: 90, v2: 10", "v1: 75, v2: 25"))
+    second = meshgen("render", root, "--out", out)
+    assert second.returncode == 0, second.stderr
+    assert "1 blueprints rendered, 1 unchanged" in second.stderr
+    weights = [d.get("weight") for d in yaml.safe_load(vs.read_text())["spec"]["http"][1]["route"]]
+    assert weights == [75, 25]
+    assert reviews.stat().st_mtime_ns == before  # untouched
+    (root / "blueprints/catalog/reviews.yaml").unlink()
+    third = meshgen("render", root, "--out", out)
+    assert third.returncode == 0 and not (out / "production/catalog").exists()
+    # The cached result is the same as a cold render.
+    cold = tmp_path / "cold"
+    assert meshgen("render", root, "--out", cold, "--no-cache").returncode == 0
+    assert tree(cold) == tree(out)
+
+
+def test_diff_reads_like_a_review(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "repo", {"payments/api-service.yaml": API})
+    out = tmp_path / "out"
+    assert meshgen("render", root, "--out", out).returncode == 0
+    (root / "blueprints/payments/api-service.yaml").write_text(
+        API.replace("v1: 90, v2: 10", "v1: 75, v2: 25") + "  - from: [mobile-app]\n    methods: [GET, POST]\n    paths: [/api/v1/*]\n")
+    run = meshgen("diff", root, "--against", out, "--env", "production", "--exit-code")
+    assert run.returncode == 2, run.stderr
+    lines = run.stdout.splitlines()
+    assert "VirtualService payments/api-service: route default: weight v1 90 → 75" in lines
+    assert "VirtualService payments/api-service: route default: weight v2 10 → 25" in lines
+    assert "AuthorizationPolicy payments/api-service: access: + mobile-app GET,POST /api/v1/*" in lines
+    same = meshgen("diff", root, "--against", out, "--env", "staging", "--exit-code")
+    assert same.returncode == 2  # staging changed too (no overlay)
+
+
+def test_schema_validates_the_examples(tmp_path: Path) -> None:
+    import jsonschema
+
+    run = meshgen("schema")
+    assert run.returncode == 0
+    schema = json.loads(run.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in sorted((EXAMPLES / "blueprints").rglob("*.yaml")):
+        # As an editor sees it: YAML 1.2 (`on:` is a key) and JSON's string keys.
+        doc = json.loads(json.dumps(load_document(path.read_bytes()).data))
+        errors = list(validator.iter_errors(doc))
+        assert not errors, (path, [e.message for e in errors])
+    assert list(validator.iter_errors({"service": "a", "namespace": "b", "retires": 3}))
+
+
+def test_the_examples_repository_validates_cleanly() -> None:
+    run = meshgen("validate", EXAMPLES, "--strict")
+    assert run.returncode == 0, run.stderr
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).parent / "meshgen"
+    run = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+    assert run.returncode == 0 and "meshgen" in run.stdout
