@@ -11,13 +11,16 @@ more. meshgen.yaml changing, or a different meshgen version, invalidates everyth
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import pickle
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshgen import __version__
+from meshgen.blueprint.config import Config
 from meshgen.blueprint.loading import CONFIG_FILE, digest_bytes, discover, load_config
 from meshgen.diagnostics import Diagnostic
 from meshgen.pipeline import FileOutcome, _check_selection, assemble, render_file
@@ -87,21 +90,20 @@ def render_to_dir(root: Path, out: Path, *, env: str | None = None, mesh: str | 
     t1 = time.perf_counter()
 
     entries: dict[str, _Entry] = {}
-    fresh: list[FileOutcome] = []
+    todo: list[tuple[str, tuple[int, int, int]]] = []
     for rel in discover(root):
-        st = os.stat(root / rel)
-        skey = _stat_key(st)
+        skey = _stat_key(os.stat(root / rel))
         old = old_entries.get(rel)
         if old is not None and old.stat == skey:
             entries[rel] = old
-            continue
-        data = (root / rel).read_bytes()
-        if old is not None and old.outcome.digest == digest_bytes(data):
-            entries[rel] = _Entry(skey, old.outcome)
-            continue
-        outcome = render_file(root, rel, config, env=env, mesh=mesh, data=data)
-        fresh.append(outcome)
+        elif old is not None and old.outcome.digest == digest_bytes((root / rel).read_bytes()):
+            entries[rel] = _Entry(skey, old.outcome)  # touched but not changed
+        else:
+            todo.append((rel, skey))
+    fresh = _render_files(root, [rel for rel, _ in todo], config, env, mesh)
+    for (rel, skey), outcome in zip(todo, fresh):
         entries[rel] = _Entry(skey, outcome)
+    entries = dict(sorted(entries.items()))
     stats.rendered = len(fresh)
     stats.reused = len(entries) - len(fresh)
     t2 = time.perf_counter()
@@ -111,8 +113,8 @@ def render_to_dir(root: Path, out: Path, *, env: str | None = None, mesh: str | 
     t3 = time.perf_counter()
 
     written = dict(cache.written) if cache else {}
+    writer = _Writer()
     wanted: dict[str, str] = {}
-    fresh_paths = {o.path for o in fresh}
     for unit in result.units:
         for name, data in unit.files.items():
             rel_out = f"{unit.folder}/{name}"
@@ -120,7 +122,7 @@ def render_to_dir(root: Path, out: Path, *, env: str | None = None, mesh: str | 
                 digest = hashlib.sha256(data).hexdigest()
                 wanted[rel_out] = digest
                 if written.get(rel_out) != digest:
-                    _write(out / rel_out, data)
+                    writer.write(out / rel_out, data)
                     stats.written += 1
             else:  # a cached unit: the hash of what is already on disk
                 wanted[rel_out] = data
@@ -132,12 +134,45 @@ def render_to_dir(root: Path, out: Path, *, env: str | None = None, mesh: str | 
     t4 = time.perf_counter()
 
     if use_cache:
-        for rel in fresh_paths:
-            _hash_units(entries[rel].outcome)
+        for outcome in fresh:
+            _hash_units(outcome)
         _save(cache_file, _Cache(key, config_digest, entries, wanted))
     t5 = time.perf_counter()
     stats.timings = {"load": t1 - t0, "render": t2 - t1, "check": t3 - t2, "write": t4 - t3, "cache": t5 - t4}
     return stats
+
+
+PARALLEL_MIN_FILES = 500
+"""Below this, starting worker processes costs more than it saves."""
+
+
+def _render_files(root: Path, rels: list[str], config: Config, env: str | None, mesh: str | None) -> list[FileOutcome]:
+    """Render files, spread over the machine's cores when there are many (a cold render)."""
+    workers = min(len(os.sched_getaffinity(0)), 8)
+    if len(rels) < PARALLEL_MIN_FILES or workers < 2:
+        return [render_file(root, rel, config, env=env, mesh=mesh) for rel in rels]
+    # Contiguous chunks keep results in input order; a few per worker balance uneven files.
+    size = max(1, len(rels) // (workers * 4))
+    chunks = [rels[i:i + size] for i in range(0, len(rels), size)]
+    # fork: workers inherit the imported modules and the validated config, so start-up is cheap.
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                             initializer=_init_worker, initargs=(root, config, env, mesh)) as pool:
+        return [outcome for chunk in pool.map(_render_chunk, chunks) for outcome in chunk]
+
+
+_WORKER: tuple[Path, Config, str | None, str | None] | None = None
+
+
+def _init_worker(root: Path, config: Config, env: str | None, mesh: str | None) -> None:
+    global _WORKER
+    _WORKER = (root, config, env, mesh)
+
+
+def _render_chunk(rels: list[str]) -> list[FileOutcome]:
+    assert _WORKER is not None
+    root, config, env, mesh = _WORKER
+    return [render_file(root, rel, config, env=env, mesh=mesh) for rel in rels]
 
 
 def _hash_units(outcome: FileOutcome) -> None:
@@ -146,11 +181,27 @@ def _hash_units(outcome: FileOutcome) -> None:
         unit.files = {n: (hashlib.sha256(d).hexdigest() if isinstance(d, bytes) else d) for n, d in unit.files.items()}
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # readers never see half a file
+class _Writer:
+    """Writes output files; replaces existing ones atomically so readers never see half a file."""
+
+    def __init__(self) -> None:
+        self._made: set[Path] = set()
+
+    def write(self, path: Path, data: bytes) -> None:
+        parent = path.parent
+        if parent not in self._made:
+            parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(parent)
+        try:
+            # A new file: nobody can be reading it, write in place (half the system calls).
+            with open(path, "xb") as fh:
+                fh.write(data)
+            return
+        except FileExistsError:
+            pass
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
 
 def _remove(out: Path, rel: str) -> None:

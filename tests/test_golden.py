@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 CASES = {
     "examples": HERE.parent / "blueprints",
     "linkerd": HERE / "fixtures" / "linkerd",
+    "linkerd-legacy": HERE / "fixtures" / "linkerd-legacy",
 }
 
 

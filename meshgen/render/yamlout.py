@@ -71,7 +71,21 @@ def scalar(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as YAML; renderers produce plain data")
 
 
+_MEMO: dict[str, str] = {}
+_MEMO_LIMIT = 200_000  # keys and most values repeat across a fleet; bound the memory anyway
+
+
 def _string(text: str) -> str:
+    cached = _MEMO.get(text)
+    if cached is not None:
+        return cached
+    out = _quote(text)
+    if len(_MEMO) < _MEMO_LIMIT:
+        _MEMO[text] = out
+    return out
+
+
+def _quote(text: str) -> str:
     if _PLAIN.match(text) and text not in _RESERVED and not _NUMBERISH.match(text) and not _DATEISH.match(text):
         return text
     quoted = json.dumps(text, ensure_ascii=False)
@@ -81,7 +95,7 @@ def _string(text: str) -> str:
 
 
 def _key(key: Any) -> str:
-    if not isinstance(key, str):
+    if type(key) is not str:
         key = str(key)  # Kubernetes maps have string keys (e.g. portLevelMtls "8080")
     return _string(key)
 
@@ -137,6 +151,8 @@ def _sequence(items: list[Any], indent: int, out: list[str]) -> None:
 
 
 def _flow_empty(value: Any) -> str:
+    if type(value) is str:  # the common case first
+        return _string(value)
     if isinstance(value, dict):
         return "{}"
     if isinstance(value, list):

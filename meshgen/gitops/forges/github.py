@@ -1,0 +1,199 @@
+"""GitHub (and GitHub Enterprise Server) pull requests over REST API v3.
+
+Field names and request bodies follow the `pulls`, `issues/labels` and `issues/comments`
+operations of GitHub's OpenAPI description (a trimmed copy is kept in shared/reference/api).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any, ClassVar, Self
+
+from ._http import _ApiClient, _resolve_token, _RetryPolicy, _segment
+from .base import ForgeError, PRState, PullRequest
+
+_PREFIX = "meshgen/"
+_PAGE = 100  # GitHub's maximum per_page
+
+
+class GitHubForge:
+    """Pull requests on one GitHub repository.
+
+    base_url is the REST API root: https://api.github.com for github.com, or
+    https://HOST/api/v3 for GitHub Enterprise Server. The token (fine-grained: "Pull requests"
+    and "Issues" read/write, "Contents" read/write to merge) comes from exactly one of `token`,
+    `token_env` (an environment variable name) or `token_file` (a file path).
+    """
+
+    kind: ClassVar[str] = "github"
+
+    def __init__(
+        self,
+        owner: str,
+        repo: str,
+        *,
+        base_url: str = "https://api.github.com",
+        token: str | None = None,
+        token_env: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 5,
+        max_wait: float = 60.0,
+        backoff: float = 1.0,
+    ) -> None:
+        self.owner = owner
+        self.repo = repo
+        secret = _resolve_token("GitHub", token=token, token_env=token_env, token_file=token_file)
+        self._api = _ApiClient(
+            "GitHub", base_url, secret, lambda value: ("Authorization", f"Bearer {value}"),
+            timeout=timeout,
+            retry=_RetryPolicy(max_attempts=max_attempts, max_wait=max_wait, backoff=backoff),
+            extra_headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
+            hint_not_found=(f"check owner/repo ({owner}/{repo}), base_url ({base_url}) and the pull request "
+                            "number; GitHub also answers 404 when the token cannot see a private repository"),
+            hint_auth="check that the token is valid, not expired, and has Pull requests, Issues and "
+                      "Contents read/write access to the repository",
+        )
+        self._repo_path = f"repos/{_segment(owner)}/{_segment(repo)}"
+
+    def __repr__(self) -> str:
+        return f"GitHubForge(base_url={self._api.base_url!r}, repo='{self.owner}/{self.repo}')"
+
+    def close_connections(self) -> None:
+        """Release pooled HTTP connections (the forge object is unusable afterwards)."""
+        self._api.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_connections()
+
+    # -- Forge protocol ------------------------------------------------------------------------
+
+    def find_open(self, branch: str) -> PullRequest | None:
+        # head=owner:branch restricts to branches of this repository's owner, so a fork's branch
+        # that happens to be called meshgen/... is never mistaken for ours.
+        found = self._api.call(
+            f"find open pull request for {branch}", "GET", f"{self._repo_path}/pulls",
+            params={"head": f"{self.owner}:{branch}", "state": "open", "per_page": _PAGE},
+            parse=lambda data: [self._parse(item) for item in data if self._is_ours(item)],
+        )
+        return next((pr for pr in found if pr.branch == branch), None)
+
+    def create(self, *, branch: str, base: str, title: str, body: str, labels: tuple[str, ...]) -> PullRequest:
+        pr = self._api.call(
+            f"create pull request {branch} -> {base}", "POST", f"{self._repo_path}/pulls",
+            json={"title": title, "head": branch, "base": base, "body": body}, ok=(201,), parse=self._parse,
+        )
+        if labels:
+            pr = self._with_labels(pr, labels)
+        return pr
+
+    def update(self, number: int, *, title: str, body: str, labels: tuple[str, ...]) -> PullRequest:
+        pr = self._api.call(
+            f"update pull request #{number}", "PATCH", f"{self._repo_path}/pulls/{number}",
+            json={"title": title, "body": body}, parse=self._parse,
+        )
+        return self._with_labels(pr, labels)
+
+    def comment(self, number: int, body: str) -> None:
+        # Pull requests are issues for conversation purposes; there is no /pulls/{n}/comments for this
+        # (that endpoint is for review comments on diff lines).
+        self._api.call(
+            f"comment on pull request #{number}", "POST", f"{self._repo_path}/issues/{number}/comments",
+            json={"body": body}, ok=(201,),
+        )
+
+    def close(self, number: int, *, comment: str | None = None) -> PullRequest:
+        if comment:
+            self.comment(number, comment)
+        return self._api.call(
+            f"close pull request #{number}", "PATCH", f"{self._repo_path}/pulls/{number}",
+            json={"state": "closed"}, parse=self._parse,
+        )
+
+    def merge(self, number: int) -> PullRequest:
+        self._api.call(
+            f"merge pull request #{number}", "PUT", f"{self._repo_path}/pulls/{number}/merge",
+            json={"merge_method": "merge"},
+        )
+        # The merge answer has the sha but not the rest; re-read so the caller gets the whole,
+        # consistent picture (state merged, merge_commit_sha) from one source.
+        merged = self.get(number)
+        if merged.state != "merged":
+            raise ForgeError(f"GitHub: merge pull request #{number}: the forge accepted the merge but the pull "
+                             f"request is {merged.state}; look at it on GitHub ({merged.url})")
+        return merged
+
+    def get(self, number: int) -> PullRequest:
+        return self._api.call(
+            f"get pull request #{number}", "GET", f"{self._repo_path}/pulls/{number}", parse=self._parse
+        )
+
+    def list(self, state: PRState | None = None) -> list[PullRequest]:
+        # GitHub has no "merged" filter: merged pull requests are closed ones with merged_at set.
+        api_state = {None: "all", "open": "open", "closed": "closed", "merged": "closed"}[state]
+        result: list[PullRequest] = []
+        page = 1
+        while True:
+            items: list[dict[str, Any]] = self._api.call(
+                "list pull requests", "GET", f"{self._repo_path}/pulls",
+                params={"state": api_state, "sort": "created", "direction": "desc",
+                        "per_page": _PAGE, "page": page},
+                parse=lambda data: list(data),
+            )
+            result.extend(self._parse(item) for item in items
+                          if item["head"]["ref"].startswith(_PREFIX) and self._is_ours(item))
+            if len(items) < _PAGE:
+                break
+            page += 1
+        if state is not None:
+            result = [pr for pr in result if pr.state == state]
+        return sorted(result, key=lambda pr: pr.number, reverse=True)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _with_labels(self, pr: PullRequest, labels: tuple[str, ...]) -> PullRequest:
+        """Replace the label set. GitHub creates labels that do not exist yet."""
+        if labels:
+            names = self._api.call(
+                f"set labels on pull request #{pr.number}", "PUT",
+                f"{self._repo_path}/issues/{pr.number}/labels",
+                json={"labels": list(labels)}, parse=lambda data: [label["name"] for label in data],
+            )
+        else:
+            # PUT requires at least one label in the documented body; DELETE is the "clear" call.
+            self._api.call(
+                f"clear labels on pull request #{pr.number}", "DELETE",
+                f"{self._repo_path}/issues/{pr.number}/labels", ok=(200, 204),
+            )
+            names = []
+        return replace(pr, labels=tuple(sorted(names)))
+
+    def _is_ours(self, item: dict[str, Any]) -> bool:
+        # head.label is "owner:branch"; GitHub logins are case-insensitive.
+        return str(item["head"]["label"]).lower() == f"{self.owner}:{item['head']['ref']}".lower()
+
+    @staticmethod
+    def _parse(data: dict[str, Any]) -> PullRequest:
+        # merged_at (present in both the full and the list shape) tells merged from closed; the
+        # `merged` boolean exists only in the full shape.
+        merged = data["merged_at"] is not None
+        state: PRState = "merged" if merged else ("open" if data["state"] == "open" else "closed")
+        return PullRequest(
+            number=int(data["number"]),
+            title=data["title"],
+            body=data["body"] or "",
+            state=state,
+            branch=data["head"]["ref"],
+            base=data["base"]["ref"],
+            head_sha=data["head"]["sha"],
+            # For an open pull request merge_commit_sha is GitHub's trial merge, not a real commit on
+            # the base branch, so it is only reported once merged.
+            merge_sha=data["merge_commit_sha"] if merged else None,
+            url=data["html_url"],
+            labels=tuple(sorted(label["name"] for label in data["labels"])),
+        )
+

@@ -1,0 +1,180 @@
+"""GitLab merge requests over REST API v4.
+
+There is no GitLab reference description in shared/reference (see its README, "Gaps"), so this
+follows GitLab's public "Merge requests API" and "Notes API" documentation: a merge request is
+addressed by its project-scoped `iid`; it has source_branch, target_branch, state
+(opened/closed/merged/locked), sha (head of the source branch), merge_commit_sha, web_url and
+labels (a list of names when read, a comma-separated string when written).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar, Self
+
+from ._http import _ApiClient, _resolve_token, _RetryPolicy, _segment
+from .base import ForgeError, PRState, PullRequest
+
+_PREFIX = "meshgen/"
+_PAGE = 100  # GitLab's maximum per_page
+# "locked" is the short-lived state while GitLab performs a merge: still open for us.
+_STATES: dict[str, PRState] = {"opened": "open", "locked": "open", "merged": "merged", "closed": "closed"}
+
+
+class GitLabForge:
+    """Merge requests on one GitLab project (gitlab.com or self-managed).
+
+    project is the numeric id or the full path ("group/subgroup/project"). base_url is the
+    instance URL; "/api/v4" is appended unless it is already there. The token (personal, group or
+    project access token with the `api` scope) comes from exactly one of `token`, `token_env` or
+    `token_file`.
+    """
+
+    kind: ClassVar[str] = "gitlab"
+
+    def __init__(
+        self,
+        project: str | int,
+        *,
+        base_url: str = "https://gitlab.com",
+        token: str | None = None,
+        token_env: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 5,
+        max_wait: float = 60.0,
+        backoff: float = 1.0,
+    ) -> None:
+        api_url = base_url.rstrip("/")
+        if not api_url.endswith("/api/v4"):
+            api_url += "/api/v4"
+        self.project = project
+        secret = _resolve_token("GitLab", token=token, token_env=token_env, token_file=token_file)
+        self._api = _ApiClient(
+            # GitLab takes access tokens as OAuth bearer tokens too. Preferred over PRIVATE-TOKEN
+            # because httpx strips Authorization (and only it) when a redirect leaves the host.
+            "GitLab", api_url, secret, lambda value: ("Authorization", f"Bearer {value}"),
+            timeout=timeout,
+            retry=_RetryPolicy(max_attempts=max_attempts, max_wait=max_wait, backoff=backoff),
+            hint_not_found=(f"check the project ({project}), base_url ({api_url}) and the merge request iid; "
+                            "GitLab also answers 404 when the token cannot see a private project"),
+            hint_auth="check that the token is valid, not expired, and has the api scope with at least "
+                      "Developer role on the project",
+        )
+        # A path such as group/sub/app is one URL segment, so its slashes are percent-encoded.
+        self._mrs = f"projects/{_segment(project)}/merge_requests"
+
+    def __repr__(self) -> str:
+        return f"GitLabForge(base_url={self._api.base_url!r}, project={str(self.project)!r})"
+
+    def close_connections(self) -> None:
+        """Release pooled HTTP connections (the forge object is unusable afterwards)."""
+        self._api.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_connections()
+
+    # -- Forge protocol ------------------------------------------------------------------------
+
+    def find_open(self, branch: str) -> PullRequest | None:
+        found = self._api.call(
+            f"find open merge request for {branch}", "GET", self._mrs,
+            params={"source_branch": branch, "state": "opened", "per_page": _PAGE},
+            parse=lambda data: [self._parse(item) for item in data if self._is_ours(item)],
+        )
+        return next((mr for mr in found if mr.branch == branch), None)
+
+    def create(self, *, branch: str, base: str, title: str, body: str, labels: tuple[str, ...]) -> PullRequest:
+        # GitLab creates labels that do not exist yet, so they can go in with the merge request.
+        return self._api.call(
+            f"create merge request {branch} -> {base}", "POST", self._mrs,
+            json={"source_branch": branch, "target_branch": base, "title": title, "description": body,
+                  "labels": ",".join(labels)},
+            ok=(201,), parse=self._parse,
+        )
+
+    def update(self, number: int, *, title: str, body: str, labels: tuple[str, ...]) -> PullRequest:
+        # `labels` replaces the whole set; an empty string removes them all.
+        return self._api.call(
+            f"update merge request !{number}", "PUT", f"{self._mrs}/{number}",
+            json={"title": title, "description": body, "labels": ",".join(labels)}, parse=self._parse,
+        )
+
+    def comment(self, number: int, body: str) -> None:
+        self._api.call(
+            f"comment on merge request !{number}", "POST", f"{self._mrs}/{number}/notes",
+            json={"body": body}, ok=(201,),
+        )
+
+    def close(self, number: int, *, comment: str | None = None) -> PullRequest:
+        if comment:
+            self.comment(number, comment)
+        return self._api.call(
+            f"close merge request !{number}", "PUT", f"{self._mrs}/{number}",
+            json={"state_event": "close"}, parse=self._parse,
+        )
+
+    def merge(self, number: int) -> PullRequest:
+        self._api.call(f"merge merge request !{number}", "PUT", f"{self._mrs}/{number}/merge")
+        merged = self.get(number)
+        if merged.state != "merged":
+            # e.g. the project merges through a merge train or "merge when pipeline succeeds".
+            raise ForgeError(f"GitLab: merge merge request !{number}: the merge was accepted but the merge "
+                             f"request is still {merged.state}; it may be waiting for a pipeline or merge "
+                             f"train, check {merged.url} and run again once it has merged")
+        return merged
+
+    def get(self, number: int) -> PullRequest:
+        return self._api.call(f"get merge request !{number}", "GET", f"{self._mrs}/{number}", parse=self._parse)
+
+    def list(self, state: PRState | None = None) -> list[PullRequest]:
+        api_state = {None: "all", "open": "opened", "closed": "closed", "merged": "merged"}[state]
+        result: list[PullRequest] = []
+        page = 1
+        while True:
+            raw_count, items = self._api.call(
+                "list merge requests", "GET", self._mrs,
+                params={"state": api_state, "order_by": "created_at", "sort": "desc",
+                        "per_page": _PAGE, "page": page},
+                parse=lambda data: (len(data), [self._parse(item) for item in data if self._is_ours(item)]),
+            )
+            result.extend(mr for mr in items if mr.branch.startswith(_PREFIX))
+            if raw_count < _PAGE:
+                break
+            page += 1
+        if state is not None:
+            result = [mr for mr in result if mr.state == state]
+        return sorted(result, key=lambda mr: mr.number, reverse=True)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _is_ours(item: dict[str, Any]) -> bool:
+        # A merge request from a fork has another source project; its branch names are not ours.
+        source, target = item.get("source_project_id"), item.get("target_project_id")
+        return source is None or target is None or source == target
+
+    @staticmethod
+    def _parse(data: dict[str, Any]) -> PullRequest:
+        raw_state = data["state"]
+        state = _STATES.get(raw_state, "closed")
+        merge_sha: str | None = None
+        if state == "merged":
+            # merge_commit_sha is null when the project merges by fast-forward; then the base branch
+            # tip is the squash commit (if squashed) or the source head itself.
+            merge_sha = data.get("merge_commit_sha") or data.get("squash_commit_sha") or data["sha"]
+        return PullRequest(
+            number=int(data["iid"]),
+            title=data["title"],
+            body=data.get("description") or "",
+            state=state,
+            branch=data["source_branch"],
+            base=data["target_branch"],
+            head_sha=data["sha"],
+            merge_sha=merge_sha,
+            url=data["web_url"],
+            labels=tuple(sorted(str(label) for label in data.get("labels") or ())),
+        )
