@@ -1,15 +1,21 @@
 """Writing a render into a folder, with a content-hash cache so only what changed is redone.
 
-The cache lives in ROOT/.meshgen/cache/ (one file per output folder, environment and mesh
-selection). For every blueprint it keeps the file's stat key and content hash, the
-diagnostics and fleet facts it produced, and a hash per output file. A re-render reads
-only files whose stat changed, renders only those whose content changed, writes only
-output files whose content changed, and removes output files no blueprint produces any
-more. meshgen.yaml changing, or a different meshgen version, invalidates everything.
+The cache lives in ROOT/.meshgen/cache/<key>/ (one per output folder, environment and mesh
+selection). For every blueprint it keeps the file's stat key and content hash, the fleet
+facts and warnings it produced, and the output files it wrote with their hashes. A
+re-render stats every blueprint, reads only files whose stat changed, renders only those
+whose content changed, runs the fleet checks on the cached facts, writes only output files
+whose content changed and removes outputs no blueprint produces any more.
+
+Everything in the cache is tuples of strings, ints and bytes (fast to load), kept as a base
+file plus a small journal of changed entries, so a one-file change writes a few hundred
+bytes instead of the whole cache. meshgen.yaml changing, another meshgen version or a
+missing output folder invalidates it.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -18,15 +24,18 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from meshgen import __version__
+from meshgen.blueprint.analysis import Facts, check_fleet
 from meshgen.blueprint.config import Config
-from meshgen.blueprint.loading import CONFIG_FILE, digest_bytes, discover, load_config
-from meshgen.diagnostics import Diagnostic
-from meshgen.pipeline import FileOutcome, _check_selection, assemble, render_file
+from meshgen.blueprint.loading import BLUEPRINTS_DIR, CONFIG_FILE, SUFFIXES, load_config
+from meshgen.diagnostics import BlueprintError, Diagnostic
+from meshgen.pipeline import FileOutcome, _check_selection, render_file
 
 CACHE_DIR = ".meshgen/cache"
-_FORMAT = 1
+_FORMAT = 3
+_JOURNAL_LIMIT = 256  # entries in the journal before it is folded into the base
 
 
 @dataclass
@@ -41,40 +50,108 @@ class RenderStats:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class _Entry:
-    stat: tuple[int, int, int]
-    outcome: FileOutcome  # units carry file hashes, not bytes, once cached
+StatKey = tuple[int, int, int]
 
 
-@dataclass
+class _Entry(NamedTuple):
+    """One blueprint file as the cache remembers it."""
+
+    stat: StatKey
+    digest: str
+    facts: tuple[Facts, ...]
+    warnings: tuple[tuple[object, ...], ...]  # Diagnostic fields
+    outputs: bytes  # pickled ((output path, blake2b-128 of content), ...): decoded only when the file changes
+    files: int
+    units: int
+
+    def output_hashes(self) -> dict[str, bytes]:
+        return dict(pickle.loads(self.outputs))
+
+
+def _content_hash(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
 class _Cache:
-    key: str
-    config_digest: str
-    entries: dict[str, _Entry]
-    written: dict[str, str]  # output path -> sha256 of what meshgen wrote there
+    def __init__(self, folder: Path, stamp: str) -> None:
+        self.folder = folder
+        self.stamp = stamp  # format, version, config digest
+        self.base: dict[str, _Entry] = {}
+        self.journal: dict[str, _Entry | None] = {}
+
+    @classmethod
+    def load(cls, folder: Path, stamp: str) -> _Cache:
+        # Unpickling ~10^5 small tuples triggers the cyclic GC again and again for nothing:
+        # tuples of strings cannot form cycles. Pausing it halves the load time.
+        gc.disable()
+        try:
+            return cls._load(folder, stamp)
+        finally:
+            gc.enable()
+
+    @classmethod
+    def _load(cls, folder: Path, stamp: str) -> _Cache:
+        cache = cls(folder, stamp)
+        try:
+            base_stamp, base = pickle.loads((folder / "base.pickle").read_bytes())
+            if base_stamp != stamp:
+                return cache
+            cache.base = base
+            try:
+                j_stamp, journal = pickle.loads((folder / "journal.pickle").read_bytes())
+                if j_stamp == stamp:
+                    cache.journal = journal
+            except FileNotFoundError:
+                pass
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError):
+            cache.base, cache.journal = {}, {}  # unreadable cache: render everything
+        return cache
+
+    def entries(self) -> dict[str, _Entry]:
+        merged = dict(self.base)
+        for rel, entry in self.journal.items():
+            if entry is None:
+                merged.pop(rel, None)
+            else:
+                merged[rel] = entry
+        return merged
+
+    def save(self, entries: dict[str, _Entry], changed: dict[str, _Entry | None]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        journal = {**self.journal, **changed}
+        if not self.base or len(journal) > _JOURNAL_LIMIT:
+            _atomic(self.folder / "base.pickle", pickle.dumps((self.stamp, entries), protocol=pickle.HIGHEST_PROTOCOL))
+            journal = {}
+        _atomic(self.folder / "journal.pickle", pickle.dumps((self.stamp, journal), protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+def _atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
-def _cache_path(root: Path, out: Path, env: str | None, mesh: str | None) -> tuple[Path, str]:
-    key = hashlib.sha256(f"{_FORMAT}|{__version__}|{out.resolve()}|{env}|{mesh}".encode()).hexdigest()[:24]
-    return root / CACHE_DIR / f"render-{key}.pickle", key
+def _scan(root: Path) -> dict[str, StatKey]:
+    """Every blueprint file with its stat key, in one pass (scandir returns the stat for free)."""
+    found: dict[str, StatKey] = {}
 
+    def walk(folder: str, rel: str) -> None:
+        try:
+            it = os.scandir(folder)
+        except FileNotFoundError:
+            return
+        with it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path, f"{rel}{e.name}/")
+                elif e.name.endswith(SUFFIXES):
+                    st = e.stat()
+                    found[f"{rel}{e.name}"] = (st.st_mtime_ns, st.st_size, st.st_ino)
 
-def _load_cache(path: Path, key: str, config_digest: str, out: Path) -> _Cache | None:
-    try:
-        with path.open("rb") as fh:
-            cache = pickle.load(fh)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-        return None
-    if not isinstance(cache, _Cache) or cache.key != key or cache.config_digest != config_digest:
-        return None
-    if not out.is_dir():
-        return None  # the output was removed: render everything again
-    return cache
+    walk(str(root / BLUEPRINTS_DIR), f"{BLUEPRINTS_DIR}/")
+    return dict(sorted(found.items()))
 
 
 def render_to_dir(root: Path, out: Path, *, env: str | None = None, mesh: str | None = None,
@@ -84,59 +161,75 @@ def render_to_dir(root: Path, out: Path, *, env: str | None = None, mesh: str | 
     t0 = time.perf_counter()
     config, config_digest = load_config(root)
     _check_selection(config, env, mesh)
-    cache_file, key = _cache_path(root, out, env, mesh)
-    cache = _load_cache(cache_file, key, config_digest, out) if use_cache else None
-    old_entries = cache.entries if cache else {}
+    key = hashlib.sha256(f"{out.resolve()}|{env}|{mesh}".encode()).hexdigest()[:24]
+    stamp = f"{_FORMAT}|{__version__}|{config_digest}"
+    cache = _Cache.load(root / CACHE_DIR / key, stamp) if use_cache and out.is_dir() else _Cache(root / CACHE_DIR / key, stamp)
+    old = cache.entries()
     t1 = time.perf_counter()
 
+    current = _scan(root)
     entries: dict[str, _Entry] = {}
-    todo: list[tuple[str, tuple[int, int, int]]] = []
-    for rel in discover(root):
-        skey = _stat_key(os.stat(root / rel))
-        old = old_entries.get(rel)
-        if old is not None and old.stat == skey:
-            entries[rel] = old
-        elif old is not None and old.outcome.digest == digest_bytes((root / rel).read_bytes()):
-            entries[rel] = _Entry(skey, old.outcome)  # touched but not changed
+    todo: list[str] = []
+    for rel, skey in current.items():
+        prev = old.get(rel)
+        if prev is not None and prev.stat == skey:
+            entries[rel] = prev
+        elif prev is not None and prev.digest == hashlib.sha256((root / rel).read_bytes()).hexdigest():
+            entries[rel] = prev._replace(stat=skey)  # touched, not changed
         else:
-            todo.append((rel, skey))
-    fresh = _render_files(root, [rel for rel, _ in todo], config, env, mesh)
-    for (rel, skey), outcome in zip(todo, fresh):
-        entries[rel] = _Entry(skey, outcome)
-    entries = dict(sorted(entries.items()))
-    stats.rendered = len(fresh)
-    stats.reused = len(entries) - len(fresh)
+            todo.append(rel)
+    fresh = _render_files(root, todo, config, env, mesh)
+    stats.rendered, stats.reused = len(fresh), len(current) - len(fresh)
     t2 = time.perf_counter()
 
-    result = assemble(config, (e.outcome for e in entries.values()))  # raises on any error
-    stats.warnings = result.warnings
+    # Every error of the run, fresh files and fleet checks alike, before anything is written.
+    diagnostics = [d for o in fresh for d in o.diagnostics]
+    all_facts = [f for rel in current for f in (entries[rel].facts if rel in entries else ())]
+    all_facts += [f for o in fresh for f in o.facts]
+    diagnostics += check_fleet(all_facts)
+    if any(d.severity == "error" for d in diagnostics):
+        raise BlueprintError(diagnostics)
     t3 = time.perf_counter()
 
-    written = dict(cache.written) if cache else {}
     writer = _Writer()
-    wanted: dict[str, str] = {}
-    for unit in result.units:
-        for name, data in unit.files.items():
-            rel_out = f"{unit.folder}/{name}"
-            if isinstance(data, bytes):
-                digest = hashlib.sha256(data).hexdigest()
-                wanted[rel_out] = digest
-                if written.get(rel_out) != digest:
+    changed: dict[str, _Entry | None] = {}
+    # Paths the re-rendered files produce now. An output can move between blueprint files
+    # (a renamed file); two current files never share one (that is a fleet-check error).
+    produced: set[str] = set()
+    for outcome in fresh:
+        prev = old.get(outcome.path)
+        before = prev.output_hashes() if prev else {}
+        outputs: list[tuple[str, bytes]] = []
+        for unit in outcome.units:
+            for name, data in unit.files.items():
+                rel_out, digest = f"{unit.folder}/{name}", _content_hash(data)
+                outputs.append((rel_out, digest))
+                produced.add(rel_out)
+                if before.get(rel_out) != digest:
                     writer.write(out / rel_out, data)
                     stats.written += 1
-            else:  # a cached unit: the hash of what is already on disk
-                wanted[rel_out] = data
-        stats.units += 1
-    stats.files = len(wanted)
-    for rel_out in sorted(set(written) - set(wanted)):
-        _remove(out, rel_out)
-        stats.removed += 1
+        warnings = tuple(tuple(d.__dict__.values()) for d in outcome.diagnostics if d.severity == "warning")
+        blob = pickle.dumps(tuple(outputs), protocol=pickle.HIGHEST_PROTOCOL)
+        entry = _Entry(current[outcome.path], outcome.digest, tuple(outcome.facts), warnings, blob, len(outputs),
+                       len(outcome.units))
+        entries[outcome.path] = entry
+        changed[outcome.path] = entry
+    for rel, prev in old.items():
+        if rel not in current:
+            changed[rel] = None
+        if rel in changed:
+            for rel_out in prev.output_hashes():
+                if rel_out not in produced:
+                    _remove(out, rel_out)
+                    stats.removed += 1
+    stats.units = sum(e.units for e in entries.values())
+    stats.files = sum(e.files for e in entries.values())
+    stats.warnings = sorted({Diagnostic(*w) for e in entries.values() for w in e.warnings}  # type: ignore[arg-type]
+                            | {d for d in diagnostics if d.severity == "warning"})
     t4 = time.perf_counter()
 
-    if use_cache:
-        for outcome in fresh:
-            _hash_units(outcome)
-        _save(cache_file, _Cache(key, config_digest, entries, wanted))
+    if changed or not cache.base:  # --no-cache skips reading the cache, not keeping it current
+        cache.save(dict(sorted(entries.items())), changed)
     t5 = time.perf_counter()
     stats.timings = {"load": t1 - t0, "render": t2 - t1, "check": t3 - t2, "write": t4 - t3, "cache": t5 - t4}
     return stats
@@ -175,12 +268,6 @@ def _render_chunk(rels: list[str]) -> list[FileOutcome]:
     return [render_file(root, rel, config, env=env, mesh=mesh) for rel in rels]
 
 
-def _hash_units(outcome: FileOutcome) -> None:
-    """Keep hashes instead of bytes in the cache: small to store, quick to load."""
-    for unit in outcome.units:
-        unit.files = {n: (hashlib.sha256(d).hexdigest() if isinstance(d, bytes) else d) for n, d in unit.files.items()}
-
-
 class _Writer:
     """Writes output files; replaces existing ones atomically so readers never see half a file."""
 
@@ -214,14 +301,6 @@ def _remove(out: Path, rel: str) -> None:
     while parent != out and parent.is_dir() and not any(parent.iterdir()):
         parent.rmdir()
         parent = parent.parent
-
-
-def _save(path: Path, cache: _Cache) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        pickle.dump(cache, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
 
 
 __all__ = ["RenderStats", "render_to_dir", "CONFIG_FILE"]

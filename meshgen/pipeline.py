@@ -16,27 +16,14 @@ from meshgen.blueprint.config import Config
 from meshgen.blueprint.loading import Instance, LoadedFile, discover, load_config, load_file
 from meshgen.blueprint.model import MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
 from meshgen.diagnostics import BlueprintError, Diagnostic
+from meshgen.gitops.units import MESH_SERVICE as MESH_FOLDER
+from meshgen.gitops.units import NAMESPACE_SERVICE as NAMESPACE_FOLDER
+from meshgen.gitops.units import Unit
 from meshgen.render import renderer_class
 from meshgen.render.base import Capability, RenderContext, Resource
 from meshgen.render.features import used_features, used_mesh_features, used_namespace_features
 from meshgen.render.yamlout import dump
 
-NAMESPACE_FOLDER = "_namespace"
-MESH_FOLDER = "_mesh"
-
-
-@dataclass
-class Unit:
-    """One folder meshgen owns in the output: a service, a namespace's or the mesh's resources."""
-
-    env: str
-    namespace: str  # "" for mesh-wide
-    service: str  # service name, or _namespace / _mesh
-    team: str | None
-    folder: str  # e.g. production/payments/api-service
-    files: dict[str, bytes]  # file name -> YAML
-    warnings: tuple[str, ...] = ()
-    blueprint_path: str = ""
 
 
 @dataclass

@@ -140,3 +140,30 @@ def test_meshgen_yaml_errors(tmp_path: Path) -> None:
         "meshgen.yaml:3:1: unsuported: unknown key 'unsuported', did you mean 'unsupported'? (valid keys: "
         "clusterDomain, environments, istio, linkerd, teams, trustDomain, unsupported)",
     ]
+
+
+def test_what_the_mesh_cannot_express_fails_naming_field_mesh_and_why(tmp_path: Path) -> None:
+    errs = errors_of(tmp_path, {
+        "payments/_ns.yaml": "kind: Namespace\nnamespace: payments\nmtls: {mode: strict, ports: {8080: disable}}\n",
+        "payments/api.yaml": GOOD + "    rewrite: /v2/\nmesh: linkerd\n",
+    })
+    assert errs[0].startswith("blueprints/payments/_ns.yaml:3:22: mtls.ports: istio 1.24 cannot express this: "
+                              "Istio's portLevelMtls needs a workload selector")
+    assert errs[0].endswith("(meshgen.yaml `unsupported: warn` renders without it)")
+    assert errs[1].startswith("blueprints/payments/api.yaml:7:5: routes[0].rewrite: linkerd 2.18 httproute+annotations "
+                              "cannot express this: ")
+    assert len(errs) == 2  # the same finding in both environments is reported once
+
+
+def test_with_unsupported_warn_the_render_goes_on_without_it(tmp_path: Path) -> None:
+    config = "environments:\n  prod: {mesh: linkerd}\nunsupported: warn\n"
+    root = write_repo(tmp_path / "repo", {"payments/api.yaml": GOOD + "    rewrite: /v2/\n"}, config=config)
+    result = render_repository(root)
+    assert [str(w) for w in result.warnings] == [
+        "blueprints/payments/api.yaml:7:5: warning: routes[0].rewrite: linkerd 2.18 httproute+annotations cannot "
+        "express this: " + result.warnings[0].message.split("cannot express this: ")[1]
+    ]
+    assert result.warnings[0].message.endswith("; rendered without it")
+    (unit,) = result.units
+    assert unit.warnings and "routes[0].rewrite" in unit.warnings[0]  # travels to the pull request
+    assert not any(b"URLRewrite" in data or b"rewrite" in data.lower() for data in unit.files.values())

@@ -17,26 +17,29 @@ without re-reading them.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from meshgen.blueprint.loading import Instance, LoadedFile
 from meshgen.blueprint.model import NON_IDEMPOTENT_METHODS, HTTP_METHODS, Match, ServiceBlueprint, StringMatch
 from meshgen.diagnostics import Diagnostic, format_path
+from meshgen.render.names import rendered_gateway_name
 
 FieldPath = tuple[str | int, ...]
 
 
-@dataclass(frozen=True)
-class Facts:
-    """What fleet-wide checks need to know about one service in one environment."""
+class Facts(NamedTuple):
+    """What fleet-wide checks need to know about one service in one environment.
+
+    A plain tuple: thousands of these are kept in the render cache and loaded on every run.
+    """
 
     env: str
     namespace: str
     service: str
     file: str
     versions: tuple[str, ...]
-    # (line, col) of places fleet checks may point at, keyed by field path text.
-    positions: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
+    # (line, col) of places fleet checks may point at, by field path text.
+    positions: tuple[tuple[str, tuple[int, int]], ...] = ()
     # Destinations to other services: (field path, service host as written, version or "").
     destinations: tuple[tuple[str, str, str], ...] = ()
     ingress_hosts: tuple[str, ...] = ()
@@ -44,12 +47,16 @@ class Facts:
     rendered_gateway: str | None = None  # "ns/name" of the gateway meshgen renders for it
     kind: str = "Service"
 
+    def position(self, path: str) -> tuple[int, int]:
+        found = dict(self.positions)
+        return found.get(path, found.get("", (1, 1)))
+
 
 def facts_for(loaded: LoadedFile, inst: Instance) -> Facts:
     bp = inst.blueprint
     if not isinstance(bp, ServiceBlueprint):
         ns = getattr(bp, "namespace", "") or ""
-        return Facts(inst.env, ns, "", loaded.path, (), {"": loaded.locate(())}, kind=bp.kind)
+        return Facts(inst.env, ns, "", loaded.path, (), (("", loaded.locate(())),), kind=bp.kind)
     positions = {"": loaded.locate(("service",)), "ingress.hosts": loaded.locate(("ingress", "hosts"))}
     dests: list[tuple[str, str, str]] = []
     for i, route in enumerate(bp.routes):
@@ -67,9 +74,9 @@ def facts_for(loaded: LoadedFile, inst: Instance) -> Facts:
             gateway = bp.ingress.gateway if "/" in bp.ingress.gateway else f"{bp.namespace}/{bp.ingress.gateway}"
             positions["ingress.gateway"] = loaded.locate(_in_overlay(inst, ("ingress", "gateway")))
         else:
-            rendered = f"{bp.namespace}/{bp.service}-gateway"
+            rendered = f"{bp.namespace}/{rendered_gateway_name(bp.service)}"
     return Facts(
-        inst.env, bp.namespace, bp.service, loaded.path, tuple(bp.versions), positions,
+        inst.env, bp.namespace, bp.service, loaded.path, tuple(bp.versions), tuple(positions.items()),
         tuple(dests), hosts, gateway, rendered,
     )
 
@@ -195,14 +202,14 @@ def check_fleet(facts: list[Facts]) -> list[Diagnostic]:
     meshes: dict[str, list[Facts]] = defaultdict(list)
     for f in facts:
         if f.kind == "Service":
-            by_key[(f.env, f.namespace, f.service)].append(f)
+            by_key[f[:3]].append(f)  # (env, namespace, service)
         elif f.kind == "Namespace":
             namespaces[(f.env, f.namespace)].append(f)
         else:
             meshes[f.env].append(f)
 
     def at(f: Facts, path: str, message: str, severity: str = "error", code: str = "") -> None:
-        line, col = f.positions.get(path, f.positions.get("", (1, 1)))
+        line, col = f.position(path)
         out.append(Diagnostic(f.file, line, col, path, message, severity, code))  # type: ignore[arg-type]
 
     for (env, ns, svc), claims in by_key.items():
@@ -221,26 +228,31 @@ def check_fleet(facts: list[Facts]) -> list[Diagnostic]:
         for c in claims[1:]:
             at(c, "kind", f"environment {env} already has a Mesh blueprint ({claims[0].file}); keep one")
 
-    versions = {k: set(v[0].versions) for k, v in by_key.items()}
+    # Most services route nowhere else and have no ingress: only those that do are looked at.
     hosts: dict[tuple[str, str], list[Facts]] = defaultdict(list)
     gateways: dict[tuple[str, str], set[str]] = {}
-    for (env, _, _), claims in by_key.items():
+    linked: list[Facts] = []
+    for claims in by_key.values():
         f = claims[0]
-        for h in f.ingress_hosts:
-            hosts[(env, h)].append(f)
-        if f.rendered_gateway is not None:
-            gateways[(env, f.rendered_gateway)] = set(f.ingress_hosts)
+        if f.ingress_hosts:
+            for h in f.ingress_hosts:
+                hosts[(f.env, h)].append(f)
+            if f.rendered_gateway is not None:
+                gateways[(f.env, f.rendered_gateway)] = set(f.ingress_hosts)
+        if f.destinations or f.ingress_gateway is not None:
+            linked.append(f)
     for (env, host), claims in hosts.items():
         if len(claims) > 1:
             names = sorted(f"{c.namespace}/{c.service}" for c in claims)
             for c in claims:
                 at(c, "ingress.hosts", f"ingress host {host} is claimed by several services in {env}: "
                    f"{', '.join(names)}; one host routes to one service", code="IST0109")
-    for (env, ns, svc), claims in by_key.items():
-        f = claims[0]
+    for f in linked:
+        env, ns = f.env, f.namespace
         for path, host, version in f.destinations:
             target_ns, target = _resolve_host(host, ns)
-            known = versions.get((env, target_ns, target))
+            target_claims = by_key.get((env, target_ns, target))
+            known = target_claims[0].versions if target_claims else None
             if known is not None and version and version not in known:
                 at(f, path, f"service {target_ns}/{target} has no version {version!r} "
                    f"(it declares: {', '.join(sorted(known)) or 'none'})", code="IST0101")

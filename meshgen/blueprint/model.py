@@ -14,6 +14,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from meshgen.blueprint.base import (
     DNSLabel,
+    Duration,
     DurationStr,
     Percent,
     Strict,
@@ -382,8 +383,8 @@ class CircuitBreaker(Strict):
     consecutive_gateway_errors: Annotated[int, positive_int(minimum=0)] | None = Field(default=None, alias="consecutiveGatewayErrors")
     interval: DurationStr | None = None
     base_ejection_time: DurationStr | None = Field(default=None, alias="baseEjectionTime")
-    max_ejection_percent: Percent | None = Field(default=None, alias="maxEjectionPercent")
-    min_health_percent: Percent | None = Field(default=None, alias="minHealthPercent")
+    max_ejection_percent: Annotated[int, Field(ge=0, le=100)] | None = Field(default=None, alias="maxEjectionPercent")
+    min_health_percent: Annotated[int, Field(ge=0, le=100)] | None = Field(default=None, alias="minHealthPercent")
     consecutive_local_origin_failures: Annotated[int, positive_int(minimum=0)] | None = Field(
         default=None, alias="consecutiveLocalOriginFailures"
     )
@@ -489,6 +490,13 @@ class RateLimit(Strict):
     requests: Annotated[int, positive_int()]
     per: DurationStr
 
+    @field_validator("per")
+    @classmethod
+    def _refill_floor(cls, v: Duration) -> Duration:
+        if v.seconds < 0.05:
+            raise fail("rate_limit", f"`per: {v}` is too short; token buckets refill at most every 50ms (e.g. per: 1s)")
+        return v
+
 
 # --- edge ----------------------------------------------------------------------------------
 
@@ -569,6 +577,7 @@ class Observability(Strict):
 # --- the three kinds -------------------------------------------------------------------------
 
 OVERLAY_FORBIDDEN = frozenset({"kind", "service", "namespace", "environments"})
+RESERVED_SERVICE_NAMES = frozenset({"default", "deny-all"})
 
 
 class ServiceBlueprint(Strict):
@@ -596,6 +605,14 @@ class ServiceBlueprint(Strict):
     telemetry: Telemetry | None = None
     observability: Observability | None = None
     environments: dict[str, dict[str, Any] | None] | None = None
+
+    @field_validator("service")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in RESERVED_SERVICE_NAMES:
+            raise fail("service", f"{v!r} is reserved for namespace-wide resources (PeerAuthentication `default`, "
+                       "AuthorizationPolicy `deny-all`); choose another service name")
+        return v
 
     @field_validator("versions", mode="before")
     @classmethod

@@ -57,9 +57,11 @@ FEATURES: dict[str, str] = {
     "observability.podMonitor": "observability.podMonitor",
     "observability.dashboard": "observability.dashboard",
     "namespace.mtls": "kind Namespace: mtls default",
+    "namespace.mtls.ports": "kind Namespace: per-port mtls modes",
     "namespace.deny-all": "kind Namespace: access: deny-all",
     "mesh.telemetry": "kind Mesh: telemetry defaults",
     "mesh.mtls": "kind Mesh: mesh-wide mtls",
+    "mesh.mtls.ports": "kind Mesh: per-port mtls modes",
     "mesh.observability": "kind Mesh: control-plane and proxy scraping",
 }
 
@@ -182,6 +184,8 @@ def _telemetry(tel: object, path: FieldPath) -> Iterator[tuple[str, FieldPath]]:
 def used_namespace_features(ns: NamespaceBlueprint) -> Iterator[tuple[str, FieldPath]]:
     if ns.mtls is not None:
         yield "namespace.mtls", ("mtls",)
+        if ns.mtls.ports:
+            yield "namespace.mtls.ports", ("mtls", "ports")
     if ns.access == "deny-all":
         yield "namespace.deny-all", ("access",)
 
@@ -191,5 +195,7 @@ def used_mesh_features(mesh: MeshBlueprint) -> Iterator[tuple[str, FieldPath]]:
         yield "mesh.telemetry", ("telemetry",)
     if mesh.mtls is not None:
         yield "mesh.mtls", ("mtls",)
+        if mesh.mtls.ports:
+            yield "mesh.mtls.ports", ("mtls", "ports")
     if mesh.observability is not None:
         yield "mesh.observability", ("observability",)

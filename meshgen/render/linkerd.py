@@ -33,7 +33,6 @@ Facts this file relies on (read in Linkerd's docs and source, see the report):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,6 +51,7 @@ from meshgen.blueprint.model import (
     RetryPolicy,
     ServiceBlueprint,
 )
+from meshgen.render.names import dns_name
 from meshgen.render.base import Capability, RenderContext, Resource, Support, metadata, resource
 from meshgen.render.features import FEATURES
 from meshgen.render.routing import EffectiveRoute, effective_routes
@@ -67,15 +67,6 @@ _HTTP_RETRY = {"5xx": "5xx", "gateway-error": "gateway-error", "retriable-4xx": 
 
 
 # --- names ----------------------------------------------------------------------------------
-
-
-def dns_name(*parts: str, limit: int = 63) -> str:
-    """`a-b-c`, shortened with a stable hash suffix when longer than `limit`."""
-    name = "-".join(p for p in parts if p)
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return name[: limit - 9].rstrip("-") + "-" + digest
 
 
 def version_service(service: str, version: str) -> str:
@@ -485,6 +476,7 @@ class LinkerdRenderer:
                 "Linkerd's namespace default is the Namespace annotation config.linkerd.io/default-inbound-policy "
                 "(all-authenticated for strict), read when pods are injected; meshgen does not own Namespace objects",
             ),
+            "namespace.mtls.ports": Capability(none, "no namespace-wide Server exists in Linkerd (a Server needs a port and a pod selector)"),
             "namespace.deny-all": Capability(
                 none,
                 "Linkerd's namespace default-deny is the Namespace annotation config.linkerd.io/default-inbound-policy: deny "
@@ -497,6 +489,7 @@ class LinkerdRenderer:
                 "nothing to render: Linkerd always uses mTLS between meshed pods; refusing plaintext cluster-wide is the "
                 "install-time proxy.defaultInboundPolicy (all-authenticated), and mTLS cannot be disabled",
             ),
+            "mesh.mtls.ports": Capability(none, "mesh-wide per-port modes are install-time proxy settings, not resources"),
             "mesh.observability": Capability(full, "PodMonitors for every linkerd-proxy (port linkerd-admin /metrics) and the control plane (admin-http)"),
         }
         # routing

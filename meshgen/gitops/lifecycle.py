@@ -1,0 +1,513 @@
+"""The pull-request lifecycle: from the rendered units of one environment to open, updated,
+closed or merged pull requests.
+
+Invariants this module keeps, also under retries and concurrent runs:
+
+* One branch per group (service, team or environment); its single commit is "base branch +
+  the group's units", rebuilt from scratch on every run. A moved base is therefore not a
+  rebase but a rebuild, and there is never anything to resolve.
+* One open pull request per branch. A new change updates it in place (force-push with
+  lease, refreshed description); a run that finds the branch already holding exactly this
+  tree on this base pushes nothing and reports `unchanged`.
+* Nothing to change → no pull request; an open one whose change has gone is closed with a
+  comment saying why. Open meshgen pull requests no group claims any more are closed as
+  superseded.
+
+`units` must be the complete rendering of the environment: an owned folder without a unit
+is a deleted blueprint and is removed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import pygit2
+
+from meshgen.gitops.envrepo import (
+    EnvRepo,
+    EnvRepoError,
+    LeaseError,
+    folder_differs,
+    lookup_tree,
+    managed_files,
+    stale_folders,
+    write_tree,
+)
+from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
+from meshgen.gitops.units import MESH_SERVICE, Unit, content_hash
+
+Grouping = Literal["service", "team", "env"]
+Action = Literal["opened", "updated", "unchanged", "closed", "merged"]
+#: (old files, new files), each {repo-relative path: YAML bytes} -> reviewer lines.
+Describe = Callable[[Mapping[str, bytes], Mapping[str, bytes]], list[str]]
+
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "pr"
+_NO_TEAM = "unowned"
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    branch: str
+    action: Action
+    number: int | None
+    url: str | None
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    env: str
+    base: str
+    results: tuple[SyncResult, ...] = field(default=())
+
+    def actions(self) -> dict[str, Action]:
+        """branch -> action, handy for tests and summaries."""
+        return {r.branch: r.action for r in self.results}
+
+
+# ---- grouping -----------------------------------------------------------------------
+
+
+def _team_slug(team: str) -> str:
+    slug = re.sub(r"[^a-z0-9._-]+", "-", team.lower()).strip("-.")
+    return slug or _NO_TEAM
+
+
+def branch_for(unit: Unit, grouping: Grouping) -> str:
+    """The head branch that carries `unit` under `grouping`."""
+    if grouping == "service":
+        return f"meshgen/{unit.env}/{unit.display_name}"
+    if grouping == "team":
+        # Deleted blueprints have no team any more; their removals travel together.
+        return (
+            f"meshgen/{unit.env}/team-{_team_slug(unit.team)}"
+            if unit.team
+            else f"meshgen/{unit.env}/{_NO_TEAM}"
+        )
+    if grouping == "env":
+        return f"meshgen/{unit.env}/all"
+    raise ValueError(f"grouping must be 'service', 'team' or 'env', not {grouping!r}")
+
+
+def _grouping_of(branch: str) -> Grouping:
+    last = branch.rsplit("/", 1)[-1]
+    if branch.count("/") == 2:
+        if last == "all":
+            return "env"
+        if last.startswith("team-") or last == _NO_TEAM:
+            return "team"
+    return "service"
+
+
+# ---- templates ----------------------------------------------------------------------
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split())
+
+
+def _md_code(value: object) -> str:
+    """An inline code span that no content can break out of (fence longer than any backtick run)."""
+    text = _one_line(value)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]()#|~!<>@])")
+
+
+def _md_text(value: object) -> str:
+    """Plain text on one line with markdown/HTML punctuation escaped (no links, no HTML, no mentions)."""
+    return _MD_SPECIAL.sub(r"\\\1", _one_line(value))
+
+
+def _md_fence(lines: Sequence[object], info: str = "") -> str:
+    """A fenced code block whose fence is longer than any backtick run inside it."""
+    body = "\n".join(str(line).replace("\r", "") for line in lines)
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{body}\n{fence}"
+
+
+def _templates(template_dir: Path | None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if template_dir is not None:
+        if not Path(template_dir).is_dir():
+            raise EnvRepoError(
+                f"template directory {template_dir} does not exist; fix the path or drop the override"
+            )
+        loaders.append(jinja2.FileSystemLoader(str(template_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(DEFAULT_TEMPLATES)))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=False,  # markdown, not HTML: safety comes from the filters below
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(code=_md_code, text=_md_text, fence=_md_fence)
+    return env
+
+
+def _render(templates: jinja2.Environment, name: str, **context: Any) -> str:
+    try:
+        return templates.get_template(name).render(**context).strip() + "\n"
+    except jinja2.TemplateError as exc:
+        raise EnvRepoError(
+            f"PR template {name} failed: {exc}; fix the override in the template directory"
+        ) from exc
+
+
+# ---- the sync -----------------------------------------------------------------------
+
+
+@dataclass
+class _Ctx:
+    repo: EnvRepo
+    forge: Forge
+    env: str
+    env_path: str
+    base: str
+    grouping: Grouping
+    describe: Describe | None
+    blueprint_commit: str | None
+    blueprint_author: str | None
+    validation: Mapping[str, Sequence[str]]
+    auto_merge: bool
+    templates: jinja2.Environment
+    max_attempts: int
+
+
+def sync_env(
+    repo: EnvRepo,
+    forge: Forge,
+    units: Sequence[Unit],
+    *,
+    env: str,
+    env_path: str,
+    base: str = "main",
+    grouping: Grouping = "service",
+    describe: Describe | None = None,
+    blueprint_commit: str | None = None,
+    blueprint_author: str | None = None,
+    validation: Mapping[str, Sequence[str]] | None = None,
+    auto_merge: bool = False,
+    template_dir: Path | None = None,
+    max_attempts: int = 5,
+) -> SyncReport:
+    """Bring the pull requests of environment `env` in line with `units` (its complete rendering).
+
+    `describe` turns old/new files into reviewer lines (meshgen.diff.semantic_diff);
+    without it the description lists changed files. `validation` maps a unit folder to
+    validation result lines shown in the description.
+    """
+    ctx = _Ctx(
+        repo=repo,
+        forge=forge,
+        env=env,
+        env_path="/".join(p for p in env_path.split("/") if p not in ("", ".")),
+        base=base,
+        grouping=grouping,
+        describe=describe,
+        blueprint_commit=blueprint_commit,
+        blueprint_author=blueprint_author,
+        validation=validation or {},
+        auto_merge=auto_merge,
+        templates=_templates(template_dir),
+        max_attempts=max_attempts,
+    )
+    for unit in units:
+        _check_unit(ctx, unit)
+
+    repo.fetch()
+    base_tree = _base_commit(ctx).tree
+    removals = [
+        _removal(ctx, folder)
+        for folder in stale_folders(repo.repo, base_tree, ctx.env_path, [u.folder for u in units])
+    ]
+    # One listing instead of a find_open per group: with per-service grouping a fleet has
+    # thousands of groups, and on a remote forge each lookup is an API call.
+    prefix = f"meshgen/{env}/"
+    open_prs = {
+        pr.branch: pr for pr in forge.list("open") if pr.branch.startswith(prefix) and pr.base == base
+    }
+    groups: dict[str, list[Unit]] = {}
+    for unit in [*units, *removals]:
+        groups.setdefault(branch_for(unit, grouping), []).append(unit)
+
+    results: list[SyncResult] = []
+    for branch in sorted(groups):
+        result = _sync_group(ctx, branch, groups[branch], open_prs.get(branch))
+        if result is not None:
+            results.append(result)
+            if result.action == "merged":
+                repo.fetch()  # the base moved: build the next groups on top of it
+
+    leftovers = [pr for b, pr in sorted(open_prs.items()) if b not in groups]
+    results.extend(_close_superseded(ctx, leftovers, groups, results))
+    return SyncReport(env=env, base=base, results=tuple(results))
+
+
+def _check_unit(ctx: _Ctx, unit: Unit) -> None:
+    prefix = f"{ctx.env_path}/" if ctx.env_path else ""
+    if unit.env != ctx.env:
+        raise EnvRepoError(f"unit {unit.folder!r} belongs to environment {unit.env!r}, not {ctx.env!r}")
+    if unit.service == MESH_SERVICE:
+        expected = f"{prefix}{MESH_SERVICE}"
+        ok = unit.namespace == ""
+    else:
+        expected = f"{prefix}{unit.namespace}/{unit.service}"
+        ok = bool(unit.namespace) and "/" not in unit.namespace and "/" not in unit.service
+    if not ok or unit.folder.strip("/") != expected:
+        raise EnvRepoError(
+            f"unit {unit.display_name} of {ctx.env!r} renders into {unit.folder!r}; meshgen owns exactly "
+            f"{expected!r} for it (<env path>/<namespace>/<service>, <env path>/<namespace>/_namespace "
+            "or <env path>/_mesh)"
+        )
+    if not pygit2.reference_is_valid_name(f"refs/heads/{branch_for(unit, ctx.grouping)}"):
+        raise EnvRepoError(
+            f"unit {unit.display_name}: {branch_for(unit, ctx.grouping)!r} is not a valid branch name"
+        )
+
+
+def _removal(ctx: _Ctx, folder: str) -> Unit:
+    """A deleted blueprint, as a unit with no files (writing it drops the owned files)."""
+    rel = folder[len(ctx.env_path) + 1 :] if ctx.env_path else folder
+    namespace, _, service = rel.rpartition("/")
+    return Unit(env=ctx.env, namespace=namespace, service=service, team=None, folder=folder, files={})
+
+
+def _base_commit(ctx: _Ctx) -> pygit2.Commit:
+    commit = ctx.repo.commit_at(ctx.base)
+    if commit is None:
+        raise EnvRepoError(
+            f"base branch {ctx.base!r} does not exist in {ctx.repo.remote}; push an initial commit to it "
+            "or configure the right base branch"
+        )
+    return commit
+
+
+def _sync_group(ctx: _Ctx, branch: str, units: list[Unit], listed: PullRequest | None) -> SyncResult | None:
+    for attempt in range(ctx.max_attempts):
+        base_commit = _base_commit(ctx)
+        base_tree = base_commit.tree
+        changed = [u for u in units if folder_differs(ctx.repo.repo, base_tree, u)]
+        # After a lost race the listing is stale: ask again.
+        existing = listed if attempt == 0 else ctx.forge.find_open(branch)
+        if not changed:
+            if existing is None:
+                return None
+            comment = _render(
+                ctx.templates, "closed.md.j2", **_close_context(ctx, branch, "no-diff", base_commit)
+            )
+            closed = ctx.forge.close(existing.number, comment=comment)
+            return SyncResult(branch, "closed", closed.number, closed.url)
+
+        tree = write_tree(ctx.repo.repo, base_tree, changed)  # unchanged units would rewrite equal folders
+        tip = ctx.repo.tip(branch)
+        head = ctx.repo.repo[tip].peel(pygit2.Commit) if tip is not None else None
+        pushed = False
+        # Idempotence: the branch is a pure function of (base commit, units), so "same tree on
+        # the same parent" means a previous run (or a concurrent one) already did this work.
+        if head is None or head.tree_id != tree or head.parent_ids != [base_commit.id]:
+            message = _commit_message(ctx, branch, units, changed)
+            new = ctx.repo.commit(tree, [base_commit.id], message)
+            try:
+                ctx.repo.push(branch, new, expected=tip)
+            except LeaseError:
+                ctx.repo.fetch()  # someone else pushed: look again from the new state
+                continue
+            pushed = True
+
+        title, body, labels = _describe_pr(ctx, branch, units, changed, base_tree)
+        pr: PullRequest | None = None
+        action: Action
+        if existing is None:
+            try:
+                pr = ctx.forge.create(branch=branch, base=ctx.base, title=title, body=body, labels=labels)
+                action = "opened"
+            except ForgeError:
+                # A concurrent run opened it between our find_open and create: use theirs. It
+                # was opened after our push, so only its text can be out of date.
+                existing = ctx.forge.find_open(branch)
+                if existing is None:
+                    raise
+                pushed = False
+        if pr is None:
+            assert existing is not None
+            same_text = (existing.title, existing.body, sorted(existing.labels)) == (
+                title,
+                body,
+                sorted(labels),
+            )
+            if pushed or not same_text:
+                pr = ctx.forge.update(existing.number, title=title, body=body, labels=labels)
+                action = "updated"
+            else:
+                pr, action = existing, "unchanged"
+        if ctx.auto_merge:
+            pr = ctx.forge.merge(pr.number)
+            action = "merged"
+        return SyncResult(branch, action, pr.number, pr.url)
+    raise EnvRepoError(
+        f"branch {branch!r} kept moving during {ctx.max_attempts} attempts (another process pushes to it); "
+        "stop the other writer or retry later"
+    )
+
+
+def _commit_message(ctx: _Ctx, branch: str, units: list[Unit], changed: list[Unit]) -> str:
+    """Deterministic: no timestamps, sorted lists; trailers let a retry recognise its own work."""
+    if len(changed) == 1:
+        unit = changed[0]
+        verb = "remove" if not unit.files else "update"
+        subject = f"meshgen({ctx.env}): {verb} {unit.display_name}"
+    else:
+        subject = f"meshgen({ctx.env}): update {len(changed)} folders"
+    lines = [subject, ""]
+    for unit in sorted(changed, key=lambda u: u.folder):
+        lines.append(f"- {unit.folder}{' (removed)' if not unit.files else ''}")
+    lines.append("")
+    if ctx.blueprint_commit:
+        lines.append(f"Blueprint-Commit: {ctx.blueprint_commit}")
+    lines.append(f"Meshgen-Branch: {branch}")
+    lines.append(f"Meshgen-Content: {content_hash(units)}")
+    return "\n".join(lines) + "\n"
+
+
+def _status(base_tree: pygit2.Tree, unit: Unit) -> str:
+    if not unit.files:
+        return "removed"
+    return "changed" if lookup_tree(base_tree, unit.folder) is not None else "added"
+
+
+def _describe_pr(
+    ctx: _Ctx, branch: str, units: list[Unit], changed: list[Unit], base_tree: pygit2.Tree
+) -> tuple[str, str, tuple[str, ...]]:
+    repo = ctx.repo.repo
+    entries = []
+    for unit in sorted(changed, key=lambda u: u.folder):
+        old = {f"{unit.folder}/{n}": d for n, d in managed_files(repo, base_tree, unit.folder).items()}
+        new = {f"{unit.folder}/{n}": d for n, d in unit.files.items()}
+        diff = list(ctx.describe(old, new)) if ctx.describe is not None else _file_summary(old, new)
+        entries.append(
+            {
+                "name": unit.display_name,
+                "namespace": unit.namespace,
+                "service": unit.service,
+                "team": unit.team,
+                "folder": unit.folder,
+                "blueprint_path": unit.blueprint_path,
+                "status": _status(base_tree, unit),
+                "diff": diff,
+                "warnings": list(unit.warnings),
+                "validation": list(ctx.validation.get(unit.folder, ())),
+            }
+        )
+    teams = sorted({u.team for u in units if u.team})
+    labels = ("meshgen", f"env/{ctx.env}", *(f"team/{t}" for t in teams))
+    context = {
+        "env": ctx.env,
+        "base": ctx.base,
+        "branch": branch,
+        "grouping": ctx.grouping,
+        "units": entries,
+        "teams": teams,
+        "labels": labels,
+        "blueprint_commit": ctx.blueprint_commit,
+        "blueprint_author": ctx.blueprint_author,
+        "content_hash": content_hash(units),
+    }
+    title = _one_line(_render(ctx.templates, "title.txt.j2", **context))
+    body = _render(ctx.templates, "body.md.j2", **context)
+    return title, body, labels
+
+
+def _file_summary(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> list[str]:
+    lines = [f"added {p}" for p in sorted(new.keys() - old.keys())]
+    lines += [f"changed {p}" for p in sorted(p for p in new.keys() & old.keys() if new[p] != old[p])]
+    lines += [f"removed {p}" for p in sorted(old.keys() - new.keys())]
+    return lines
+
+
+def _close_context(
+    ctx: _Ctx,
+    branch: str,
+    reason: str,
+    base_commit: pygit2.Commit | None = None,
+    replaced_by: Sequence[SyncResult] = (),
+) -> dict[str, Any]:
+    return {
+        "reason": reason,  # no-diff | superseded | not-rendered
+        "env": ctx.env,
+        "base": ctx.base,
+        "base_sha": str(base_commit.id) if base_commit is not None else None,
+        "branch": branch,
+        "grouping": ctx.grouping,
+        "replaced_by": [{"branch": r.branch, "number": r.number, "url": r.url} for r in replaced_by],
+    }
+
+
+def _close_superseded(
+    ctx: _Ctx, leftovers: Sequence[PullRequest], groups: Mapping[str, list[Unit]], done: Sequence[SyncResult]
+) -> list[SyncResult]:
+    """Close the open meshgen PRs of this environment that no current group claims."""
+    by_folder = {u.folder: b for b, us in groups.items() for u in us}
+    live = {r.branch: r for r in done if r.action != "closed" and r.number is not None}
+    out = []
+    for pr in leftovers:
+        folders = _pr_folders(ctx, pr.branch)
+        replaced = sorted(
+            {live[by_folder[f]] for f in folders if by_folder.get(f) in live}, key=lambda r: r.branch
+        )
+        reason = "superseded" if replaced or _grouping_of(pr.branch) != ctx.grouping else "not-rendered"
+        comment = _render(
+            ctx.templates, "closed.md.j2", **_close_context(ctx, pr.branch, reason, replaced_by=replaced)
+        )
+        closed = ctx.forge.close(pr.number, comment=comment)
+        out.append(SyncResult(pr.branch, "closed", closed.number, closed.url))
+    return out
+
+
+def _pr_folders(ctx: _Ctx, branch: str) -> list[str]:
+    """Owned folders a meshgen branch changes against its parent.
+
+    Compares OIDs level by level and descends only where they differ.
+    """
+    tip = ctx.repo.tip(branch)
+    if tip is None:
+        return []
+    head = ctx.repo.repo[tip].peel(pygit2.Commit)
+    if not head.parents:
+        return []
+    old = lookup_tree(head.parents[0].tree, ctx.env_path)
+    new = lookup_tree(head.tree, ctx.env_path)
+    prefix = f"{ctx.env_path}/" if ctx.env_path else ""
+    found: list[str] = []
+
+    def entries(tree: pygit2.Tree | None) -> dict[str, pygit2.Object]:
+        return {e.name or "": e for e in tree if e.type_str == "tree"} if tree is not None else {}
+
+    def subtree(entry: pygit2.Object | None) -> pygit2.Tree | None:
+        return ctx.repo.repo[entry.id].peel(pygit2.Tree) if entry is not None else None
+
+    old_ns, new_ns = entries(old), entries(new)
+    for ns in sorted(old_ns.keys() | new_ns.keys()):
+        a, b = old_ns.get(ns), new_ns.get(ns)
+        if a is not None and b is not None and a.id == b.id:
+            continue
+        if ns == MESH_SERVICE:
+            found.append(f"{prefix}{ns}")
+            continue
+        a_sub, b_sub = entries(subtree(a)), entries(subtree(b))
+        for svc in sorted(a_sub.keys() | b_sub.keys()):
+            x, y = a_sub.get(svc), b_sub.get(svc)
+            if x is None or y is None or x.id != y.id:
+                found.append(f"{prefix}{ns}/{svc}")
+    return found

@@ -1,0 +1,26 @@
+"""Fixtures for the GitOps tests: real repositories in tmp_path, built with pygit2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gitops_support import BOT, FOREIGN, Clock, Origin
+
+from meshgen.gitops.envrepo import EnvRepo
+from meshgen.gitops.forges.local import LocalForge
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Origin:
+    return Origin(tmp_path / "env.git", FOREIGN)
+
+
+@pytest.fixture
+def env_repo(origin: Origin, tmp_path: Path) -> EnvRepo:
+    return EnvRepo(origin.path, cache_dir=tmp_path / "cache", identity=BOT, clock=Clock())
+
+
+@pytest.fixture
+def forge(origin: Origin) -> LocalForge:
+    return LocalForge(origin.path, identity=BOT, clock=Clock())
