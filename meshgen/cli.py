@@ -139,16 +139,14 @@ def capabilities(root: Path, fmt: str) -> None:
         click.echo(format_markdown(matrix))
 
 
-def _register_optional_groups() -> None:
-    """Commands from the GitOps half are registered when their modules are present."""
-    try:
-        from meshgen.gitops.commands import pr
-    except ImportError:
-        return
+def _register_commands() -> None:
+    """Commands that live with their area of the code (one import line each)."""
+    from meshgen.gitops.commands import pr
+
     main.add_command(pr)
 
 
-_register_optional_groups()
+_register_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

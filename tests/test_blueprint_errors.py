@@ -138,7 +138,7 @@ def test_meshgen_yaml_errors(tmp_path: Path) -> None:
     assert errs == [
         "meshgen.yaml:2:10: environments.prod.mesh: the string 'istoi' is not allowed; input should be 'istio' or 'linkerd'",
         "meshgen.yaml:3:1: unsuported: unknown key 'unsuported', did you mean 'unsupported'? (valid keys: "
-        "clusterDomain, environments, istio, linkerd, teams, trustDomain, unsupported)",
+        "argocd, clusterDomain, envRepo, environments, istio, linkerd, teams, trustDomain, unsupported)",
     ]
 
 

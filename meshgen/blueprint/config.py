@@ -72,6 +72,64 @@ class LinkerdSettings(Strict):
         return version_tuple(self.version)
 
 
+class ForgeSettings(Strict):
+    """Where pull requests are opened. `local`: the environment repository itself keeps them."""
+
+    kind: Literal["local", "github", "gitea", "gitlab"] = "local"
+    base_url: str | None = Field(default=None, alias="baseUrl")  # GitHub Enterprise, Gitea, self-hosted GitLab
+    owner: str | None = None  # GitHub/Gitea owner
+    repo: str | None = None  # GitHub/Gitea repository
+    project: str | None = None  # GitLab project path or id
+    token_env: str = Field(default="MESHGEN_FORGE_TOKEN", alias="tokenEnv")
+    token_file: str | None = Field(default=None, alias="tokenFile")
+
+    @model_validator(mode="after")
+    def _complete(self) -> ForgeSettings:
+        missing = {
+            "github": [k for k in ("owner", "repo") if getattr(self, k) is None],
+            "gitea": [k for k in ("base_url", "owner", "repo") if getattr(self, k) is None],
+            "gitlab": [k for k in ("project",) if getattr(self, k) is None],
+        }.get(self.kind, [])
+        if missing:
+            names = ", ".join("baseUrl" if m == "base_url" else m for m in missing)
+            raise fail("forge", f"forge kind {self.kind!r} needs {names}")
+        return self
+
+
+class Author(Strict):
+    name: str = "meshgen"
+    email: str = "meshgen@localhost"
+
+
+class EnvRepoSettings(Strict):
+    """The environment repository that rendered manifests reach through pull requests."""
+
+    url: str = ".meshgen/env-repo"  # a local path (relative to the blueprints repository) or a git URL
+    branch: str = "main"
+    forge: ForgeSettings = ForgeSettings()
+    author: Author = Author()
+    grouping: Literal["service", "team", "env"] = "service"  # one PR per (env, service), per team, or per env
+    auto_merge: list[DNSLabel] = Field(default_factory=list, alias="autoMerge")  # environments merged without review
+    templates: str | None = None  # folder of jinja2 templates overriding the PR title/body/comments
+
+
+class ArgoCDSettings(Strict):
+    """How the rollout API reads Argo CD, the source of truth for what runs."""
+
+    mode: Literal["rest", "kubernetes"] = "rest"
+    url: str | None = None  # REST mode: https://argocd.example.com
+    token_env: str = Field(default="MESHGEN_ARGOCD_TOKEN", alias="tokenEnv")
+    token_file: str | None = Field(default=None, alias="tokenFile")
+    ca_file: str | None = Field(default=None, alias="caFile")
+    namespace: DNSLabel = "argocd"  # kubernetes mode: where Application resources live
+    kubeconfig: str | None = None  # kubernetes mode; absent = in-cluster
+    context: str | None = None
+    name_template: str = Field(default="{service}-{env}", alias="nameTemplate")
+    selector: str | None = None  # a label selector instead of the name template
+    poll_interval: str = Field(default="30s", alias="pollInterval")
+    stale_after: str = Field(default="2m", alias="staleAfter")
+
+
 class Team(Strict):
     namespaces: list[DNSLabel] = Field(default_factory=list)
 
@@ -82,6 +140,8 @@ class Config(Strict):
     linkerd: LinkerdSettings = LinkerdSettings()
     unsupported: Literal["error", "warn"] = "error"
     teams: dict[DNSLabel, Team] | None = None
+    env_repo: EnvRepoSettings = Field(default_factory=EnvRepoSettings, alias="envRepo")
+    argocd: ArgoCDSettings | None = None
     trust_domain: str = Field(default="cluster.local", alias="trustDomain")
     cluster_domain: str = Field(default="cluster.local", alias="clusterDomain")
 

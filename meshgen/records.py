@@ -1,0 +1,133 @@
+"""What meshgen remembers in Redis: sync jobs and the state of every (env, namespace, service).
+
+The worker (and `meshgen sync`) writes these records; the rollout API reads them and never
+calls a forge or Argo CD while answering a request. One module owns the key layout:
+
+    <prefix>job:<id>                 JSON JobRecord
+    <prefix>jobs                     sorted set of job ids by creation time
+    <prefix>unit:<env>/<ns>/<svc>    JSON UnitRecord (svc may be _namespace or _mesh)
+    <prefix>units                    set of unit keys
+    <prefix>argocd:app:<name>        JSON of an Argo CD Application as last polled, with fetched_at
+    <prefix>argocd:polled            unix time of the last successful poll
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+JobState = Literal["queued", "running", "succeeded", "failed"]
+PRAction = Literal["opened", "updated", "unchanged", "closed", "merged"]
+RenderState = Literal["rendering", "render-failed", "rendered"]
+
+
+class PRRef(BaseModel):
+    number: int
+    url: str
+    state: Literal["open", "merged", "closed"]
+    branch: str
+    head_sha: str
+    merge_sha: str | None = None
+
+
+class JobPR(BaseModel):
+    env: str
+    branch: str
+    action: PRAction
+    number: int | None = None
+    url: str | None = None
+
+
+class JobRecord(BaseModel):
+    id: str
+    kind: Literal["sync"] = "sync"
+    state: JobState = "queued"
+    trigger: str = "cli"  # cli | webhook:github | webhook:gitlab | webhook:gitea | api | up
+    blueprint_commit: str | None = None
+    blueprint_author: str | None = None
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    timings: dict[str, float] = Field(default_factory=dict)  # render, push, forge, total (seconds)
+    prs: list[JobPR] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+
+
+class UnitRecord(BaseModel):
+    env: str
+    namespace: str
+    service: str
+    team: str | None = None
+    blueprint_path: str = ""
+    blueprint_commit: str | None = None
+    job_id: str | None = None
+    render_state: RenderState = "rendered"
+    render_error: str | None = None
+    up_to_date: bool = False  # the environment repository's base already holds this rendering
+    pr: PRRef | None = None
+    updated_at: float = Field(default_factory=time.time)
+
+    @property
+    def key(self) -> str:
+        return unit_key(self.env, self.namespace, self.service)
+
+
+def unit_key(env: str, namespace: str, service: str) -> str:
+    return f"{env}/{namespace}/{service}"
+
+
+class Records:
+    """Typed access to the records; `client` is a redis.Redis (decode_responses not required)."""
+
+    def __init__(self, client: Any, prefix: str = "meshgen:") -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # jobs
+    def save_job(self, job: JobRecord) -> None:
+        pipe = self.client.pipeline()
+        pipe.set(self._k("job", job.id), job.model_dump_json())
+        pipe.zadd(self._k("jobs"), {job.id: job.created_at})
+        pipe.execute()
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        raw = self.client.get(self._k("job", job_id))
+        return JobRecord.model_validate_json(raw) if raw else None
+
+    def recent_jobs(self, limit: int = 50) -> list[JobRecord]:
+        ids = self.client.zrevrange(self._k("jobs"), 0, limit - 1)
+        raws = self.client.mget([self._k("job", i.decode() if isinstance(i, bytes) else i) for i in ids]) if ids else []
+        return [JobRecord.model_validate_json(r) for r in raws if r]
+
+    # units
+    def save_unit(self, unit: UnitRecord) -> None:
+        pipe = self.client.pipeline()
+        pipe.set(self._k("unit", unit.key), unit.model_dump_json())
+        pipe.sadd(self._k("units"), unit.key)
+        pipe.execute()
+
+    def get_unit(self, env: str, namespace: str, service: str) -> UnitRecord | None:
+        raw = self.client.get(self._k("unit", unit_key(env, namespace, service)))
+        return UnitRecord.model_validate_json(raw) if raw else None
+
+    def iter_units(self, batch: int = 500) -> Iterator[UnitRecord]:
+        keys = sorted(k.decode() if isinstance(k, bytes) else k for k in self.client.smembers(self._k("units")))
+        for i in range(0, len(keys), batch):
+            chunk = keys[i:i + batch]
+            for raw in self.client.mget([self._k("unit", k) for k in chunk]):
+                if raw:
+                    yield UnitRecord.model_validate_json(raw)
+
+    def delete_unit(self, env: str, namespace: str, service: str) -> None:
+        key = unit_key(env, namespace, service)
+        pipe = self.client.pipeline()
+        pipe.delete(self._k("unit", key))
+        pipe.srem(self._k("units"), key)
+        pipe.execute()

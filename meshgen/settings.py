@@ -1,0 +1,68 @@
+"""Process settings from the environment (`MESHGEN_*`), next to meshgen.yaml.
+
+meshgen.yaml says what the platform wants (environments, repositories, Argo CD); these
+settings say how this process runs and where its secrets are. Every secret can be given
+as a value or as a file (`MESHGEN_X_FILE`, e.g. a mounted Kubernetes Secret); a file wins.
+Secrets are SecretStr, so they never print in a repr, a log line or an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_SECRET_FIELDS = (
+    "api_read_tokens",
+    "api_write_tokens",
+    "webhook_secret_github",
+    "webhook_secret_gitlab",
+    "webhook_secret_gitea",
+    "forge_token",
+    "argocd_token",
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MESHGEN_", extra="ignore", frozen=True)
+
+    root: Path = Field(default=Path("."), description="The blueprints repository (meshgen.yaml + blueprints/).")
+    state_dir: Path = Field(default=Path(".meshgen"), description="Mirrors, caches and the embedded environment repository; relative to root.")
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Celery broker, result backend and job records.")
+    redis_prefix: str = Field(default="meshgen:", description="Prefix of every Redis key meshgen writes.")
+    host: str = Field(default="127.0.0.1", description="`meshgen serve` / `meshgen up` listen address.")
+    port: int = Field(default=8080, description="`meshgen serve` / `meshgen up` port.")
+    api_read_tokens: SecretStr | None = Field(default=None, description="Comma-separated bearer tokens with read scope.")
+    api_write_tokens: SecretStr | None = Field(default=None, description="Comma-separated bearer tokens with write scope (implies read).")
+    api_public_reads: bool = Field(default=False, description="Serve read endpoints and the status page without a token.")
+    webhook_secret_github: SecretStr | None = Field(default=None, description="Secret for X-Hub-Signature-256.")
+    webhook_secret_gitlab: SecretStr | None = Field(default=None, description="Secret compared with X-Gitlab-Token.")
+    webhook_secret_gitea: SecretStr | None = Field(default=None, description="Secret for X-Gitea-Signature.")
+    forge_token: SecretStr | None = Field(default=None, description="Token for the forge of the environment repository.")
+    argocd_token: SecretStr | None = Field(default=None, description="Bearer token for Argo CD's REST API.")
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: object) -> object:
+        """`MESHGEN_<NAME>_FILE=/path` reads the secret from a file (trailing newline dropped)."""
+        import os
+
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in _SECRET_FIELDS:
+            path = os.environ.get(f"MESHGEN_{name.upper()}_FILE")
+            if path:
+                data[name] = Path(path).read_text().rstrip("\r\n")
+        return data
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir if self.state_dir.is_absolute() else self.root / self.state_dir
+
+    def tokens(self, scope: str) -> list[str]:
+        """Configured bearer tokens of one scope ("read" or "write")."""
+        value = self.api_write_tokens if scope == "write" else self.api_read_tokens
+        return [t.strip() for t in value.get_secret_value().split(",") if t.strip()] if value else []
