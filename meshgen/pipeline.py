@@ -83,11 +83,20 @@ def _unsupported(
     skipped: set[str] = set()
     notes: list[str] = []
     flavour = renderer_class(inst.mesh).flavours(config)
+    partial_seen: set[str] = set()
     for feature, path in used:
         cap = caps.get(feature)
-        if cap is None or cap.support != "none":
+        if cap is None or cap.support == "full":
             continue
         real = ("environments", inst.env, *path) if path and path[0] in inst.overlay_keys else path
+        if cap.support == "partial":
+            # Expressed, but not all of it: never an error, never silent. Once per feature and file.
+            if feature not in partial_seen:
+                partial_seen.add(feature)
+                d = loaded.diag(real, f"{flavour} expresses this only in part: {cap.note}", severity="warning")
+                diagnostics.append(d)
+                notes.append(f"{d.path}: {flavour} expresses this only in part: {cap.note}")
+            continue
         reason = f"{flavour} cannot express this: {cap.note}" if cap.note else f"{flavour} cannot express this"
         if config.unsupported == "error":
             diagnostics.append(loaded.diag(real, reason + " (meshgen.yaml `unsupported: warn` renders without it)"))

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -370,3 +370,19 @@ class _ApiClient:
                              "or raise max_attempts/max_wait")
         raise ForgeError(f"{self.forge}: {operation} failed: {exc.summary} (gave up after {tried}). "
                          "Check base_url, DNS, proxy settings and that the forge is reachable from here")
+
+
+class _HTTPForge:
+    """Connection lifecycle shared by the HTTP forges; `close` is the protocol's close-a-PR."""
+
+    _api: _ApiClient
+
+    def close_connections(self) -> None:
+        """Release pooled HTTP connections (the forge object is unusable afterwards)."""
+        self._api.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_connections()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
-from ._http import _ApiClient, _resolve_token, _RetryPolicy, _segment
+from ._http import _ApiClient, _HTTPForge, _resolve_token, _RetryPolicy, _segment
 from .base import ForgeError, PRState, PullRequest
 
 _PREFIX = "meshgen/"
@@ -23,7 +23,7 @@ _LABEL_COLOR = "#c5def5"
 _PullRequests = list[PullRequest]
 
 
-class GiteaForge:
+class GiteaForge(_HTTPForge):
     """Pull requests on one Gitea or Forgejo repository.
 
     base_url is the instance URL (https://gitea.example.com, or with a sub-path); "/api/v1" is
@@ -65,16 +65,6 @@ class GiteaForge:
 
     def __repr__(self) -> str:
         return f"GiteaForge(base_url={self._api.base_url!r}, repo='{self.owner}/{self.repo}')"
-
-    def close_connections(self) -> None:
-        """Release pooled HTTP connections (the forge object is unusable afterwards)."""
-        self._api.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close_connections()
 
     # -- Forge protocol ------------------------------------------------------------------------
 

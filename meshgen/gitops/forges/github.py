@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
-from ._http import _ApiClient, _resolve_token, _RetryPolicy, _segment
+from ._http import _ApiClient, _HTTPForge, _resolve_token, _RetryPolicy, _segment
 from .base import ForgeError, PRState, PullRequest
 
 _PREFIX = "meshgen/"
 _PAGE = 100  # GitHub's maximum per_page
 
 
-class GitHubForge:
+class GitHubForge(_HTTPForge):
     """Pull requests on one GitHub repository.
 
     base_url is the REST API root: https://api.github.com for github.com, or
@@ -59,16 +59,6 @@ class GitHubForge:
 
     def __repr__(self) -> str:
         return f"GitHubForge(base_url={self._api.base_url!r}, repo='{self.owner}/{self.repo}')"
-
-    def close_connections(self) -> None:
-        """Release pooled HTTP connections (the forge object is unusable afterwards)."""
-        self._api.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close_connections()
 
     # -- Forge protocol ------------------------------------------------------------------------
 

@@ -10,9 +10,9 @@ labels (a list of names when read, a comma-separated string when written).
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
-from ._http import _ApiClient, _resolve_token, _RetryPolicy, _segment
+from ._http import _ApiClient, _HTTPForge, _resolve_token, _RetryPolicy, _segment
 from .base import ForgeError, PRState, PullRequest
 
 _PREFIX = "meshgen/"
@@ -21,7 +21,7 @@ _PAGE = 100  # GitLab's maximum per_page
 _STATES: dict[str, PRState] = {"opened": "open", "locked": "open", "merged": "merged", "closed": "closed"}
 
 
-class GitLabForge:
+class GitLabForge(_HTTPForge):
     """Merge requests on one GitLab project (gitlab.com or self-managed).
 
     project is the numeric id or the full path ("group/subgroup/project"). base_url is the
@@ -66,16 +66,6 @@ class GitLabForge:
 
     def __repr__(self) -> str:
         return f"GitLabForge(base_url={self._api.base_url!r}, project={str(self.project)!r})"
-
-    def close_connections(self) -> None:
-        """Release pooled HTTP connections (the forge object is unusable afterwards)."""
-        self._api.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close_connections()
 
     # -- Forge protocol ------------------------------------------------------------------------
 
