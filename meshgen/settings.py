@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     forge_token: SecretStr | None = Field(default=None, description="Token for the forge of the environment repository.")
     argocd_token: SecretStr | None = Field(default=None, description="Bearer token for Argo CD's REST API.")
     log_level: str = Field(default="INFO", description="Python logging level.")
+    # Sync worker and webhooks (added with the worker; all optional, defaults suit one replica).
+    blueprints_branch: str = Field(default="main", description="Only pushes to this branch of the blueprints repository trigger a sync.")
+    blueprints_repo: str | None = Field(default=None, description="owner/name (GitLab: group/project) a webhook must come from; unset accepts any.")
+    queue: str = Field(default="meshgen", description="Celery queue the sync tasks go to.")
+    sync_debounce: float = Field(default=0.3, description="Seconds a triggered sync waits so a burst of pushes becomes one PR update.")
+    lock_ttl: float = Field(default=30.0, description="Expiry (s) of the environment-repository writer lock; renewed while a sync runs.")
+    lock_wait: float = Field(default=600.0, description="How long (s) a sync waits for another writer before the task is retried.")
+    visibility_timeout: int = Field(default=3600, description="Seconds before Redis redelivers an unacknowledged task (a killed worker's task).")
+    webhook_dedupe_ttl: int = Field(default=86400, description="Seconds a webhook delivery id is remembered to ignore replays.")
 
     @model_validator(mode="before")
     @classmethod

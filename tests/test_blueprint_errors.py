@@ -167,3 +167,13 @@ def test_with_unsupported_warn_the_render_goes_on_without_it(tmp_path: Path) -> 
     (unit,) = result.units
     assert unit.warnings and "routes[0].rewrite" in unit.warnings[0]  # travels to the pull request
     assert not any(b"URLRewrite" in data or b"rewrite" in data.lower() for data in unit.files.values())
+
+
+def test_match_values_that_yaml_reads_as_numbers_or_booleans_must_be_quoted(tmp_path: Path) -> None:
+    errs = errors_of(tmp_path, {"payments/x.yaml": GOOD + "  - match: {headers: {x-canary: true, x-build: 1e3}}\n    to: v2\n"})
+    assert errs == [
+        "blueprints/payments/x.yaml:7:23: routes[1].match.headers.x-canary: the boolean true is not text; match "
+        'values are strings: put it in quotes (e.g. "true", "1e3")',
+        "blueprints/payments/x.yaml:7:38: routes[1].match.headers.x-build: the number 1000.0 is not text; match "
+        'values are strings: put it in quotes (e.g. "true", "1e3")',
+    ]

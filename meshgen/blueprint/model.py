@@ -123,8 +123,17 @@ class StringMatch(Strict):
 
     @classmethod
     def normalize(cls, data: Any) -> Any:
-        if isinstance(data, (str, int, float)) and not isinstance(data, bool):
-            return {"exact": str(data)}
+        if isinstance(data, str):
+            return {"exact": data}
+        if isinstance(data, (bool, int, float)):
+            # YAML reads `1e3`, `007` or `true` as numbers and booleans; turning them back
+            # into text would match "1000.0", "7" or "True". Only the user knows the text.
+            raise fail("string_match", f"{describe_value(data)} is not text; match values are strings: "
+                       "put it in quotes (e.g. \"true\", \"1e3\")")
+        if isinstance(data, dict):
+            for key in ("exact", "prefix", "regex"):
+                if isinstance(data.get(key), (bool, int, float)):
+                    raise fail("string_match", f"{key}: {describe_value(data[key])} is not text; put it in quotes")
         return data
 
     @model_validator(mode="after")
