@@ -174,6 +174,6 @@ def test_match_values_that_yaml_reads_as_numbers_or_booleans_must_be_quoted(tmp_
     assert errs == [
         "blueprints/payments/x.yaml:7:23: routes[1].match.headers.x-canary: the boolean true is not text; match "
         'values are strings: put it in quotes (e.g. "true", "1e3")',
-        "blueprints/payments/x.yaml:7:38: routes[1].match.headers.x-build: the number 1000.0 is not text; match "
+        "blueprints/payments/x.yaml:7:39: routes[1].match.headers.x-build: the number 1000.0 is not text; match "
         'values are strings: put it in quotes (e.g. "true", "1e3")',
     ]
