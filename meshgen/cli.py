@@ -144,6 +144,9 @@ def _register_commands() -> None:
     from meshgen.gitops.commands import pr
 
     main.add_command(pr)
+    from meshgen.bootstrap import bootstrap
+
+    main.add_command(bootstrap)
 
 
 _register_commands()

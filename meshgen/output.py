@@ -157,6 +157,13 @@ def _scan(root: Path) -> dict[str, StatKey]:
 def render_to_dir(root: Path, out: Path, *, env: str | None = None, mesh: str | None = None,
                   use_cache: bool = True) -> RenderStats:
     """Render ROOT into OUT. Raises BlueprintError (and writes nothing) when a blueprint is wrong."""
+    try:
+        return _render_to_dir(root, out, env=env, mesh=mesh, use_cache=use_cache)
+    finally:
+        gc.unfreeze()
+
+
+def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, use_cache: bool) -> RenderStats:
     stats = RenderStats()
     t0 = time.perf_counter()
     config, config_digest = load_config(root)
@@ -165,6 +172,9 @@ def render_to_dir(root: Path, out: Path, *, env: str | None = None, mesh: str | 
     stamp = f"{_FORMAT}|{__version__}|{config_digest}"
     cache = _Cache.load(root / CACHE_DIR / key, stamp) if use_cache and out.is_dir() else _Cache(root / CACHE_DIR / key, stamp)
     old = cache.entries()
+    # The cache is ~10^5 long-lived tuples; keep the cyclic GC from rescanning them on every
+    # collection this run triggers (undone in render_to_dir).
+    gc.freeze()
     t1 = time.perf_counter()
 
     current = _scan(root)

@@ -1,0 +1,419 @@
+"""One sync: render the blueprints repository, then bring the environment repository's pull
+requests in line with it, and record what happened.
+
+`meshgen sync` calls `sync_repository` in-process; the Celery worker calls the same function
+under the writer lock (meshgen.gitops.jobs). Record keeping is optional: without Redis the
+returned JobRecord is the whole report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pygit2
+import redis
+
+from meshgen.blueprint.config import Config, ForgeSettings
+from meshgen.diagnostics import BlueprintError
+from meshgen.diff import semantic_diff
+from meshgen.gitops.coordination import IdempotencyMarkers
+from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity, folder_differs
+from meshgen.gitops.forges import make_forge
+from meshgen.gitops.forges.base import Forge, ForgeError, PRState, PullRequest
+from meshgen.gitops.lifecycle import SyncReport, branch_for, sync_env
+from meshgen.gitops.units import Unit, content_hash
+from meshgen.pipeline import RenderResult, render_repository
+from meshgen.records import JobPR, JobRecord, PRRef, Records, UnitRecord
+from meshgen.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Fence = Callable[[], None]
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+# --------------------------------------------------------------------------------------
+# TEST-ONLY HOOK. Fault tests set MESHGEN_TEST_PAUSE_AT=<point> to hold a sync at a named
+# point (so a worker can be killed or Redis restarted exactly there). Unset in production:
+# then this is one environment lookup.
+# --------------------------------------------------------------------------------------
+def test_pause(point: str) -> None:
+    if os.environ.get("MESHGEN_TEST_PAUSE_AT") != point:
+        return
+    mark = os.environ.get("MESHGEN_TEST_PAUSE_MARK")
+    if mark:
+        Path(mark).write_text(f"{os.getpid()}\n")
+    time.sleep(float(os.environ.get("MESHGEN_TEST_PAUSE_SECONDS", "60")))
+
+
+test_pause.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite the name
+
+
+@dataclass
+class _Clock:
+    """Seconds spent per part (render / repo / forge / records), for JobRecord.timings."""
+
+    forge: float = 0.0
+    records: float = 0.0
+
+
+class _SyncEnvRepo(EnvRepo):
+    """EnvRepo whose ref updates first check the fence (and pass the test pause point)."""
+
+    fence: Fence | None = None
+
+    def push(self, branch: str, new: pygit2.Oid, *, expected: pygit2.Oid | None) -> None:
+        test_pause("before-push")
+        if self.fence is not None:
+            self.fence()
+        super().push(branch, new, expected=expected)
+
+
+class _TimedForge:
+    """A Forge that times every call and checks the fence before every change."""
+
+    kind: ClassVar[str] = "timed"
+
+    def __init__(self, inner: Forge, clock: _Clock, fence: Fence | None) -> None:
+        self.inner = inner
+        self._clock = clock
+        self._fence = fence
+
+    def _timed(self, call: Callable[[], Any], *, writes: bool) -> Any:
+        if writes and self._fence is not None:
+            self._fence()
+        started = time.perf_counter()
+        try:
+            return call()
+        finally:
+            self._clock.forge += time.perf_counter() - started
+
+    def find_open(self, branch: str) -> PullRequest | None:
+        return self._timed(lambda: self.inner.find_open(branch), writes=False)  # type: ignore[no-any-return]
+
+    def create(self, *, branch: str, base: str, title: str, body: str, labels: tuple[str, ...]) -> PullRequest:
+        return self._timed(  # type: ignore[no-any-return]
+            lambda: self.inner.create(branch=branch, base=base, title=title, body=body, labels=labels), writes=True)
+
+    def update(self, number: int, *, title: str, body: str, labels: tuple[str, ...]) -> PullRequest:
+        return self._timed(  # type: ignore[no-any-return]
+            lambda: self.inner.update(number, title=title, body=body, labels=labels), writes=True)
+
+    def comment(self, number: int, body: str) -> None:
+        self._timed(lambda: self.inner.comment(number, body), writes=True)
+
+    def close(self, number: int, *, comment: str | None = None) -> PullRequest:
+        return self._timed(lambda: self.inner.close(number, comment=comment), writes=True)  # type: ignore[no-any-return]
+
+    def merge(self, number: int) -> PullRequest:
+        return self._timed(lambda: self.inner.merge(number), writes=True)  # type: ignore[no-any-return]
+
+    def get(self, number: int) -> PullRequest:
+        return self._timed(lambda: self.inner.get(number), writes=False)  # type: ignore[no-any-return]
+
+    def list(self, state: PRState | None = None) -> list[PullRequest]:
+        return self._timed(lambda: self.inner.list(state), writes=False)  # type: ignore[no-any-return]
+
+
+# ---- the environment repository and the forge, from meshgen.yaml -----------------------
+
+
+def local_env_repo_path(root: Path, url: str) -> Path | None:
+    """The filesystem path of a local environment repository (relative to ROOT), else None."""
+    if url.startswith("file://"):
+        return Path(url[len("file://"):])
+    if "://" in url or (":" in url.split("/")[0] and not os.path.isabs(url)):
+        return None  # https://, ssh://, scp-like git@host:path
+    path = Path(url)
+    return path if path.is_absolute() else root / path
+
+
+def env_repo_identity(root: Path, config: Config) -> str:
+    """What names one environment repository across processes (the writer lock's resource)."""
+    local = local_env_repo_path(root, config.env_repo.url)
+    return str(local.resolve()) if local is not None else config.env_repo.url
+
+
+def ensure_local_repo(path: Path, branch: str, identity: Identity) -> None:
+    """Create the embedded environment repository: bare, one empty commit on `branch`."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repo = pygit2.init_repository(str(path), bare=True, initial_head=branch)
+    sig = pygit2.Signature(identity.name, identity.email)
+    repo.create_commit(f"refs/heads/{branch}", sig, sig, "meshgen: initial commit\n",
+                       repo.TreeBuilder().write(), [])
+    log.info("created the environment repository %s (branch %s)", path, branch)
+
+
+def _state_path(root: Path, settings: Settings) -> Path:
+    return settings.state_dir if settings.state_dir.is_absolute() else root / settings.state_dir
+
+
+def _token_kwargs(root: Path, fs: ForgeSettings, settings: Settings) -> dict[str, Any]:
+    # The token itself only goes to the forge client (which redacts it); never into logs or records.
+    if fs.token_file:
+        path = Path(fs.token_file)
+        return {"token_file": path if path.is_absolute() else root / path}
+    if fs.token_env == "MESHGEN_FORGE_TOKEN" and settings.forge_token is not None:
+        return {"token": settings.forge_token.get_secret_value()}  # also covers MESHGEN_FORGE_TOKEN_FILE
+    return {"token_env": fs.token_env}
+
+
+def forge_from_config(root: Path, config: Config, settings: Settings, *, local_path: Path | None,
+                      identity: Identity, options: Mapping[str, Any] | None = None) -> Forge:
+    """The forge meshgen.yaml's envRepo.forge describes; `options` tune HTTP retries (tests)."""
+    fs = config.env_repo.forge
+    if fs.kind == "local":
+        if local_path is None:
+            raise ForgeError("forge kind 'local' needs envRepo.url to be a local path; "
+                             "set envRepo.forge.kind to github, gitlab or gitea for a remote repository")
+        from meshgen.gitops.forges.local import LocalForge
+
+        return LocalForge(local_path, identity=identity)
+    kwargs: dict[str, Any] = {**_token_kwargs(root, fs, settings), **(options or {})}
+    if fs.kind == "github":
+        return make_forge("github", owner=fs.owner, repo=fs.repo,
+                          **({"base_url": fs.base_url} if fs.base_url else {}), **kwargs)
+    if fs.kind == "gitea":
+        return make_forge("gitea", base_url=fs.base_url, owner=fs.owner, repo=fs.repo, **kwargs)
+    return make_forge("gitlab", project=fs.project, **({"base_url": fs.base_url} if fs.base_url else {}), **kwargs)
+
+
+# ---- records (best effort: a sync is not failed because Redis blinked) ------------------
+
+
+class _Recorder:
+    def __init__(self, records: Records | None, clock: _Clock) -> None:
+        self.records = records
+        self.clock = clock
+
+    def run(self, what: str, action: Callable[[Records], None]) -> None:
+        if self.records is None:
+            return
+        started = time.perf_counter()
+        try:
+            action(self.records)
+        except redis.RedisError as exc:
+            log.warning("could not record %s in Redis (%s); the sync itself is unaffected", what, exc)
+        finally:
+            self.clock.records += time.perf_counter() - started
+
+    def job(self, job: JobRecord) -> None:
+        self.run(f"job {job.id}", lambda r: r.save_job(job))
+
+
+def _pr_ref(repo: EnvRepo, branch: str, number: int | None, url: str | None, action: str) -> PRRef | None:
+    if number is None:
+        return None
+    state: PRState = "merged" if action == "merged" else "closed" if action == "closed" else "open"
+    tip = repo.tip(branch)
+    return PRRef(number=number, url=url or "", state=state, branch=branch, head_sha=str(tip) if tip else "")
+
+
+def _record_units(records: Records, repo: EnvRepo, config: Config, env: str, units: Sequence[Unit],
+                  report: SyncReport, job: JobRecord) -> None:
+    """One UnitRecord per rendered (env, ns, svc); records of deleted blueprints follow their removal PR."""
+    grouping = config.env_repo.grouping
+    base = repo.commit_at(config.env_repo.branch)
+    base_tree = base.tree if base is not None else None
+    results = {r.branch: r for r in report.results}
+    live = set()
+    for unit in units:
+        live.add((unit.namespace, unit.service))
+        branch = branch_for(unit, grouping)
+        result = results.get(branch)
+        pr = _pr_ref(repo, branch, result.number, result.url, result.action) if result else None
+        records.save_unit(UnitRecord(
+            env=env, namespace=unit.namespace, service=unit.service, team=unit.team,
+            blueprint_path=unit.blueprint_path, blueprint_commit=job.blueprint_commit, job_id=job.id,
+            render_state="rendered", up_to_date=not folder_differs(repo.repo, base_tree, unit), pr=pr,
+        ))
+    for old in [u for u in records.iter_units() if u.env == env and (u.namespace, u.service) not in live]:
+        stub = Unit(env, old.namespace, old.service, None, "", {})
+        result = results.get(branch_for(stub, grouping))
+        if result is None or result.action == "closed":
+            records.delete_unit(env, old.namespace, old.service)  # its folder is gone from the base
+        else:
+            records.save_unit(old.model_copy(update={
+                "job_id": job.id, "up_to_date": False, "updated_at": time.time(),
+                "pr": _pr_ref(repo, result.branch, result.number, result.url, result.action)}))
+
+
+def _record_render_failure(records: Records, exc: BlueprintError, job: JobRecord) -> None:
+    """Mark the units of the failing blueprint files, so the API shows why they are stuck."""
+    first: dict[str, str] = {}
+    for d in exc.diagnostics:
+        if d.severity == "error":
+            first.setdefault(d.file, str(d))
+    for unit in records.iter_units():
+        if unit.blueprint_path in first:
+            records.save_unit(unit.model_copy(update={
+                "render_state": "render-failed", "render_error": first[unit.blueprint_path],
+                "job_id": job.id, "updated_at": time.time()}))
+
+
+# ---- the flow ------------------------------------------------------------------------
+
+
+def sync_repository(
+    root: Path,
+    settings: Settings,
+    *,
+    env: str | None = None,
+    trigger: str = "cli",
+    blueprint_commit: str | None = None,
+    blueprint_author: str | None = None,
+    records: Records | None = None,
+    job: JobRecord | None = None,
+    fence: Fence | None = None,
+    forge_options: Mapping[str, Any] | None = None,
+    skip_if_synced: bool = False,
+) -> JobRecord:
+    """Render ROOT and sync every environment (or `env`) to the environment repository.
+
+    Returns the finished JobRecord (state succeeded). Raises BlueprintError when rendering
+    fails (nothing is pushed), EnvRepoError / ForgeError when writing fails; in both cases
+    the job is recorded as failed first. `fence` is called right before every ref update
+    and pull-request change (the worker's lock check). `skip_if_synced` (the worker) does
+    nothing when the same content was already synced onto the same base (needs `records`).
+    """
+    root = Path(root)
+    job = job or JobRecord(id=new_job_id(), trigger=trigger)
+    job = job.model_copy(update={
+        "state": "running", "started_at": time.time(), "finished_at": None, "errors": [],
+        "blueprint_commit": blueprint_commit or job.blueprint_commit,
+        "blueprint_author": blueprint_author or job.blueprint_author,
+    })
+    clock = _Clock()
+    recorder = _Recorder(records, clock)
+    recorder.job(job)
+    started = time.perf_counter()
+    try:
+        result = render_repository(root, env=env)
+    except BlueprintError as exc:
+        job.errors = [str(d) for d in exc.diagnostics if d.severity == "error"]
+        job.warnings = [str(d) for d in exc.diagnostics if d.severity == "warning"]
+        _finish(job, "failed", clock, started, render=time.perf_counter() - started)
+        recorder.run("render failure", lambda r: _record_render_failure(r, exc, job))
+        recorder.job(job)
+        raise
+    render_s = time.perf_counter() - started
+    job.warnings = [str(d) for d in result.warnings]
+    try:
+        _sync_rendered(root, settings, result, env, job, recorder, fence, forge_options, skip_if_synced)
+    except (EnvRepoError, ForgeError) as exc:
+        job.errors.append(str(exc))
+        _finish(job, "failed", clock, started, render=render_s)
+        recorder.job(job)
+        raise
+    _finish(job, "succeeded", clock, started, render=render_s)
+    recorder.job(job)
+    return job
+
+
+def _finish(job: JobRecord, state: str, clock: _Clock, started: float, *, render: float) -> None:
+    total = time.perf_counter() - started
+    job.state = state  # type: ignore[assignment]
+    job.finished_at = time.time()
+    sync_s = max(total - render - clock.records, 0.0)
+    job.timings = {
+        "render": round(render, 4),
+        "repo": round(max(sync_s - clock.forge, 0.0), 4),  # fetch, tree building, commits, pushes
+        "forge": round(clock.forge, 4),
+        "records": round(clock.records, 4),
+        "total": round(total, 4),
+    }
+
+
+def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: str | None, job: JobRecord,
+                   recorder: _Recorder, fence: Fence | None, forge_options: Mapping[str, Any] | None,
+                   skip_if_synced: bool) -> None:
+    config = result.config
+    settings_er = config.env_repo
+    identity = Identity(settings_er.author.name, settings_er.author.email)
+    local = local_env_repo_path(root, settings_er.url)
+    if local is not None:
+        ensure_local_repo(local, settings_er.branch, identity)
+    repo = _SyncEnvRepo(str(local) if local is not None else settings_er.url,
+                        cache_dir=_state_path(root, settings), identity=identity)
+    repo.fence = fence
+    forge = _TimedForge(forge_from_config(root, config, settings, local_path=local, identity=identity,
+                                          options=forge_options), recorder.clock, fence)
+    try:
+        envs = [env] if env else list(config.environments)
+        content = f"{','.join(envs)}|{content_hash(result.units)}"
+        if skip_if_synced and _already_synced(recorder, repo, settings_er.branch, content, job):
+            return
+        by_env: dict[str, list[Unit]] = {e: [] for e in envs}
+        for unit in result.units:
+            by_env.setdefault(unit.env, []).append(unit)
+        for name in envs:
+            report = _sync_one_env(root, config, repo, forge, name, by_env[name], result, job)
+            recorder.run(f"units of {name}",
+                         lambda r, n=name, rep=report: _record_units(r, repo, config, n, by_env[n], rep, job))
+        tip = repo.tip(settings_er.branch)
+        recorder.run("idempotency marker", lambda r: IdempotencyMarkers(r.client, r.prefix).put(
+            repo.remote, settings_er.branch, content, job=job.id, base=str(tip) if tip else None))
+    finally:
+        close = getattr(forge.inner, "close_connections", None)
+        if close is not None:
+            close()
+
+
+def _already_synced(recorder: _Recorder, repo: EnvRepo, branch: str, content: str, job: JobRecord) -> bool:
+    """Same content already synced onto the same base (a redelivered or duplicate task): do nothing."""
+    if recorder.records is None:
+        return False
+    try:
+        marker = IdempotencyMarkers(recorder.records.client, recorder.records.prefix).get(repo.remote, branch, content)
+    except redis.RedisError:
+        return False  # cannot tell: syncing again is safe, only slower
+    if marker is None:
+        return False
+    repo.fetch()
+    tip = repo.tip(branch)
+    if marker.get("base") != (str(tip) if tip else None):
+        return False  # the base moved (a merge): PRs may need rebuilding or closing
+    job.warnings.append(f"nothing to do: job {marker.get('job')} already synced this content onto this base")
+    return True
+
+
+def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: str, units: list[Unit],
+                  result: RenderResult, job: JobRecord) -> SyncReport:
+    er = config.env_repo
+    by_file: dict[str, list[str]] = {}
+    for d in result.warnings:
+        by_file.setdefault(d.file, []).append(str(d))
+    validation = {u.folder: by_file[u.blueprint_path] for u in units if u.blueprint_path in by_file}
+    templates = Path(er.templates) if er.templates else None
+    if templates is not None and not templates.is_absolute():
+        templates = root / templates
+    report = sync_env(
+        repo, forge, units, env=env, env_path=config.env_path(env), base=er.branch, grouping=er.grouping,
+        describe=semantic_diff, blueprint_commit=job.blueprint_commit, blueprint_author=job.blueprint_author,
+        validation=validation, auto_merge=env in er.auto_merge, template_dir=templates,
+    )
+    job.prs.extend(JobPR(env=env, branch=r.branch, action=r.action, number=r.number, url=r.url)
+                   for r in report.results)
+    return report
+
+
+def format_report(job: JobRecord) -> list[str]:
+    """Short per-PR lines for the terminal."""
+    lines = [f"{pr.action:<9} {pr.env:<12} {pr.branch}" + (f"  #{pr.number}" if pr.number else "")
+             + (f"  {pr.url}" if pr.url else "") for pr in job.prs]
+    t = job.timings
+    lines.append(f"job {job.id}: {job.state}, {len(job.prs)} pull request change(s) "
+                 f"(render {t.get('render', 0):.2f}s, repo {t.get('repo', 0):.2f}s, forge {t.get('forge', 0):.2f}s)")
+    return lines
