@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -17,9 +19,23 @@ ENV_OPT = click.option("--env", "env", metavar="ENV", help="Only this environmen
 MESH_OPT = click.option("--mesh", type=click.Choice(["istio", "linkerd"]), help="Render every service for this mesh.")
 
 
-def _report(diagnostics: list[Diagnostic]) -> None:
-    for d in diagnostics:
+WARNINGS_SHOWN = 50
+
+
+def _report(diagnostics: list[Diagnostic], *, all_warnings: bool = True) -> None:
+    """Print errors, then warnings; a long run of warnings is summarised by field."""
+    errors = [d for d in diagnostics if d.severity == "error"]
+    warnings = [d for d in diagnostics if d.severity != "error"]
+    for d in errors:
         click.echo(str(d), err=True)
+    shown = warnings if all_warnings or len(warnings) <= WARNINGS_SHOWN else warnings[:WARNINGS_SHOWN]
+    for d in shown:
+        click.echo(str(d), err=True)
+    if len(shown) < len(warnings):
+        by_field = Counter(re.sub(r"\[\d+\]", "[]", d.path) or "(file)" for d in warnings[len(shown):])
+        summary = ", ".join(f"{path} {n}" for path, n in by_field.most_common(10))
+        click.echo(f"... and {len(warnings) - len(shown)} more warnings ({summary}); "
+                   "`meshgen validate --all-warnings` lists every one", err=True)
 
 
 def _fail(exc: BlueprintError) -> None:
@@ -53,7 +69,7 @@ def render(root: Path, out: Path, env: str | None, mesh: str | None, no_cache: b
     except BlueprintError as exc:
         _fail(exc)
         return
-    _report(stats.warnings)
+    _report(stats.warnings, all_warnings=False)
     click.echo(
         f"meshgen: {stats.units} folders, {stats.files} files in {out} "
         f"({stats.written} written, {stats.removed} removed, {stats.rendered} blueprints rendered, "
@@ -70,7 +86,8 @@ def render(root: Path, out: Path, env: str | None, mesh: str | None, no_cache: b
 @ENV_OPT
 @MESH_OPT
 @click.option("--strict", is_flag=True, help="Treat warnings (analysis findings) as errors.")
-def validate(root: Path, env: str | None, mesh: str | None, strict: bool) -> None:
+@click.option("--all-warnings", is_flag=True, help=f"List every warning (default: the first {WARNINGS_SHOWN}, then a summary).")
+def validate(root: Path, env: str | None, mesh: str | None, strict: bool, all_warnings: bool) -> None:
     """Check every blueprint (schema, cross-blueprint and static analysis) without writing."""
     from meshgen.pipeline import render_repository
 
@@ -79,7 +96,7 @@ def validate(root: Path, env: str | None, mesh: str | None, strict: bool) -> Non
     except BlueprintError as exc:
         _fail(exc)
         return
-    _report(result.warnings)
+    _report(result.warnings, all_warnings=all_warnings)
     if strict and result.warnings:
         click.echo(f"meshgen: {len(result.warnings)} warning(s), failing because of --strict", err=True)
         sys.exit(1)
@@ -144,9 +161,15 @@ def _register_commands() -> None:
     from meshgen.gitops.commands import pr
 
     main.add_command(pr)
+    from meshgen.gitops.synccli import sync
+    main.add_command(sync)
+    from meshgen.gitops.synccli import worker
+    main.add_command(worker)
     from meshgen.bootstrap import bootstrap
 
     main.add_command(bootstrap)
+    from meshgen.api.serve import serve
+    main.add_command(serve)
 
 
 _register_commands()

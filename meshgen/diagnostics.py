@@ -24,6 +24,10 @@ class Diagnostic:
     severity: Severity = "error"
     code: str = ""  # e.g. IST0130 for checks that mirror `istioctl analyze`
 
+    def as_tuple(self) -> tuple[str, int, int, str, str, str, str]:
+        """The fields in order (for caches and fast sorting; dataclasses.astuple deep-copies)."""
+        return (self.file, self.line, self.column, self.path, self.message, self.severity, self.code)
+
     def __str__(self) -> str:
         code = f"[{self.code}] " if self.code else ""
         where = f"{self.path}: " if self.path else ""

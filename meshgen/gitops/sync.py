@@ -303,13 +303,13 @@ def sync_repository(
         result = render_repository(root, env=env)
     except BlueprintError as exc:
         job.errors = [str(d) for d in exc.diagnostics if d.severity == "error"]
-        job.warnings = [str(d) for d in exc.diagnostics if d.severity == "warning"]
+        job.warnings = [*job.warnings, *(str(d) for d in exc.diagnostics if d.severity == "warning")]
         _finish(job, "failed", clock, started, render=time.perf_counter() - started)
         recorder.run("render failure", lambda r: _record_render_failure(r, exc, job))
         recorder.job(job)
         raise
     render_s = time.perf_counter() - started
-    job.warnings = [str(d) for d in result.warnings]
+    job.warnings = [*job.warnings, *(str(d) for d in result.warnings)]  # keep notes of earlier attempts
     try:
         _sync_rendered(root, settings, result, env, job, recorder, fence, forge_options, skip_if_synced)
     except (EnvRepoError, ForgeError) as exc:

@@ -120,34 +120,50 @@ def _block_text(value: str, indent: int) -> str:
 
 
 def _mapping(doc: dict[Any, Any], indent: int, out: list[str], first_prefix: str | None = None) -> None:
+    # The hot loop of every render: exact type checks and the string memo first.
     pad = " " * indent
-    for i, (key, value) in enumerate(doc.items()):
-        prefix = first_prefix if (i == 0 and first_prefix is not None) else pad
-        head = f"{prefix}{_key(key)}:"
-        if isinstance(value, dict) and value:
+    prefix = pad if first_prefix is None else first_prefix
+    memo = _MEMO
+    for key, value in doc.items():
+        k = memo.get(key) if type(key) is str else None
+        head = f"{prefix}{k if k is not None else _key(key)}:"
+        prefix = pad
+        kind = type(value)
+        if kind is str:
+            if "\n" in value and _is_block_text(value):
+                out.append(head + " " + _block_text(value, indent + 2))
+            else:
+                v = memo.get(value)
+                out.append(f"{head} {v if v is not None else _string(value)}\n")
+        elif kind is dict and value:
             out.append(head + "\n")
             _mapping(value, indent + 2, out)
-        elif isinstance(value, list) and value:
+        elif kind is list and value:
             out.append(head + "\n")
             _sequence(value, indent, out)
-        elif _is_block_text(value):
-            out.append(head + " " + _block_text(value, indent + 2))
         else:
             out.append(f"{head} {_flow_empty(value)}\n")
 
 
 def _sequence(items: list[Any], indent: int, out: list[str]) -> None:
     pad = " " * indent
+    dash = pad + "- "
     for item in items:
-        if isinstance(item, dict) and item:
-            _mapping(item, indent + 2, out, first_prefix=pad + "- ")
-        elif isinstance(item, list) and item:
+        kind = type(item)
+        if kind is dict and item:
+            _mapping(item, indent + 2, out, first_prefix=dash)
+        elif kind is str:
+            if "\n" in item and _is_block_text(item):
+                out.append(dash + _block_text(item, indent + 2))
+            else:
+                out.append(f"{dash}{_string(item)}\n")
+        elif kind is list and item:
             out.append(pad + "-\n")
             _sequence(item, indent + 2, out)
         elif _is_block_text(item):
-            out.append(pad + "- " + _block_text(item, indent + 2))
+            out.append(dash + _block_text(item, indent + 2))
         else:
-            out.append(f"{pad}- {_flow_empty(item)}\n")
+            out.append(f"{dash}{_flow_empty(item)}\n")
 
 
 def _flow_empty(value: Any) -> str:

@@ -1,0 +1,1 @@
+"""The HTTP API (rollout API, status page, webhooks)."""

@@ -1,0 +1,368 @@
+"""The rollout API and status page: "is my change live?" per (environment, namespace, service).
+
+`create_app(settings)` builds everything from Settings and ROOT/meshgen.yaml. Requests are
+answered from the in-process snapshot (meshgen.api.view); nothing here calls Argo CD or a
+forge. Routes:
+
+    GET  /api/v1/rollouts                            list, filtered and paginated
+    GET  /api/v1/rollouts/{env}/{namespace}/{service} one rollout ("-" is the empty namespace of _mesh)
+    GET  /api/v1/jobs/{id}                           a sync job record
+    POST /api/v1/syncs                               queue a sync (write scope)
+    POST /api/v1/webhooks/{github,gitlab,gitea}      forge webhooks (meshgen.api.webhooks)
+    GET  /healthz /readyz /metrics                   process, dependencies, Prometheus
+    GET  /                                           the status page
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import jinja2
+import redis
+from fastapi import Body, Depends, FastAPI, Query, Request, Response, Security
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from starlette.concurrency import run_in_threadpool
+
+from meshgen import __version__
+from meshgen.api import deps
+from meshgen.api.metrics import JobTally, MeshgenCollector, exposition
+from meshgen.api.models import (
+    Check,
+    Health,
+    Readiness,
+    Rollout,
+    RolloutPage,
+    SyncAccepted,
+    SyncRequestBody,
+)
+from meshgen.api.security import Problem, Scope, TokenAuth, install_problem_handlers, problem_responses
+from meshgen.api.view import RolloutView, decode_cursor, page_after
+from meshgen.argocd.mirror import Containment, env_repo_remote, try_open_mirror
+from meshgen.blueprint.config import Config
+from meshgen.diagnostics import BlueprintError
+from meshgen.gitops.envrepo import EnvRepo
+from meshgen.records import JobRecord, Records
+from meshgen.rollout import STATES, State
+from meshgen.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+PAGE_REFRESH_SECONDS = 15
+PAGE_MAX_ROWS = 2000
+_bearer = HTTPBearer(auto_error=False, description="A read- or write-scope token (MESHGEN_API_*_TOKENS).")
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    config: Config | None
+    config_error: str | None
+    auth: TokenAuth
+    records: Records
+    view: RolloutView
+    registry: CollectorRegistry
+    _mirror: EnvRepo | None = None
+    _mirror_error: str | None = None
+
+    def mirror(self) -> EnvRepo | None:
+        if self._mirror is None and self.config is not None:
+            self._mirror, self._mirror_error = try_open_mirror(self.config, self.settings)
+        return self._mirror
+
+    def mirror_error(self) -> str:
+        return self._mirror_error or "meshgen.yaml could not be read"
+
+
+def _state(request: Request) -> ApiState:
+    return request.app.state.meshgen  # type: ignore[no-any-return]
+
+
+def _require(scope: Scope) -> Any:
+    async def check(request: Request,
+                    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
+        # The raw header is checked (not HTTPBearer's parse) so malformed headers get a precise message.
+        request.app.state.meshgen.auth.check(request.headers.get("authorization"), scope)
+
+    return Depends(check)
+
+
+READ = _require("read")
+WRITE = _require("write")
+
+
+def _load_config(settings: Settings) -> tuple[Config | None, str | None]:
+    from meshgen.blueprint.loading import load_config
+
+    try:
+        return load_config(settings.root)[0], None
+    except BlueprintError as exc:
+        return None, "; ".join(str(d) for d in exc.diagnostics)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or deps.get_settings()
+    config, config_error = _load_config(settings)
+    records = deps.get_records(settings, deps.get_redis(settings))
+    holder: dict[str, ApiState] = {}
+    containment = Containment(lambda: holder["state"].mirror())
+    view = RolloutView(records, config, containment,
+                       env_repo_url=env_repo_remote(config, settings) if config else None)
+    registry = CollectorRegistry(auto_describe=False)
+    state = ApiState(settings, config, config_error, TokenAuth(settings), records, view, registry)
+    holder["state"] = state
+    registry.register(MeshgenCollector(records, JobTally(records), lambda: view.snapshot.counts(),
+                                       view.argocd_configured))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        with contextlib.suppress(Exception):  # Redis down at start: /readyz says so, requests retry
+            await asyncio.to_thread(view.refresh)
+        task = asyncio.create_task(view.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="meshgen rollout API",
+        version=__version__,
+        description="Is my change live? Rollout state per (environment, namespace, service), joining the "
+                    "render job, the pull request and Argo CD's view of the cluster.",
+        lifespan=lifespan,
+    )
+    app.state.meshgen = state
+    # Routers written elsewhere (webhooks) resolve settings/records through deps; point them at ours.
+    app.dependency_overrides[deps.get_settings] = lambda: settings
+    install_problem_handlers(app)
+    _routes(app)
+    from meshgen.api.webhooks import router as webhooks_router
+
+    app.include_router(webhooks_router, prefix="/api/v1/webhooks")
+    _problem_openapi(app)
+    return app
+
+
+def _problem_openapi(app: FastAPI) -> None:
+    """Error responses are application/problem+json in the document too, not application/json."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path in doc.get("paths", {}).values():
+            for op in path.values():
+                for code, resp in (op.get("responses") or {}).items():
+                    content = resp.get("content") or {}
+                    if code[0] in "45" and "application/json" in content:
+                        resp["content"] = {"application/problem+json": content["application/json"]}
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _ensure_view(state: ApiState) -> None:
+    try:
+        state.view.ensure_loaded()
+    except redis.RedisError as exc:
+        raise Problem(503, "Service Unavailable", f"Redis is unreachable ({exc}); check MESHGEN_REDIS_URL",
+                      slug="redis-unavailable") from exc
+
+
+def _namespace(value: str) -> str:
+    return "" if value == "-" else value
+
+
+def _routes(app: FastAPI) -> None:
+    @app.get("/healthz", response_model=Health, tags=["operations"], summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Readiness, tags=["operations"],
+             summary="Redis, the environment repository and Argo CD data are reachable and fresh",
+             responses={503: {"model": Readiness, "description": "Not ready: a check failed"}})
+    async def readyz(request: Request, response: Response) -> Readiness:
+        checks = await run_in_threadpool(_readiness, _state(request))
+        ok = all(c.ok for c in checks.values())
+        response.status_code = 200 if ok else 503
+        return Readiness(status="ready" if ok else "not-ready", checks=checks)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (read scope)",
+             response_class=Response, dependencies=[READ],
+             responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+                              "description": "Prometheus text exposition"}, **problem_responses(401, 403)})
+    async def metrics(request: Request) -> Response:
+        body = await run_in_threadpool(exposition, _state(request).registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/rollouts", response_model=RolloutPage, tags=["rollouts"], dependencies=[READ],
+             summary="Rollouts, filtered, sorted by env/namespace/service, paginated by cursor",
+             responses=problem_responses(400, 401, 403, 422, 503))
+    async def list_rollouts(
+        request: Request,
+        env: Annotated[str | None, Query(description="Only this environment.", max_length=63)] = None,
+        team: Annotated[str | None, Query(description="Only this team.", max_length=63)] = None,
+        state: Annotated[State | None, Query(description="Only this state.")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
+        cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.", max_length=512)] = None,
+    ) -> Response:
+        st = _state(request)
+        _ensure_view(st)
+        view = st.view
+        snap = view.snapshot
+        after = None
+        if cursor:
+            try:
+                after = decode_cursor(cursor)
+            except ValueError:
+                raise Problem(400, "Bad Request", "the cursor is not one this API issued; start again without "
+                              "`cursor` and follow `next_cursor`", slug="invalid-cursor") from None
+        keys = snap.matching(env, team, state)
+        page, next_cursor = page_after(keys, after, limit)
+        tail_argo, tail_plain = view.tails()
+        entries = snap.entries
+        items = b",".join(entries[k].head + (tail_argo if entries[k].used_argocd else tail_plain) for k in page)
+        nxt = "null" if next_cursor is None else f'"{next_cursor}"'
+        body = b'{"items":[' + items + f'],"total":{len(keys)},"limit":{limit},"next_cursor":{nxt}}}'.encode()
+        return Response(body, media_type="application/json")
+
+    @app.get("/api/v1/rollouts/{env}/{namespace}/{service}", response_model=Rollout, tags=["rollouts"],
+             dependencies=[READ], summary="Is the change to this service in this environment live?",
+             responses=problem_responses(401, 403, 404, 503))
+    async def get_rollout(request: Request, env: str, namespace: str, service: str) -> Response:
+        st = _state(request)
+        if not st.view.snapshot.entries:
+            _ensure_view(st)
+        view = st.view
+        entry = view.snapshot.entries.get(f"{env}/{_namespace(namespace)}/{service}")
+        if entry is None:
+            raise Problem(404, "Not Found", f"meshgen has no rollout for {env}/{namespace}/{service}; check the "
+                          "names (GET /api/v1/rollouts lists them) or wait for the first sync", slug="no-rollout")
+        tail_argo, tail_plain = view.tails()
+        return Response(entry.head + (tail_argo if entry.used_argocd else tail_plain), media_type="application/json")
+
+    @app.get("/api/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"], dependencies=[READ],
+             summary="A sync job: state, timings, pull requests, warnings and errors",
+             responses=problem_responses(401, 403, 404, 503))
+    def get_job(job_id: str, records: Annotated[Records, Depends(deps.get_records)]) -> JobRecord:
+        try:
+            job = records.get_job(job_id) if len(job_id) <= 128 else None
+        except redis.RedisError as exc:
+            raise Problem(503, "Service Unavailable", f"Redis is unreachable ({exc})", slug="redis-unavailable") from exc
+        if job is None:
+            raise Problem(404, "Not Found", f"no job {job_id!r}; job ids come from POST /api/v1/syncs or webhooks, "
+                          "and old jobs may have expired", slug="no-job")
+        return job
+
+    @app.post("/api/v1/syncs", status_code=202, response_model=SyncAccepted, tags=["jobs"], dependencies=[WRITE],
+              summary="Queue a sync of the blueprints repository (write scope)",
+              responses=problem_responses(401, 403, 422, 503))
+    def post_sync(
+        request: Request,
+        response: Response,
+        enqueue: Annotated[deps.Enqueue, Depends(deps.get_enqueue)],
+        body: Annotated[SyncRequestBody | None, Body()] = None,
+    ) -> SyncAccepted:
+        from meshgen.gitops.jobs import SyncRequest
+
+        st = _state(request)
+        body = body or SyncRequestBody()
+        if body.env is not None and st.config is not None and body.env not in st.config.environments:
+            known = ", ".join(sorted(st.config.environments))
+            raise Problem(422, "Unprocessable Content", f"unknown environment {body.env!r}; meshgen.yaml has: {known}",
+                          slug="unknown-environment")
+        try:
+            job = enqueue(SyncRequest(trigger="api", blueprint_commit=body.blueprint_commit, env=body.env))
+        except (redis.RedisError, OSError) as exc:
+            raise Problem(503, "Service Unavailable", f"could not queue the sync ({exc}); check Redis "
+                          "(MESHGEN_REDIS_URL) and retry", slug="queue-unavailable") from exc
+        url = f"/api/v1/jobs/{job.id}"
+        response.headers["Location"] = url
+        return SyncAccepted(job_id=job.id, state=job.state, url=url)
+
+    templates = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True)
+
+    @app.get("/", response_class=HTMLResponse, tags=["status page"], dependencies=[READ],
+             summary="Status page: services x environments",
+             responses=problem_responses(401, 403, 422, 503))
+    async def status_page(
+        request: Request,
+        team: Annotated[str | None, Query(max_length=63, description="Only this team.")] = None,
+    ) -> HTMLResponse:
+        st = _state(request)
+        _ensure_view(st)
+        html = _render_page(templates, st, team or None)
+        return HTMLResponse(html)
+
+
+def _render_page(templates: jinja2.Environment, st: ApiState, team: str | None) -> str:
+    view = st.view
+    snap = view.snapshot
+    keys = snap.matching(None, team, None)
+    rows: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for key in keys:
+        e = snap.entries[key]
+        row = rows.setdefault((e.namespace, e.service), {})
+        row[e.env] = e.data
+        if len(rows) > PAGE_MAX_ROWS:
+            rows.pop((e.namespace, e.service))
+            break
+    age = view.age()
+    counts = {s: 0 for s in STATES}
+    for key in keys:
+        counts[snap.entries[key].state] += 1
+    return templates.get_template("status.html").render(
+        envs=snap.envs, teams=snap.teams, team=team, rows=sorted(rows.items()), counts=counts,
+        total=len(keys), truncated=len(rows) >= PAGE_MAX_ROWS, max_rows=PAGE_MAX_ROWS,
+        age=age, stale=view.is_stale(age), argocd=view.argocd_configured, refresh=PAGE_REFRESH_SECONDS,
+        generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    )
+
+
+def _readiness(st: ApiState) -> dict[str, Check]:
+    checks: dict[str, Check] = {}
+    try:
+        st.records.client.ping()
+        checks["redis"] = Check(ok=True, detail="ping ok")
+    except redis.RedisError as exc:
+        checks["redis"] = Check(ok=False, detail=f"{exc}; check MESHGEN_REDIS_URL")
+    checks["config"] = Check(ok=st.config is not None,
+                             detail="meshgen.yaml loaded" if st.config else f"meshgen.yaml: {st.config_error}")
+    mirror = st.mirror()
+    if mirror is None:
+        checks["env_repo"] = Check(ok=False, detail=f"environment repository mirror: {st.mirror_error()}")
+    else:
+        branch = st.config.env_repo.branch if st.config else "main"
+        tip = mirror.tip(branch)
+        checks["env_repo"] = Check(ok=tip is not None, detail=(
+            f"mirror at {str(tip)[:12]} ({branch})" if tip else
+            f"the mirror has no {branch!r} yet; it is fetched by the poller (meshgen serve --poll or the beat task)"))
+    view = st.view
+    if not view.argocd_configured:
+        checks["argocd"] = Check(ok=True, detail="not configured (no `argocd` in meshgen.yaml)")
+    else:
+        age = view.age()
+        if age is None:
+            checks["argocd"] = Check(ok=False, detail="Argo CD was never polled; run meshgen serve --poll "
+                                                      "or the Celery beat poll task")
+        else:
+            fresh = not view.is_stale(age)
+            checks["argocd"] = Check(ok=fresh, detail=f"last poll {age:.0f}s ago" + (
+                "" if fresh else f", older than argocd.staleAfter ({view.stale_after:.0f}s); see "
+                                 "meshgen_argocd_poll_errors_total and the poller's log"))
+    checks["snapshot"] = Check(ok=view.last_error is None,
+                               detail=view.last_error or f"{len(view.snapshot.entries)} rollouts cached")
+    return checks

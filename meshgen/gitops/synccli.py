@@ -1,0 +1,97 @@
+"""`meshgen sync` (the whole flow in-process) and `meshgen worker` (the Celery worker).
+
+Register with `main.add_command(sync)` / `main.add_command(worker)`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from meshgen.settings import Settings
+
+#: Exit status when the environment repository or the forge failed (blueprint errors exit 1).
+EXIT_SYNC_FAILED = 3
+
+
+def _records_if_reachable(settings: Settings) -> object | None:
+    """Records when Redis answers within a second, else None (`meshgen sync` works without Redis)."""
+    import redis
+
+    from meshgen.records import Records
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except (redis.RedisError, ValueError):
+        return None
+    return Records(client, settings.redis_prefix)
+
+
+@click.command("sync")
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path), default=".", required=False)
+@click.option("--env", "env", metavar="ENV", help="Only this environment (a name from meshgen.yaml).")
+@click.option("--commit", "commit", metavar="SHA", help="Blueprint commit to note in PRs and records (CI: $GITHUB_SHA).")
+@click.option("--no-records", is_flag=True, help="Do not write job/unit records to Redis even if it is reachable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
+def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_json: bool) -> None:
+    """Render ROOT and open or update the pull requests of the environment repository, in-process."""
+    from meshgen.diagnostics import BlueprintError
+    from meshgen.gitops.coordination import LockBusy, WriterLock
+    from meshgen.gitops.envrepo import EnvRepoError
+    from meshgen.gitops.forges.base import ForgeError
+    from meshgen.gitops.jobs import _lock_resource
+    from meshgen.gitops.sync import format_report, sync_repository
+    from meshgen.records import Records
+
+    settings = Settings(root=root)
+    records = None if no_records else _records_if_reachable(settings)
+    if records is None and not no_records:
+        click.echo("meshgen: Redis not reachable; syncing without job records", err=True)
+    try:
+        if isinstance(records, Records):
+            # Share the worker's writer lock, so CI and a running worker never push at once.
+            with WriterLock(records.client, records.prefix, _lock_resource(root), ttl=settings.lock_ttl,
+                            wait=settings.lock_wait) as lock:
+                job = sync_repository(root, settings, env=env, blueprint_commit=commit, records=records,
+                                      fence=lock.check)
+        else:
+            job = sync_repository(root, settings, env=env, blueprint_commit=commit)
+    except BlueprintError as exc:
+        for d in exc.diagnostics:
+            click.echo(str(d), err=True)
+        errors = sum(1 for d in exc.diagnostics if d.severity == "error")
+        click.echo(f"meshgen: {errors} error(s); nothing was pushed", err=True)
+        sys.exit(1)
+    except (EnvRepoError, ForgeError, LockBusy) as exc:
+        click.echo(f"meshgen: sync failed: {exc}", err=True)
+        sys.exit(EXIT_SYNC_FAILED)
+    for warning in job.warnings:
+        click.echo(warning, err=True)
+    if as_json:
+        click.echo(json.dumps(job.model_dump(mode="json"), indent=2))
+        return
+    for line in format_report(job):
+        click.echo(line)
+
+
+@click.command("worker", context_settings={"ignore_unknown_options": True})
+@click.option("--queue", "-Q", default=None, help="Queue to consume (default: MESHGEN_QUEUE, 'meshgen').")
+@click.option("--pool", type=click.Choice(["solo", "prefork", "threads"]), default="solo", show_default=True,
+              help="solo: one sync at a time in this process (syncs of one repository are serialised anyway).")
+@click.option("--concurrency", "-c", type=int, default=1, show_default=True)
+@click.option("--loglevel", "-l", default=None, help="Default: MESHGEN_LOG_LEVEL.")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(queue: str | None, pool: str, concurrency: int, loglevel: str | None, celery_args: tuple[str, ...]) -> None:
+    """Run the Celery sync worker (Redis from MESHGEN_REDIS_URL); extra arguments go to Celery."""
+    # In-process (app.worker_main), not a `celery` subprocess: one PID, so SIGTERM reaches Celery
+    # directly (warm shutdown, also as PID 1 in a container) and no `celery` script must be on PATH.
+    from worker.app import app, settings
+
+    argv = ["worker", "--pool", pool, "--concurrency", str(concurrency),
+            "--queues", queue or settings.queue, "--loglevel", (loglevel or settings.log_level).upper(),
+            *celery_args]
+    app.worker_main(argv)
