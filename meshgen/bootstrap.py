@@ -72,6 +72,12 @@ def parse_name_template(template: str) -> list[tuple[str, str | None]]:
         raise BootstrapError(f"argocd.nameTemplate {template!r}: {exc}") from None
     out: list[tuple[str, str | None]] = []
     for literal, field, spec, conversion in parts:
+        if field == "team":
+            raise BootstrapError(
+                f"argocd.nameTemplate {template!r}: {{team}} is not part of the environment repository's folders, "
+                "so an ApplicationSet cannot name Applications with it; use {service}, {namespace}, {env} "
+                "(the rollout API can still find Applications by `argocd.selector` on meshgen.dev/* labels)"
+            )
         if field is not None and (field not in PLACEHOLDERS or spec or conversion):
             raise BootstrapError(
                 f"argocd.nameTemplate {template!r}: unknown placeholder {{{field}"

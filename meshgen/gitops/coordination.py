@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 import redis
 
@@ -150,7 +150,7 @@ class WriterLock:
             except redis.RedisError as exc:
                 log.warning("could not renew the writer lock on %s: %s", self.resource, exc)
 
-    def __enter__(self) -> WriterLock:
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 

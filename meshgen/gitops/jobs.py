@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery  # type: ignore[import-untyped]
 
 from meshgen.blueprint.loading import load_config
 from meshgen.diagnostics import BlueprintError

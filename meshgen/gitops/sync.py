@@ -305,7 +305,8 @@ def sync_repository(
         job.errors = [str(d) for d in exc.diagnostics if d.severity == "error"]
         job.warnings = [*job.warnings, *(str(d) for d in exc.diagnostics if d.severity == "warning")]
         _finish(job, "failed", clock, started, render=time.perf_counter() - started)
-        recorder.run("render failure", lambda r: _record_render_failure(r, exc, job))
+        failure = exc
+        recorder.run("render failure", lambda r: _record_render_failure(r, failure, job))
         recorder.job(job)
         raise
     render_s = time.perf_counter() - started
@@ -360,8 +361,11 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
             by_env.setdefault(unit.env, []).append(unit)
         for name in envs:
             report = _sync_one_env(root, config, repo, forge, name, by_env[name], result, job)
-            recorder.run(f"units of {name}",
-                         lambda r, n=name, rep=report: _record_units(r, repo, config, n, by_env[n], rep, job))
+
+            def record(r: Records, env_name: str = name, rep: SyncReport = report) -> None:
+                _record_units(r, repo, config, env_name, by_env[env_name], rep, job)
+
+            recorder.run(f"units of {name}", record)
         tip = repo.tip(settings_er.branch)
         recorder.run("idempotency marker", lambda r: IdempotencyMarkers(r.client, r.prefix).put(
             repo.remote, settings_er.branch, content, job=job.id, base=str(tip) if tip else None))

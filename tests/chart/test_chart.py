@@ -1,0 +1,319 @@
+"""charts/meshgen: lint, render with default and full values, validate every document strictly.
+
+Core kinds go through kubernetes-validate (1.33, strict); the ServiceMonitor through the
+prometheus-operator CRD schema made strict (tests/k8s_schema.validate_manifest does both).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from chart_support import CHART, FULL_VALUES, RELEASE, run_helm, template, values
+from k8s_schema import validate_manifest
+
+from meshgen.blueprint.config import Config
+from meshgen.settings import _SECRET_FIELDS, Settings
+
+STANDARD_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+)
+WORKLOADS = {"Deployment", "StatefulSet"}
+VARIANTS = {
+    "default": [],
+    "full": ["-f", str(FULL_VALUES)],
+    "external-redis": ["--set", "redis.enabled=false", "--set", "redis.external.existingSecret=redis-url"],
+    "minimal": ["--set", "api.enabled=false", "--set", "beat.enabled=false", "--set", "networkPolicy.enabled=false",
+                "--set", "redis.external.url=redis://redis.example:6379/1", "--set", "redis.enabled=false",
+                "--set", "blueprints.existingConfigMap=my-meshgen-yaml"],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, template(*VARIANTS[request.param])
+
+
+def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def _one(docs: list[dict[str, Any]], kind: str, component: str) -> dict[str, Any]:
+    found = [d for d in _by_kind(docs, kind) if d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+    assert len(found) == 1, f"{kind} {component}: {len(found)} found"
+    return found[0]
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+# --- lint and schema ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["default", "full"])
+def test_helm_lint_strict(variant: str) -> None:
+    out = run_helm("lint", "--strict", str(CHART), *VARIANTS[variant]).stdout
+    assert "0 chart(s) failed" in out
+
+
+def test_values_schema_accepts_both_values_files_and_rejects_typos() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    validator = jsonschema.Draft7Validator(schema)
+    for path in (CHART / "values.yaml", FULL_VALUES):
+        assert not list(validator.iter_errors(values(path))), path
+    for bad in (("api", "replicsa"), ("secrets", "forgeTokne"), ("redis", "persistence", "sise"), ("imagee",)):
+        doc = copy.deepcopy(values())
+        node = doc
+        for key in bad[:-1]:
+            node = node[key]
+        node[bad[-1]] = 1
+        errors = [e.message for e in validator.iter_errors(doc)]
+        assert any(repr(bad[-1]) in m and "Additional properties" in m for m in errors), errors
+
+
+@pytest.mark.parametrize("setting", ["api.replicsa=2", "secrets.forgeToken.vaule=x", "worker.autoscaling.enabeld=true"])
+def test_helm_refuses_a_typo(setting: str) -> None:
+    proc = run_helm("template", RELEASE, str(CHART), "--set", setting, check=False)
+    assert proc.returncode != 0
+    assert "additional properties" in proc.stderr and repr(setting.split("=")[0].rsplit(".", 1)[1]) in proc.stderr
+
+
+def test_meshgen_yaml_in_values_is_a_valid_config() -> None:
+    for path in (CHART / "values.yaml", FULL_VALUES):
+        Config.model_validate(values(path)["blueprints"]["config"])
+
+
+# --- every rendered document -------------------------------------------------------------------
+
+
+def test_every_document_validates_strictly(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    variant, docs = rendered
+    assert docs
+    problems = []
+    for doc in docs:
+        try:
+            validate_manifest(doc)
+        except AssertionError as exc:
+            problems.append(str(exc))
+    assert not problems, f"{variant}:\n" + "\n".join(problems)
+
+
+def test_standard_labels(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert all(k in labels for k in STANDARD_LABELS), (doc["kind"], doc["metadata"]["name"], labels)
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/part-of"] == "meshgen"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        if doc["kind"] in WORKLOADS:
+            pod_labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert all(k in pod_labels for k in STANDARD_LABELS)
+            assert doc["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_restrictive_security_context(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    for doc in docs:
+        if doc["kind"] not in WORKLOADS:
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] in (True, False)
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] is True and sc["readOnlyRootFilesystem"] is True, c["name"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}, c["name"]
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, c["name"]
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], c["name"]
+            if c["name"] in ("api", "worker", "beat"):
+                assert "emptyDir" in volumes[mounts["/var/lib/meshgen/state"]]
+                assert _env(c)["MESHGEN_STATE_DIR"] == "/var/lib/meshgen/state"
+                assert "resources" in c and c["resources"]["requests"]
+
+
+# --- components ----------------------------------------------------------------------------------
+
+
+def test_components_and_commands() -> None:
+    docs = template()
+    api = _one(docs, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
+    assert api["args"] == ["serve"]
+    assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert api["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert api["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert _env(api)["MESHGEN_HOST"] == "0.0.0.0" and _env(api)["MESHGEN_PORT"] == "8080"
+    worker = _one(docs, "Deployment", "worker")["spec"]["template"]["spec"]
+    assert worker["containers"][0]["args"] == ["worker"]
+    assert [c["name"] for c in worker["initContainers"]] == ["clone-blueprints"]
+    beat = _one(docs, "Deployment", "beat")
+    assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"] == {"type": "Recreate"}
+    c = beat["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["celery"] and c["args"][:3] == ["-A", "worker.app", "beat"]
+    assert "/var/lib/meshgen/state/celerybeat-schedule" in c["args"]
+    assert _one(docs, "StatefulSet", "redis")["spec"]["replicas"] == 1
+    for comp in ("api", "worker", "beat"):
+        container = _one(docs, "Deployment", comp)["spec"]["template"]["spec"]["containers"][0]
+        env = _env(container)
+        assert env["MESHGEN_REDIS_URL"] == f"redis://{RELEASE}-meshgen-redis:6379/0"
+        assert env["MESHGEN_ROOT"] == "/var/lib/meshgen/blueprints"
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts["/var/lib/meshgen/blueprints/meshgen.yaml"]["subPath"] == "meshgen.yaml"
+        # Settings reads every variable the chart sets
+        names = {n[len("MESHGEN_"):].lower() for n in env if n.startswith("MESHGEN_") and not n.endswith("_FILE")}
+        assert names <= set(Settings.model_fields), names - set(Settings.model_fields)
+    # the default values create no Secret, no Ingress, no HPA, no ServiceMonitor, no RBAC
+    assert not {d["kind"] for d in docs} & {"Secret", "Ingress", "HorizontalPodAutoscaler", "ServiceMonitor", "Role"}
+    config = _by_kind(docs, "ConfigMap")[0]
+    assert Config.model_validate(yaml.safe_load(config["data"]["meshgen.yaml"]))
+
+
+def test_full_values() -> None:
+    docs = template("-f", str(FULL_VALUES))
+    kinds = {d["kind"] for d in docs}
+    assert {"Ingress", "HorizontalPodAutoscaler", "ServiceMonitor", "Role", "RoleBinding", "NetworkPolicy",
+            "Secret", "StatefulSet", "ServiceAccount", "ConfigMap", "Service", "Deployment"} <= kinds
+    sm = _by_kind(docs, "ServiceMonitor")[0]
+    assert sm["spec"]["endpoints"][0]["path"] == "/metrics" and sm["spec"]["endpoints"][0]["port"] == "http"
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    api_service = _one(docs, "Service", "api")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= api_service["metadata"]["labels"].items()
+    hpa = _by_kind(docs, "HorizontalPodAutoscaler")[0]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == _one(docs, "Deployment", "worker")["metadata"]["name"]
+    assert "replicas" not in _one(docs, "Deployment", "worker")["spec"]  # the HPA owns it
+    sts = _one(docs, "StatefulSet", "redis")
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast"
+    image = _one(docs, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.endswith("@sha256:" + "0123456789abcdef" * 4)
+    # RBAC only when asked, and then the token is mounted
+    api_pod = _one(docs, "Deployment", "api")["spec"]["template"]["spec"]
+    assert api_pod["automountServiceAccountToken"] is True
+    worker = _one(docs, "Deployment", "worker")["spec"]["template"]["spec"]
+    init = worker["initContainers"][0]
+    assert _env(init)["BLUEPRINTS_TOKEN_FILE"] == "/etc/meshgen/blueprints-git/token"
+    worker_env = _env(worker["containers"][0])
+    assert worker_env["MESHGEN_BLUEPRINTS_REPO"] == "example/blueprints"
+    assert worker_env["MESHGEN_BLUEPRINTS_BRANCH"] == _env(init)["BLUEPRINTS_BRANCH"] == "main"
+    assert {v["name"]: v for v in worker["volumes"]}["blueprints-git"]["secret"]["secretName"] == "blueprints-git"
+
+
+def test_network_policies() -> None:
+    docs = template("-f", str(FULL_VALUES))
+    policies = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in _by_kind(docs, "NetworkPolicy")}
+    assert set(policies) == {"api", "worker", "beat", "redis"}
+    assert policies["worker"]["spec"]["ingress"] == [] and policies["beat"]["spec"]["ingress"] == []
+    assert policies["api"]["spec"]["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert len(policies["api"]["spec"]["ingress"][0]["from"]) == 2
+    redis_from = policies["redis"]["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert redis_from == {"app.kubernetes.io/name": "mg", "app.kubernetes.io/instance": RELEASE}
+    for comp in ("api", "worker", "beat"):
+        spec = policies[comp]["spec"]
+        assert "Egress" in spec["policyTypes"]
+        assert {"port": 6380, "protocol": "TCP"} in [p for rule in spec["egress"] for p in rule.get("ports", [])]
+
+
+def test_secrets_are_files_never_environment_values() -> None:
+    docs = template("-f", str(FULL_VALUES))
+    full = values(FULL_VALUES)["secrets"]
+    secret = _by_kind(docs, "Secret")[0]
+    created = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert created == {s["key"]: s["value"] for s in full.values() if s["value"] and not s["existingSecret"]}
+    expected = {
+        "api": {"api_read_tokens", "api_write_tokens", "webhook_secret_github", "webhook_secret_gitlab",
+                "webhook_secret_gitea", "argocd_token"},
+        "worker": {"forge_token", "argocd_token"},
+        "beat": set(),
+    }
+    for comp, names in expected.items():
+        pod = _one(docs, "Deployment", comp)["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = _env(container)
+        files = {n[len("MESHGEN_"):-len("_FILE")].lower(): v for n, v in env.items() if n.endswith("_FILE")}
+        assert set(files) == names, comp
+        assert names <= set(_SECRET_FIELDS)
+        assert not any(isinstance(v, dict) and "secretKeyRef" in v for v in env.values())
+        if not names:
+            assert "secrets" not in {v["name"] for v in pod["volumes"]}
+            continue
+        mount = {m["name"]: m for m in container["volumeMounts"]}["secrets"]
+        assert mount["readOnly"] is True
+        sources = {v["name"]: v for v in pod["volumes"]}["secrets"]["projected"]["sources"]
+        by_path = {s["secret"]["items"][0]["path"]: s["secret"] for s in sources}
+        for field, path in files.items():
+            camel = field.split("_")[0] + "".join(p.title() for p in field.split("_")[1:])
+            item = full[camel]
+            source = by_path[Path(path).name]
+            assert Path(path).parent == Path(mount["mountPath"])
+            assert source["name"] == (item["existingSecret"] or secret["metadata"]["name"])
+            assert source["items"][0]["key"] == item["key"]
+
+
+def test_external_redis() -> None:
+    docs = template(*VARIANTS["external-redis"])
+    assert not _by_kind(docs, "StatefulSet")
+    env = _env(_one(docs, "Deployment", "worker")["spec"]["template"]["spec"]["containers"][0])
+    assert env["MESHGEN_REDIS_URL"] == {"secretKeyRef": {"name": "redis-url", "key": "redis-url"}}
+    proc = run_helm("template", RELEASE, str(CHART), "--set", "redis.enabled=false", check=False)
+    assert proc.returncode != 0 and "redis.external.url" in proc.stderr
+
+
+def test_notes() -> None:
+    proc = run_helm("install", RELEASE, str(CHART), "--dry-run=client", "--namespace", "meshgen", check=False)
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "port-forward svc/mg-meshgen-api" in notes
+    assert "blueprints.git.url is not set" in notes
+    assert "meshgen bootstrap argocd" in notes
+
+
+# --- the blueprints clone of the worker's init container ----------------------------------------
+
+
+def _script() -> str:
+    worker = _one(template(), "Deployment", "worker")
+    init = worker["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["command"] == ["python", "-c"]
+    return init["args"][0]
+
+
+def test_init_container_clones_the_blueprints_repository(tmp_path: Path) -> None:
+    pygit2 = pytest.importorskip("pygit2")
+    src = tmp_path / "src"
+    repo = pygit2.init_repository(str(src), initial_head="main")
+    (src / "meshgen.yaml").write_text("environments: {production: {}}\n")
+    (src / "blueprints").mkdir()
+    (src / "blueprints" / "a.yaml").write_text("service: a\nnamespace: b\n")
+    index = repo.index
+    index.add_all()
+    index.write()
+    sig = pygit2.Signature("t", "t@example.com")
+    repo.create_commit("HEAD", sig, sig, "init", index.write_tree(), [])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "stale").write_text("from a previous start")
+    env = {"BLUEPRINTS_URL": src.as_uri(), "BLUEPRINTS_BRANCH": "main", "BLUEPRINTS_DEST": str(dest), "PATH": ""}
+    proc = subprocess.run([sys.executable, "-c", _script()], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in dest.iterdir()) == [".git", "blueprints", "meshgen.yaml"]
+    assert src.as_uri() not in proc.stdout  # the URL may carry credentials: never printed
+    env["BLUEPRINTS_URL"] = ""
+    proc = subprocess.run([sys.executable, "-c", _script()], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "blueprints.git.url" in proc.stderr

@@ -1,0 +1,32 @@
+"""Fixtures for the in-process sync and webhook tests (real Redis DB 13, real repositories)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sync_support import REDIS_DB_URL, RedisNS, clean_prefix, make_root, redis_client, unique
+
+from meshgen.settings import Settings
+
+
+@pytest.fixture
+def rns(request: pytest.FixtureRequest) -> Iterator[RedisNS]:
+    client = redis_client()
+    prefix = unique(request.node.name[:20])
+    try:
+        yield RedisNS(client, prefix)
+    finally:
+        clean_prefix(client, prefix)
+        client.close()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return make_root(tmp_path / "bp", ["cart", "checkout"])
+
+
+@pytest.fixture
+def settings(root: Path, rns: RedisNS) -> Settings:
+    return Settings(root=root, redis_url=REDIS_DB_URL, redis_prefix=rns.prefix, lock_ttl=2, lock_wait=5)

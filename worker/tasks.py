@@ -1,0 +1,37 @@
+"""The sync task. Its body is meshgen.gitops.jobs.run_sync_job; this file only adds Celery's retry."""
+
+from __future__ import annotations
+
+import random
+from functools import cache
+from typing import Any
+
+from celery import Task
+
+from meshgen.gitops.jobs import MAX_RETRIES, RETRYABLE, TASK_NAME, records_for, run_sync_job
+from meshgen.records import Records
+from worker.app import app, settings
+
+
+@cache
+def _records() -> Records:
+    return records_for(settings)  # one connection pool per worker process
+
+
+def _backoff(retries: int) -> float:
+    # 1, 2, 4, 8, 16 s (+ jitter so racing workers spread out), capped at a minute.
+    return min(60.0, 2.0**retries) * random.uniform(0.8, 1.2)
+
+
+@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
+def sync(self: Task, *, job_id: str, env: str | None = None, gen: int = 0) -> dict[str, Any]:
+    final = self.request.retries >= MAX_RETRIES
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    try:
+        job = run_sync_job(settings, _records(), job_id=job_id, env=env, gen=gen, final_attempt=final,
+                           redelivered=redelivered)
+    except RETRYABLE as exc:
+        if final:
+            raise
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    return {"job": job.id, "state": job.state}
