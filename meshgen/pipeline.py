@@ -150,9 +150,13 @@ def _files(resources: Iterable[Resource], folder: str) -> dict[str, bytes]:
     return dict(sorted(files.items()))
 
 
-def render_repository(root: Path, *, env: str | None = None, mesh: str | None = None) -> RenderResult:
-    """Render every blueprint under ROOT. Raises BlueprintError with all errors of the run."""
-    config, _ = load_config(root)
+def render_repository(root: Path, *, env: str | None = None, mesh: str | None = None,
+                      config_root: Path | None = None) -> RenderResult:
+    """Render every blueprint under ROOT. Raises BlueprintError with all errors of the run.
+
+    `config_root`: read meshgen.yaml from there instead of ROOT (a blueprints checkout rendered
+    with the meshgen.yaml of MESHGEN_ROOT, see meshgen.gitops.sync)."""
+    config, _ = load_config(config_root if config_root is not None else root)
     _check_selection(config, env, mesh)
     outcomes = [render_file(root, rel, config, env=env, mesh=mesh) for rel in discover(root)]
     return assemble(config, outcomes)

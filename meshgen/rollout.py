@@ -100,7 +100,7 @@ def _time(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value)  # 3.11 reads the trailing Z
     except ValueError:
         return None
 

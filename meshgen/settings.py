@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     # Sync worker and webhooks (added with the worker; all optional, defaults suit one replica).
     blueprints_branch: str = Field(default="main", description="Only pushes to this branch of the blueprints repository trigger a sync.")
     blueprints_repo: str | None = Field(default=None, description="owner/name (GitLab: group/project) a webhook must come from; unset accepts any.")
+    blueprints_url: str | None = Field(default=None, description="Git URL or local path of the blueprints repository: every sync fetches it and renders the pushed commit of blueprints_branch; unset renders root as it is on disk.")
     queue: str = Field(default="meshgen", description="Celery queue the sync tasks go to.")
     sync_debounce: float = Field(default=0.3, description="Seconds a triggered sync waits so a burst of pushes becomes one PR update.")
     lock_ttl: float = Field(default=30.0, description="Expiry (s) of the environment-repository writer lock; renewed while a sync runs.")

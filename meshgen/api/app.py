@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,10 +27,9 @@ from typing import Annotated, Any
 
 import jinja2
 import redis
-from fastapi import Body, Depends, FastAPI, Query, Request, Response, Security
+from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
@@ -43,10 +43,10 @@ from meshgen.api.models import (
     Rollout,
     RolloutPage,
     SyncAccepted,
-    SyncRequestBody,
+    sync_request_body,
 )
 from meshgen.api.security import Problem, Scope, TokenAuth, install_problem_handlers, problem_responses
-from meshgen.api.view import RolloutView, decode_cursor, page_after
+from meshgen.api.view import RolloutView, page_after
 from meshgen.argocd.mirror import Containment, env_repo_remote, try_open_mirror
 from meshgen.blueprint.config import Config
 from meshgen.diagnostics import BlueprintError
@@ -60,7 +60,8 @@ log = logging.getLogger(__name__)
 _TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PAGE_REFRESH_SECONDS = 15
 PAGE_MAX_ROWS = 2000
-_bearer = HTTPBearer(auto_error=False, description="A read- or write-scope token (MESHGEN_API_*_TOKENS).")
+#: OpenAPI: operations that need a token declare this scheme (checked in-handler, see _authorize).
+_SECURITY: dict[str, Any] = {"security": [{"bearerAuth": []}]}
 
 
 @dataclass
@@ -88,17 +89,15 @@ def _state(request: Request) -> ApiState:
     return request.app.state.meshgen  # type: ignore[no-any-return]
 
 
-def _require(scope: Scope) -> Any:
-    async def check(request: Request,
-                    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
-        # The raw header is checked (not HTTPBearer's parse) so malformed headers get a precise message.
-        request.app.state.meshgen.auth.check(request.headers.get("authorization"), scope)
+def _authorize(request: Request, scope: Scope) -> ApiState:
+    """Check the bearer token; the app state on success, a 401/403 Problem otherwise.
 
-    return Depends(check)
-
-
-READ = _require("read")
-WRITE = _require("write")
+    A plain call rather than a FastAPI dependency: dependency resolution is a measurable part of
+    a request that otherwise costs a dict lookup (see bench/results/api.md).
+    """
+    state: ApiState = request.app.state.meshgen
+    state.auth.check(request.headers.get("authorization"), scope)
+    return state
 
 
 def _load_config(settings: Settings) -> tuple[Config | None, str | None]:
@@ -144,10 +143,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.meshgen = state
-    # Routers written elsewhere (webhooks) resolve settings/records through deps; point them at ours.
-    app.dependency_overrides[deps.get_settings] = lambda: settings
+    if settings != deps.get_settings():
+        # Routers written elsewhere (webhooks) resolve settings through deps; point them at ours.
+        # Only when they differ: any override makes FastAPI re-inspect every dependency of every
+        # request, which costs a third of the rollout endpoint's throughput.
+        app.dependency_overrides[deps.get_settings] = lambda: settings
     install_problem_handlers(app)
-    _routes(app)
+    _routes(app, list(config.environments) if config else [])
     from meshgen.api.webhooks import router as webhooks_router
 
     app.include_router(webhooks_router, prefix="/api/v1/webhooks")
@@ -162,12 +164,36 @@ def _problem_openapi(app: FastAPI) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        problem = {"$ref": "#/components/schemas/Problem"}
         for path in doc.get("paths", {}).values():
             for op in path.values():
-                for code, resp in (op.get("responses") or {}).items():
-                    content = resp.get("content") or {}
-                    if code[0] in "45" and "application/json" in content:
-                        resp["content"] = {"application/problem+json": content["application/json"]}
+                responses = op.setdefault("responses", {})
+                for code, resp in responses.items():
+                    schemas = [c.get("schema", {}).get("$ref", "") for c in (resp.get("content") or {}).values()]
+                    if code[0] in "45" and any(s.endswith(("/Problem", "/HTTPValidationError")) for s in schemas):
+                        # Our handlers turn FastAPI's validation errors into problems too.
+                        resp["content"] = {"application/problem+json": {"schema": problem}}
+                        resp["description"] = resp.get("description") or "Problem"
+                if not any(code[0] in "45" for code in responses):
+                    # Routers that return problems without declaring them (the webhooks): document
+                    # what every meshgen endpoint can answer.
+                    for code, text in (("400", "Bad request"), ("401", "Missing or wrong credentials"),
+                                       ("503", "A dependency is unavailable")):
+                        responses[code] = {"description": text, "content": {"application/problem+json": {
+                            "schema": problem}}}
+                for code, resp in responses.items():
+                    for media in (resp.get("content") or {}).values():
+                        if code.startswith("2") and media.get("schema") == {}:
+                            media["schema"] = {"type": "object", "properties": {"status": {"type": "string"}},
+                                               "required": ["status"], "additionalProperties": True}
+        doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearerAuth"] = {
+            "type": "http", "scheme": "bearer",
+            "description": "A read- or write-scope token (MESHGEN_API_READ_TOKENS / MESHGEN_API_WRITE_TOKENS); "
+                           "a write token also reads."}
+        schemas = doc.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            if unused in schemas and f"/{unused}\"" not in json.dumps(doc["paths"]):
+                del schemas[unused]
         app.openapi_schema = doc
         return doc
 
@@ -186,7 +212,8 @@ def _namespace(value: str) -> str:
     return "" if value == "-" else value
 
 
-def _routes(app: FastAPI) -> None:
+def _routes(app: FastAPI, environments: list[str]) -> None:
+    SyncBody = sync_request_body(environments)
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -201,49 +228,43 @@ def _routes(app: FastAPI) -> None:
         return Readiness(status="ready" if ok else "not-ready", checks=checks)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (read scope)",
-             response_class=Response, dependencies=[READ],
+             response_class=Response, openapi_extra=_SECURITY,
              responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
                               "description": "Prometheus text exposition"}, **problem_responses(401, 403)})
     async def metrics(request: Request) -> Response:
-        body = await run_in_threadpool(exposition, _state(request).registry)
+        body = await run_in_threadpool(exposition, _authorize(request, "read").registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/v1/rollouts", response_model=RolloutPage, tags=["rollouts"], dependencies=[READ],
+    @app.get("/api/v1/rollouts", response_model=RolloutPage, tags=["rollouts"], openapi_extra=_SECURITY,
              summary="Rollouts, filtered, sorted by env/namespace/service, paginated by cursor",
-             responses=problem_responses(400, 401, 403, 422, 503))
+             responses=problem_responses(401, 403, 422, 503))
     async def list_rollouts(
         request: Request,
         env: Annotated[str | None, Query(description="Only this environment.", max_length=63)] = None,
         team: Annotated[str | None, Query(description="Only this team.", max_length=63)] = None,
         state: Annotated[State | None, Query(description="Only this state.")] = None,
         limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
-        cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.", max_length=512)] = None,
+        cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page (the last key served).",
+                                            max_length=512)] = None,
     ) -> Response:
-        st = _state(request)
+        st = _authorize(request, "read")
         _ensure_view(st)
         view = st.view
         snap = view.snapshot
-        after = None
-        if cursor:
-            try:
-                after = decode_cursor(cursor)
-            except ValueError:
-                raise Problem(400, "Bad Request", "the cursor is not one this API issued; start again without "
-                              "`cursor` and follow `next_cursor`", slug="invalid-cursor") from None
         keys = snap.matching(env, team, state)
-        page, next_cursor = page_after(keys, after, limit)
+        page, next_cursor = page_after(keys, cursor or None, limit)
         tail_argo, tail_plain = view.tails()
         entries = snap.entries
         items = b",".join(entries[k].head + (tail_argo if entries[k].used_argocd else tail_plain) for k in page)
-        nxt = "null" if next_cursor is None else f'"{next_cursor}"'
+        nxt = json.dumps(next_cursor)
         body = b'{"items":[' + items + f'],"total":{len(keys)},"limit":{limit},"next_cursor":{nxt}}}'.encode()
         return Response(body, media_type="application/json")
 
     @app.get("/api/v1/rollouts/{env}/{namespace}/{service}", response_model=Rollout, tags=["rollouts"],
-             dependencies=[READ], summary="Is the change to this service in this environment live?",
-             responses=problem_responses(401, 403, 404, 503))
+             openapi_extra=_SECURITY, summary="Is the change to this service in this environment live?",
+             responses=problem_responses(401, 403, 404, 422, 503))
     async def get_rollout(request: Request, env: str, namespace: str, service: str) -> Response:
-        st = _state(request)
+        st = _authorize(request, "read")
         if not st.view.snapshot.entries:
             _ensure_view(st)
         view = st.view
@@ -254,10 +275,11 @@ def _routes(app: FastAPI) -> None:
         tail_argo, tail_plain = view.tails()
         return Response(entry.head + (tail_argo if entry.used_argocd else tail_plain), media_type="application/json")
 
-    @app.get("/api/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"], dependencies=[READ],
+    @app.get("/api/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"], openapi_extra=_SECURITY,
              summary="A sync job: state, timings, pull requests, warnings and errors",
-             responses=problem_responses(401, 403, 404, 503))
-    def get_job(job_id: str, records: Annotated[Records, Depends(deps.get_records)]) -> JobRecord:
+             responses=problem_responses(401, 403, 404, 422, 503))
+    def get_job(request: Request, job_id: str, records: Annotated[Records, Depends(deps.get_records)]) -> JobRecord:
+        _authorize(request, "read")
         try:
             job = records.get_job(job_id) if len(job_id) <= 128 else None
         except redis.RedisError as exc:
@@ -267,23 +289,16 @@ def _routes(app: FastAPI) -> None:
                           "and old jobs may have expired", slug="no-job")
         return job
 
-    @app.post("/api/v1/syncs", status_code=202, response_model=SyncAccepted, tags=["jobs"], dependencies=[WRITE],
-              summary="Queue a sync of the blueprints repository (write scope)",
-              responses=problem_responses(401, 403, 422, 503))
     def post_sync(
         request: Request,
         response: Response,
         enqueue: Annotated[deps.Enqueue, Depends(deps.get_enqueue)],
-        body: Annotated[SyncRequestBody | None, Body()] = None,
+        body: Any = None,
     ) -> SyncAccepted:
         from meshgen.gitops.jobs import SyncRequest
 
-        st = _state(request)
-        body = body or SyncRequestBody()
-        if body.env is not None and st.config is not None and body.env not in st.config.environments:
-            known = ", ".join(sorted(st.config.environments))
-            raise Problem(422, "Unprocessable Content", f"unknown environment {body.env!r}; meshgen.yaml has: {known}",
-                          slug="unknown-environment")
+        _authorize(request, "write")
+        body = body or SyncBody()
         try:
             job = enqueue(SyncRequest(trigger="api", blueprint_commit=body.blueprint_commit, env=body.env))
         except (redis.RedisError, OSError) as exc:
@@ -293,16 +308,23 @@ def _routes(app: FastAPI) -> None:
         response.headers["Location"] = url
         return SyncAccepted(job_id=job.id, state=job.state, url=url)
 
+    # The body model is built per app (its env enum comes from meshgen.yaml), so the annotation is
+    # set as an object: a postponed string annotation could not name a local class.
+    post_sync.__annotations__["body"] = Annotated[SyncBody | None, Body()]  # type: ignore[valid-type]
+    app.post("/api/v1/syncs", status_code=202, response_model=SyncAccepted, tags=["jobs"], openapi_extra=_SECURITY,
+             summary="Queue a sync of the blueprints repository (write scope)",
+             responses=problem_responses(401, 403, 422, 503))(post_sync)
+
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True)
 
-    @app.get("/", response_class=HTMLResponse, tags=["status page"], dependencies=[READ],
+    @app.get("/", response_class=HTMLResponse, tags=["status page"], openapi_extra=_SECURITY,
              summary="Status page: services x environments",
              responses=problem_responses(401, 403, 422, 503))
     async def status_page(
         request: Request,
         team: Annotated[str | None, Query(max_length=63, description="Only this team.")] = None,
     ) -> HTMLResponse:
-        st = _state(request)
+        st = _authorize(request, "read")
         _ensure_view(st)
         html = _render_page(templates, st, team or None)
         return HTMLResponse(html)
@@ -321,7 +343,7 @@ def _render_page(templates: jinja2.Environment, st: ApiState, team: str | None) 
             rows.pop((e.namespace, e.service))
             break
     age = view.age()
-    counts = {s: 0 for s in STATES}
+    counts: dict[str, int] = dict.fromkeys(STATES, 0)
     for key in keys:
         counts[snap.entries[key].state] += 1
     return templates.get_template("status.html").render(
@@ -364,5 +386,6 @@ def _readiness(st: ApiState) -> dict[str, Check]:
                 "" if fresh else f", older than argocd.staleAfter ({view.stale_after:.0f}s); see "
                                  "meshgen_argocd_poll_errors_total and the poller's log"))
     checks["snapshot"] = Check(ok=view.last_error is None,
-                               detail=view.last_error or f"{len(view.snapshot.entries)} rollouts cached")
+                               detail=view.last_error or f"{len(view.snapshot.entries)} rollouts cached "
+                                                       f"(built in {view.snapshot.build_seconds:.2f}s)")
     return checks

@@ -108,7 +108,7 @@ class MeshgenCollector(Collector):
             errors, polled, last_error = self.records.client.mget(
                 [self.keys.poll_errors, self.keys.polled, self.keys.last_error])
             up.add_metric([], 1)
-        except Exception:  # a scrape must still answer when Redis is down
+        except Exception:  # noqa: BLE001 - a scrape must still answer when Redis is down
             errors = polled = last_error = None
             up.add_metric([], 0)
         yield up

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from meshgen.rollout import State
 
@@ -30,9 +30,9 @@ class PullRequestView(BaseModel):
 class ArgoCDView(BaseModel):
     application: str = Field(description="The Application name looked up (name template or selector match).")
     found: bool = Field(description="Whether the poller found this Application in Argo CD.")
-    sync_status: str | None = Field(None, description="status.sync.status: Synced, OutOfSync or Unknown.")
+    sync_status: str | None = Field(default=None, description="status.sync.status: Synced, OutOfSync or Unknown.")
     out_of_sync: bool = False
-    health: str | None = Field(None, description="status.health.status: Healthy, Progressing, Degraded, ...")
+    health: str | None = Field(default=None, description="status.health.status: Healthy, Progressing, Degraded, ...")
     health_message: str | None = None
     synced_revisions: list[str] = Field(default_factory=list,
                                         description="status.sync.revision, or revisions[] of a multi-source app.")
@@ -73,7 +73,7 @@ class Rollout(BaseModel):
     team: str | None = None
     state: State
     reason: str = Field(description="Why this state, in a sentence that says what to do next.")
-    live: bool | None = Field(None, description="The synced revision contains the change (null: not determined).")
+    live: bool | None = Field(default=None, description="The synced revision contains the change (null: not determined).")
     notes: list[str] = Field(default_factory=list, description="Facts that did not change the state (e.g. OutOfSync).")
     pr: PullRequestView | None = None
     argocd: ArgoCDView | None = None
@@ -88,15 +88,30 @@ class RolloutPage(BaseModel):
     items: list[Rollout]
     total: int = Field(description="Rollouts matching the filters, over all pages.")
     limit: int
-    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class SyncRequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    env: str | None = Field(None, description="Only this environment (default: all).", max_length=63)
-    blueprint_commit: str | None = Field(None, description="The blueprints commit that motivated the sync.",
+    env: str | None = Field(default=None, description="Only this environment (default: all).", max_length=63)
+    blueprint_commit: str | None = Field(default=None, description="The blueprints commit that motivated the sync.",
                                          max_length=64)
+
+
+def sync_request_body(environments: list[str]) -> type[SyncRequestBody]:
+    """SyncRequestBody whose `env` is an enum of meshgen.yaml's environments.
+
+    The document then tells clients (and schemathesis) exactly which values are accepted, and
+    FastAPI rejects the others with a 422 that lists them.
+    """
+    if not environments:
+        return SyncRequestBody
+    env_type = Literal[tuple(sorted(environments))]  # type: ignore[valid-type]
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "SyncRequestBody", __base__=SyncRequestBody,
+        env=(env_type | None, Field(default=None, description="Only this environment (default: all).")),  # type: ignore[arg-type]
+    )
 
 
 class SyncAccepted(BaseModel):

@@ -119,7 +119,7 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for problem+json errors (fixed up in the app's openapi())."""
     from meshgen.api.models import Problem as ProblemModel
 
-    text = {400: "Bad request (e.g. an invalid cursor)", 401: "Missing or invalid bearer token",
+    text = {400: "Bad request", 401: "Missing or invalid bearer token",
             403: "The token lacks the required scope", 404: "Not found", 422: "Invalid parameters or body",
             503: "A dependency (Redis, Celery broker) is unavailable"}
     return {code: {"model": ProblemModel, "description": text.get(code, "Error")} for code in codes}

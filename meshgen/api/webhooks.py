@@ -185,7 +185,7 @@ def _forget(records: Records, forge: str, delivery: str) -> None:
 
     try:
         forget_delivery(records.client, records.prefix, forge, delivery)
-    except Exception:  # best effort; the TTL bounds the damage
+    except Exception:  # noqa: BLE001 - best effort; the TTL bounds the damage
         log.warning("could not forget %s delivery after a failed enqueue", forge)
 
 

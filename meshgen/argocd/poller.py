@@ -177,7 +177,7 @@ def _fetch_mirror(config: Config, settings: Settings) -> str:
         mirror.fetch()
         tip = mirror.tip(config.env_repo.branch)
         return str(tip) if tip else ""
-    except Exception as exc:  # a Git outage must not stop Argo CD data from being refreshed
+    except Exception as exc:  # noqa: BLE001 - a Git outage must not stop Argo CD data from being refreshed
         log.warning("could not fetch the environment repository mirror: %s", exc)
         return ""
 

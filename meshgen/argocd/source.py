@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ class ArgoCDError(RuntimeError):
     """Argo CD could not be read; the message says what to check."""
 
 
-def parse_duration(text: str | float | int) -> float:
+def parse_duration(text: str | float) -> float:
     """Seconds in "30s", "2m", "1m30s", "500ms" or a bare number of seconds."""
     if isinstance(text, (int, float)):
         return float(text)
@@ -182,7 +183,7 @@ class RestSource:
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        verify: Any = str(ca_file) if ca_file else True
+        verify: Any = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
         self._client = httpx.Client(base_url=url.rstrip("/"), headers=headers, verify=verify, timeout=timeout,
                                     transport=transport)
         self._url = url
@@ -225,7 +226,7 @@ class KubernetesSource:
 
     def __init__(self, namespace: str, *, kubeconfig: Path | None = None, context: str | None = None,
                  timeout: float = 15.0) -> None:
-        from kubernetes import client, config  # imported here: only kubernetes mode pays for it
+        from kubernetes import client, config  # type: ignore[import-untyped]  # only kubernetes mode pays for it
 
         try:
             if kubeconfig is not None:

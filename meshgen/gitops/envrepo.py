@@ -365,39 +365,41 @@ def _mirror_lock(lock_file: Path) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class EnvRepo:
-    """A bare mirror of one environment repository plus the operations meshgen needs on it.
+class Mirror:
+    """A bare mirror of one remote repository: `refs/remotes/origin/*` are "where we last saw"
+    each remote branch. Shared by EnvRepo (the environment repository) and the blueprints
+    checkout (meshgen.gitops.blueprints).
 
-    `remote` is a local path (bare or not) or a URL. The mirror lives in
-    `<cache_dir>/mirrors/<hash of remote>.git`; its `refs/remotes/origin/*` are "where we
-    last saw" each remote branch and serve as the lease for pushes.
+    `remote` is a local path (bare or not, `file://` too) or a URL. The mirror lives in
+    `<cache_dir>/mirrors/<prefix><hash of remote>.git`; creating, fetching and ref changes
+    take a file lock next to it, so processes may share a cache directory. Credentials are
+    the caller's `callbacks` (pygit2.RemoteCallbacks); meshgen builds none itself.
     """
+
+    #: What the remote is, for error messages ("environment repository", "blueprints repository").
+    what = "environment repository"
+    #: How to fix a local remote that does not exist (the end of that error message).
+    missing_hint = "create it (git init --bare) or fix the path in meshgen.yaml"
 
     def __init__(
         self,
         remote: str | os.PathLike[str],
         *,
         cache_dir: str | os.PathLike[str],
-        identity: Identity = Identity(),
-        clock: Callable[[], int] | None = None,
         callbacks: pygit2.RemoteCallbacks | None = None,
+        prefix: str = "",
     ) -> None:
         remote = os.fspath(remote)
         local = _local_path(remote)
         if local is not None:
             local = local.resolve()
             if not local.exists():
-                raise EnvRepoError(
-                    f"environment repository {local} does not exist; create it (git init --bare) "
-                    "or fix the path in meshgen.yaml"
-                )
+                raise EnvRepoError(f"{self.what} {local} does not exist; {self.missing_hint}")
             remote = str(local)
         self.remote = remote
-        self.identity = identity
         self._local = local
-        self._clock = clock or (lambda: int(time.time()))
         self._callbacks = callbacks
-        key = hashlib.sha256(remote.encode()).hexdigest()[:16]
+        key = prefix + hashlib.sha256(remote.encode()).hexdigest()[:16]
         path = Path(cache_dir) / "mirrors" / f"{key}.git"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = path.parent / f"{key}.meshgen-lock"
@@ -435,6 +437,28 @@ class EnvRepo:
     def commit_at(self, branch: str) -> pygit2.Commit | None:
         oid = self.tip(branch)
         return self.repo[oid].peel(pygit2.Commit) if oid is not None else None
+
+
+class EnvRepo(Mirror):
+    """A bare mirror of one environment repository plus the operations meshgen needs on it.
+
+    `remote` is a local path (bare or not) or a URL. The mirror lives in
+    `<cache_dir>/mirrors/<hash of remote>.git`; its `refs/remotes/origin/*` are "where we
+    last saw" each remote branch and serve as the lease for pushes.
+    """
+
+    def __init__(
+        self,
+        remote: str | os.PathLike[str],
+        *,
+        cache_dir: str | os.PathLike[str],
+        identity: Identity = Identity(),
+        clock: Callable[[], int] | None = None,
+        callbacks: pygit2.RemoteCallbacks | None = None,
+    ) -> None:
+        super().__init__(remote, cache_dir=cache_dir, callbacks=callbacks)
+        self.identity = identity
+        self._clock = clock or (lambda: int(time.time()))
 
     # ---- writing ------------------------------------------------------------------
 

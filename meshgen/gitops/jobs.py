@@ -10,10 +10,13 @@ Life of a job:
 2. `run_sync_job` takes the environment repository's writer lock. If a sync that *started
    after* this request was enqueued has already finished, the request is covered: the job is
    marked coalesced into that sync, and nothing is written. Otherwise it notes the newest
-   generation, renders what is on disk now (which includes every request up to it), syncs,
-   and marks that generation done: one PR update for the whole burst.
-3. Errors worth retrying (forge, repository, lock, Redis) leave the job queued and the task is
-   retried with backoff; blueprint errors fail the job at once (a retry would fail the same way).
+   generation, renders the current blueprints (which include every request up to it), syncs,
+   and marks that generation done: one PR update for the whole burst. "Current" is ROOT on
+   disk, or with MESHGEN_BLUEPRINTS_URL the branch tip fetched after noting the generation
+   (meshgen.gitops.blueprints): the pushed commit or newer, recorded as the job's commit.
+3. Errors worth retrying (forge, repository, fetch, lock, Redis) leave the job queued and the task
+   is retried with backoff; blueprint errors and a pushed commit that is not on the branch fail
+   the job at once (a retry would fail the same way).
 
 Tasks are acknowledged late (after they finish) and re-queued when the worker dies, so a
 killed worker's sync runs again; the lifecycle is idempotent (a branch holding the right tree
@@ -32,6 +35,7 @@ from celery import Celery  # type: ignore[import-untyped]
 
 from meshgen.blueprint.loading import load_config
 from meshgen.diagnostics import BlueprintError
+from meshgen.gitops.blueprints import BlueprintsSourceError
 from meshgen.gitops.coordination import Generations, LockBusy, WriterLock
 from meshgen.gitops.envrepo import EnvRepoError
 from meshgen.gitops.forges.base import ForgeError
@@ -167,6 +171,10 @@ def run_sync_job(settings: Settings, records: Records, *, job_id: str, env: str 
                                       fence=lock.check, forge_options=forge_options, skip_if_synced=True)
             except BlueprintError:
                 gens.mark_done(latest, job.id)  # rendering this state fails; only a new push can help
+                return records.get_job(job.id) or job
+            except BlueprintsSourceError as exc:
+                # Nothing was rendered: the generations stay open for the requests it did not cover.
+                log.warning("sync job %s refused: %s", job.id, exc)
                 return records.get_job(job.id) or job
             gens.mark_done(latest, job.id)
             return job

@@ -1,4 +1,4 @@
-"""One sync: render the blueprints repository, then bring the environment repository's pull
+"""One sync: render the blueprints repository (ROOT, or a fresh checkout of MESHGEN_BLUEPRINTS_URL), then bring the environment repository's pull
 requests in line with it, and record what happened.
 
 `meshgen sync` calls `sync_repository` in-process; the Celery worker calls the same function
@@ -23,6 +23,7 @@ import redis
 from meshgen.blueprint.config import Config, ForgeSettings
 from meshgen.diagnostics import BlueprintError
 from meshgen.diff import semantic_diff
+from meshgen.gitops.blueprints import BlueprintsSourceError, blueprints_remote, checkout_blueprints
 from meshgen.gitops.coordination import IdempotencyMarkers
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity, folder_differs
 from meshgen.gitops.forges import make_forge
@@ -65,6 +66,7 @@ class _Clock:
 
     forge: float = 0.0
     records: float = 0.0
+    checkout: float = 0.0
 
 
 class _SyncEnvRepo(EnvRepo):
@@ -287,6 +289,12 @@ def sync_repository(
     the job is recorded as failed first. `fence` is called right before every ref update
     and pull-request change (the worker's lock check). `skip_if_synced` (the worker) does
     nothing when the same content was already synced onto the same base (needs `records`).
+
+    With `settings.blueprints_url` set, ROOT's blueprints are not read: the repository is fetched
+    and the tip of `settings.blueprints_branch` is rendered from a checkout under the state
+    directory (see `_checkout`); `blueprint_commit` must then be on that branch, else
+    BlueprintsSourceError (recorded as a failed job first). ROOT still anchors the state
+    directory and the relative paths of meshgen.yaml (envRepo.url, templates, token files).
     """
     root = Path(root)
     job = job or JobRecord(id=new_job_id(), trigger=trigger)
@@ -299,17 +307,27 @@ def sync_repository(
     recorder = _Recorder(records, clock)
     recorder.job(job)
     started = time.perf_counter()
+    render_root, config_root = root, None
+    if settings.blueprints_url:
+        try:
+            render_root, config_root = _checkout(root, settings, job, clock)
+        except (BlueprintsSourceError, EnvRepoError) as exc:
+            job.errors.append(str(exc))
+            _finish(job, "failed", clock, started, render=0.0)
+            recorder.job(job)
+            raise
+    render_started = time.perf_counter()
     try:
-        result = render_repository(root, env=env)
+        result = render_repository(render_root, env=env, config_root=config_root)
     except BlueprintError as exc:
         job.errors = [str(d) for d in exc.diagnostics if d.severity == "error"]
         job.warnings = [*job.warnings, *(str(d) for d in exc.diagnostics if d.severity == "warning")]
-        _finish(job, "failed", clock, started, render=time.perf_counter() - started)
+        _finish(job, "failed", clock, started, render=time.perf_counter() - render_started)
         failure = exc
         recorder.run("render failure", lambda r: _record_render_failure(r, failure, job))
         recorder.job(job)
         raise
-    render_s = time.perf_counter() - started
+    render_s = time.perf_counter() - render_started
     job.warnings = [*job.warnings, *(str(d) for d in result.warnings)]  # keep notes of earlier attempts
     try:
         _sync_rendered(root, settings, result, env, job, recorder, fence, forge_options, skip_if_synced)
@@ -323,12 +341,39 @@ def sync_repository(
     return job
 
 
+def _checkout(root: Path, settings: Settings, job: JobRecord, clock: _Clock) -> tuple[Path, Path | None]:
+    """Fetch MESHGEN_BLUEPRINTS_URL and materialise the commit to render; (render root, config root).
+
+    The job's blueprint_commit becomes the rendered commit (the branch tip: the pushed commit or
+    newer). meshgen.yaml at ROOT, when there is one (the Helm chart mounts it from a ConfigMap),
+    shadows the commit's, as it does for the API and the Argo CD poll, which read ROOT's.
+    """
+    started = time.perf_counter()
+    assert settings.blueprints_url is not None
+    pushed = job.blueprint_commit
+    try:
+        path, sha = checkout_blueprints(blueprints_remote(settings.blueprints_url, root),
+                                        settings.blueprints_branch, _state_path(root, settings), commit=pushed)
+    finally:
+        clock.checkout += time.perf_counter() - started
+    note = None
+    if pushed and not sha.startswith(pushed.lower()):
+        note = (f"commit {pushed[:12]} is no longer the tip of {settings.blueprints_branch!r}: rendered "
+                            f"the newer tip {sha[:12]} (it includes {pushed[:12]}; the newest push wins)")
+    if note and note not in job.warnings:  # a retried attempt keeps the notes of earlier ones
+        job.warnings.append(note)
+    job.blueprint_commit = sha
+    log.info("rendering blueprints commit %s from %s", sha[:12], path)
+    return path, (root if (root / "meshgen.yaml").is_file() else None)
+
+
 def _finish(job: JobRecord, state: str, clock: _Clock, started: float, *, render: float) -> None:
     total = time.perf_counter() - started
     job.state = state  # type: ignore[assignment]
     job.finished_at = time.time()
-    sync_s = max(total - render - clock.records, 0.0)
+    sync_s = max(total - render - clock.records - clock.checkout, 0.0)
     job.timings = {
+        **({"checkout": round(clock.checkout, 4)} if clock.checkout else {}),
         "render": round(render, 4),
         "repo": round(max(sync_s - clock.forge, 0.0), 4),  # fetch, tree building, commits, pushes
         "forge": round(clock.forge, 4),

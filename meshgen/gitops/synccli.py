@@ -34,12 +34,19 @@ def _records_if_reachable(settings: Settings) -> object | None:
 @click.command("sync")
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path), default=".", required=False)
 @click.option("--env", "env", metavar="ENV", help="Only this environment (a name from meshgen.yaml).")
-@click.option("--commit", "commit", metavar="SHA", help="Blueprint commit to note in PRs and records (CI: $GITHUB_SHA).")
+@click.option("--commit", "commit", metavar="SHA",
+              help="Blueprint commit to note in PRs and records (CI: $GITHUB_SHA). With MESHGEN_BLUEPRINTS_URL it "
+                   "must be on MESHGEN_BLUEPRINTS_BRANCH, whose fetched tip is rendered.")
 @click.option("--no-records", is_flag=True, help="Do not write job/unit records to Redis even if it is reachable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
 def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_json: bool) -> None:
-    """Render ROOT and open or update the pull requests of the environment repository, in-process."""
+    """Render ROOT and open or update the pull requests of the environment repository, in-process.
+
+    With MESHGEN_BLUEPRINTS_URL set, the blueprints repository is fetched and the tip of
+    MESHGEN_BLUEPRINTS_BRANCH is rendered instead of ROOT's blueprints/ (ROOT keeps the state).
+    """
     from meshgen.diagnostics import BlueprintError
+    from meshgen.gitops.blueprints import BlueprintsSourceError
     from meshgen.gitops.coordination import LockBusy, WriterLock
     from meshgen.gitops.envrepo import EnvRepoError
     from meshgen.gitops.forges.base import ForgeError
@@ -66,7 +73,7 @@ def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_j
         errors = sum(1 for d in exc.diagnostics if d.severity == "error")
         click.echo(f"meshgen: {errors} error(s); nothing was pushed", err=True)
         sys.exit(1)
-    except (EnvRepoError, ForgeError, LockBusy) as exc:
+    except (EnvRepoError, ForgeError, LockBusy, BlueprintsSourceError) as exc:
         click.echo(f"meshgen: sync failed: {exc}", err=True)
         sys.exit(EXIT_SYNC_FAILED)
     for warning in job.warnings:

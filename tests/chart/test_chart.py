@@ -35,6 +35,7 @@ WORKLOADS = {"Deployment", "StatefulSet"}
 VARIANTS = {
     "default": [],
     "full": ["-f", str(FULL_VALUES)],
+    "public-git": ["--set", "blueprints.git.url=https://git.example.com/platform/blueprints.git"],
     "external-redis": ["--set", "redis.enabled=false", "--set", "redis.external.existingSecret=redis-url"],
     "minimal": ["--set", "api.enabled=false", "--set", "beat.enabled=false", "--set", "networkPolicy.enabled=false",
                 "--set", "redis.external.url=redis://redis.example:6379/1", "--set", "redis.enabled=false",
@@ -64,7 +65,7 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 # --- lint and schema ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["default", "full"])
+@pytest.mark.parametrize("variant", ["default", "full", "public-git"])
 def test_helm_lint_strict(variant: str) -> None:
     out = run_helm("lint", "--strict", str(CHART), *VARIANTS[variant]).stdout
     assert "0 chart(s) failed" in out
@@ -212,6 +213,7 @@ def test_full_values() -> None:
     worker_env = _env(worker["containers"][0])
     assert worker_env["MESHGEN_BLUEPRINTS_REPO"] == "example/blueprints"
     assert worker_env["MESHGEN_BLUEPRINTS_BRANCH"] == _env(init)["BLUEPRINTS_BRANCH"] == "main"
+    assert "MESHGEN_BLUEPRINTS_URL" not in worker_env  # a token: cloned at start, per-sync fetches cannot send it
     assert {v["name"]: v for v in worker["volumes"]}["blueprints-git"]["secret"]["secretName"] == "blueprints-git"
 
 
@@ -266,6 +268,23 @@ def test_secrets_are_files_never_environment_values() -> None:
             assert source["items"][0]["key"] == item["key"]
 
 
+def test_worker_fetches_the_blueprints_repository_on_every_sync() -> None:
+    docs = template(*VARIANTS["public-git"])
+    worker = _one(docs, "Deployment", "worker")["spec"]["template"]["spec"]
+    assert "initContainers" not in worker  # nothing is cloned at pod start
+    env = _env(worker["containers"][0])
+    assert env["MESHGEN_BLUEPRINTS_URL"] == "https://git.example.com/platform/blueprints.git"
+    assert env["MESHGEN_BLUEPRINTS_BRANCH"] == "main" and env["MESHGEN_STATE_DIR"] == "/var/lib/meshgen/state"
+    assert "blueprints_url" in Settings.model_fields
+    for comp in ("api", "beat"):
+        other = _one(docs, "Deployment", comp)["spec"]["template"]["spec"]["containers"][0]
+        assert "MESHGEN_BLUEPRINTS_URL" not in _env(other)
+    # the guard stays: without a URL the init container refuses to start the worker
+    default = _one(template(), "Deployment", "worker")["spec"]["template"]["spec"]
+    assert [c["name"] for c in default["initContainers"]] == ["clone-blueprints"]
+    assert "MESHGEN_BLUEPRINTS_URL" not in _env(default["containers"][0])
+
+
 def test_external_redis() -> None:
     docs = template(*VARIANTS["external-redis"])
     assert not _by_kind(docs, "StatefulSet")
@@ -282,6 +301,11 @@ def test_notes() -> None:
     assert "port-forward svc/mg-meshgen-api" in notes
     assert "blueprints.git.url is not set" in notes
     assert "meshgen bootstrap argocd" in notes
+    for args, says, not_says in ((VARIANTS["public-git"], "Every sync fetches", "rollout restart"),
+                                 (VARIANTS["full"], "per-sync fetches cannot send a token", "Every sync fetches")):
+        proc = run_helm("install", RELEASE, str(CHART), "--dry-run=client", "--namespace", "meshgen", *args)
+        notes = proc.stdout.split("NOTES:", 1)[1]
+        assert says in notes and not_says not in notes and "blueprints.git.url is not set" not in notes
 
 
 # --- the blueprints clone of the worker's init container ----------------------------------------

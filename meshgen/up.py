@@ -1,0 +1,112 @@
+"""`meshgen up`: the whole flow on one laptop, with nothing to set up.
+
+* the environment repository is a local bare repository under ROOT/.meshgen/ (created if absent),
+  and pull requests live in it (the local forge: `meshgen pr list | merge N`);
+* sync jobs run in this process, on a single thread, in order;
+* job and rollout records go to Redis when one answers at MESHGEN_REDIS_URL, else to an
+  in-memory Redis (fakeredis) that lives as long as the process;
+* the API and the status page serve on MESHGEN_HOST:MESHGEN_PORT (127.0.0.1:8080);
+* a change to meshgen.yaml or blueprints/ is noticed within a second and synced again.
+
+Argo CD is not part of the embedded setup, so rollouts stop at `awaiting-sync` once merged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meshgen.records import JobRecord, Records
+from meshgen.settings import Settings
+
+log = logging.getLogger("meshgen.up")
+
+POLL_SECONDS = 1.0
+
+
+def fingerprint(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """What a sync depends on, cheaply: path, mtime and size of meshgen.yaml and every blueprint."""
+    found: list[tuple[str, int, int]] = []
+    config = root / "meshgen.yaml"
+    if config.exists():
+        st = config.stat()
+        found.append(("meshgen.yaml", st.st_mtime_ns, st.st_size))
+    for dirpath, dirnames, filenames in os.walk(root / "blueprints"):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.endswith((".yaml", ".yml")) and not name.startswith("."):
+                path = Path(dirpath) / name
+                st = path.stat()
+                found.append((path.relative_to(root).as_posix(), st.st_mtime_ns, st.st_size))
+    return tuple(found)
+
+
+def connect_records(settings: Settings) -> tuple[Records, str]:
+    """Records in the configured Redis when it answers, else in an in-process Redis."""
+    import redis
+
+    client: Any = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=2)
+    try:
+        client.ping()
+        return Records(client, settings.redis_prefix), f"Redis at {settings.redis_url}"
+    except redis.RedisError:
+        import fakeredis
+
+        return Records(fakeredis.FakeRedis(), settings.redis_prefix), "memory (no Redis answered; records end with the process)"
+
+
+@dataclass
+class JobRunner:
+    """Runs sync jobs one at a time on a background thread; requests made while one runs coalesce."""
+
+    run: Callable[[str, JobRecord | None], JobRecord]
+    _wanted: queue.Queue[tuple[str, JobRecord | None]] = field(default_factory=lambda: queue.Queue())
+    _thread: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="meshgen-sync", daemon=True)
+        self._thread.start()
+
+    def submit(self, trigger: str, job: JobRecord | None = None) -> None:
+        self._wanted.put((trigger, job))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wanted.put(("stop", None))
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            trigger, job = self._wanted.get()
+            if self._stop.is_set():
+                return
+            # Everything asked for meanwhile is covered by this one sync of the current files.
+            while not self._wanted.empty():
+                trigger, job = self._wanted.get_nowait()
+            try:
+                self.run(trigger, job)
+            except Exception:  # a failed sync is recorded in its job; the loop goes on
+                log.exception("sync failed")
+
+
+def watch(root: Path, on_change: Callable[[], None], stop: threading.Event, interval: float = POLL_SECONDS) -> None:
+    """Call `on_change` when meshgen.yaml or a blueprint is added, edited or removed."""
+    last = fingerprint(root)
+    while not stop.wait(interval):
+        now = fingerprint(root)
+        if now != last:
+            last = now
+            on_change()
+
+
+__all__ = ["JobRunner", "connect_records", "fingerprint", "watch"]
+_ = time
