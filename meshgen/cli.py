@@ -156,6 +156,33 @@ def capabilities(root: Path, fmt: str) -> None:
         click.echo(format_markdown(matrix))
 
 
+@main.command()
+@ROOT_ARG
+@click.option("--host", default=None, help="Listen address (default: MESHGEN_HOST, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: MESHGEN_PORT, 8080).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the status page in a browser.")
+def up(root: Path, host: str | None, port: int | None, open_browser: bool) -> None:
+    """The whole flow on embedded defaults: local environment repository and pull requests,
+    in-process jobs, the API and status page on :8080, and a new sync on every blueprint change."""
+    import logging
+
+    from meshgen.settings import Settings
+    from meshgen.up import run
+
+    overrides: dict[str, object] = {"root": root, "api_public_reads": True}
+    if host:
+        overrides["host"] = host
+    if port:
+        overrides["port"] = port
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)-7s %(message)s",
+                        datefmt="%H:%M:%S")
+    if not (root / "meshgen.yaml").exists():
+        raise click.ClickException(f"no meshgen.yaml in {root}; run meshgen up in a blueprints repository "
+                                   "(e.g. `meshgen up blueprints` in meshgen's own checkout)")
+    run(root, settings, open_browser=open_browser)
+
+
 def _register_commands() -> None:
     """Commands that live with their area of the code (one import line each)."""
     from meshgen.gitops.commands import pr

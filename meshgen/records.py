@@ -7,8 +7,24 @@ calls a forge or Argo CD while answering a request. One module owns the key layo
     <prefix>jobs                     sorted set of job ids by creation time
     <prefix>unit:<env>/<ns>/<svc>    JSON UnitRecord (svc may be _namespace or _mesh)
     <prefix>units                    set of unit keys
+    <prefix>version                  counter, INCR'd in the same pipeline as every save_unit,
+                                     delete_unit and save_job: API processes (meshgen.api.view)
+                                     compare it to notice that their snapshot is out of date
+
+The Argo CD poller (meshgen.argocd.poller) writes beside these:
+
     <prefix>argocd:app:<name>        JSON of an Argo CD Application as last polled, with fetched_at
+    <prefix>argocd:apps              set of the application names above (vanished apps are removed)
     <prefix>argocd:polled            unix time of the last successful poll
+    <prefix>argocd:version           counter bumped when the polled content changed (API snapshots reload on it)
+    <prefix>argocd:version:digest    digest of the content that last bumped argocd:version
+    <prefix>argocd:poll_errors       count of failed polls
+    <prefix>argocd:last_error        JSON {at, message} of the last failed poll
+    <prefix>argocd:poll_lock         held while a poll runs (replicas and beat never poll twice at once)
+
+A unit's `pr` is its branch's most recent pull request: open while under review, and still there
+once merged (state merged, with merge_sha), so the rollout rules can check that Argo CD runs the
+merge commit. A sync that finds no open pull request refreshes a recorded open one from the forge.
 """
 
 from __future__ import annotations
@@ -90,11 +106,21 @@ class Records:
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
+    @property
+    def version_key(self) -> str:
+        """`<prefix>version`: bumped by every write below (what API snapshots watch)."""
+        return self._k("version")
+
+    def version(self) -> int:
+        raw = self.client.get(self.version_key)
+        return int(raw) if raw else 0
+
     # jobs
     def save_job(self, job: JobRecord) -> None:
         pipe = self.client.pipeline()
         pipe.set(self._k("job", job.id), job.model_dump_json())
         pipe.zadd(self._k("jobs"), {job.id: job.created_at})
+        pipe.incr(self._k("version"))
         pipe.execute()
 
     def get_job(self, job_id: str) -> JobRecord | None:
@@ -111,6 +137,7 @@ class Records:
         pipe = self.client.pipeline()
         pipe.set(self._k("unit", unit.key), unit.model_dump_json())
         pipe.sadd(self._k("units"), unit.key)
+        pipe.incr(self._k("version"))
         pipe.execute()
 
     def get_unit(self, env: str, namespace: str, service: str) -> UnitRecord | None:
@@ -130,4 +157,5 @@ class Records:
         pipe = self.client.pipeline()
         pipe.delete(self._k("unit", key))
         pipe.srem(self._k("units"), key)
+        pipe.incr(self._k("version"))
         pipe.execute()

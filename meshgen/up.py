@@ -18,6 +18,7 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,5 +109,88 @@ def watch(root: Path, on_change: Callable[[], None], stop: threading.Event, inte
             on_change()
 
 
-__all__ = ["JobRunner", "connect_records", "fingerprint", "watch"]
-_ = time
+def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, job: JobRecord | None) -> JobRecord:
+    from meshgen.diagnostics import BlueprintError
+    from meshgen.gitops.sync import sync_repository
+
+    started = time.perf_counter()
+    log.info("sync started (%s)", trigger)
+    try:
+        done = sync_repository(root, settings, trigger=trigger, records=records, job=job)
+    except BlueprintError as exc:
+        errors = [d for d in exc.diagnostics if d.severity == "error"]
+        for d in exc.diagnostics:
+            log.error("%s", d)
+        log.error("sync failed: %d blueprint error(s); nothing was pushed. Fix them and save: meshgen syncs again", len(errors))
+        raise
+    actions = Counter(pr.action for pr in done.prs)
+    summary = ", ".join(f"{n} {action}" for action, n in sorted(actions.items())) or "no changes"
+    log.info("sync done in %.1fs: pull requests %s", time.perf_counter() - started, summary)
+    for pr in done.prs:
+        if pr.action in ("opened", "updated"):
+            log.info("  PR #%s %s %s (%s)", pr.number, pr.action, pr.branch, pr.env)
+    for warning in done.warnings[:20]:
+        log.warning("%s", warning)
+    return done
+
+
+def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
+    """Sync ROOT now, then serve the API and status page and sync again on every change."""
+    import uvicorn
+
+    from meshgen.api.app import create_app
+    from meshgen.gitops.jobs import SyncRequest
+    from meshgen.records import JobRecord
+
+    records, where = connect_records(settings)
+    log.info("blueprints: %s; records: %s", root.resolve(), where)
+    runner = JobRunner(lambda trigger, job: _sync_once(root, settings, records, trigger, job))
+
+    def enqueue(request: SyncRequest) -> JobRecord:
+        job = JobRecord(id=_job_id(), trigger=request.trigger, state="queued",
+                        blueprint_commit=request.blueprint_commit, blueprint_author=request.blueprint_author)
+        records.save_job(job)
+        runner.submit(request.trigger, job)
+        return job
+
+    # The first sync runs before the server starts, so the status page opens on real data.
+    try:
+        _sync_once(root, settings, records, "up", None)
+    except Exception as exc:  # blueprint or repository errors are logged; the server still starts
+        log.error("first sync did not complete: %s", exc)
+    runner.start()
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch, args=(root, lambda: runner.submit("change"), stop), daemon=True)
+    watcher.start()
+    app = create_app(settings, records=records, enqueue=enqueue)
+    url = f"http://{settings.host}:{settings.port}/"
+    log.info("status page: %s   API: %sapi/v1/rollouts", url, url)
+    log.info("pull requests: meshgen pr --repo %s list", _env_repo_hint(root))
+    log.info("edit a blueprint and save: meshgen syncs it; `meshgen pr merge N` merges a pull request")
+    if open_browser:
+        import webbrowser
+
+        threading.Timer(1.0, lambda: webbrowser.open(url)).start()
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    finally:
+        stop.set()
+        runner.stop()
+
+
+def _env_repo_hint(root: Path) -> str:
+    from meshgen.blueprint.loading import load_config
+    from meshgen.gitops.sync import local_env_repo_path
+
+    config, _ = load_config(root)
+    path = local_env_repo_path(root, config.env_repo.url)
+    return os.path.relpath(path) if path is not None else config.env_repo.url
+
+
+def _job_id() -> str:
+    from meshgen.gitops.sync import new_job_id
+
+    return new_job_id()
+
+
+__all__ = ["JobRunner", "connect_records", "fingerprint", "run", "watch"]

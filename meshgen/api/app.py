@@ -109,10 +109,14 @@ def _load_config(settings: Settings) -> tuple[Config | None, str | None]:
         return None, "; ".join(str(d) for d in exc.diagnostics)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, records: Records | None = None,
+               enqueue: deps.Enqueue | None = None) -> FastAPI:
+    """The API. `records` and `enqueue` replace Redis and the Celery queue (`meshgen up` runs
+    jobs in-process and may keep records in memory); by default both come from settings."""
     settings = settings or deps.get_settings()
     config, config_error = _load_config(settings)
-    records = deps.get_records(settings, deps.get_redis(settings))
+    injected = records is not None
+    records = records if records is not None else deps.get_records(settings, deps.get_redis(settings))
     holder: dict[str, ApiState] = {}
     containment = Containment(lambda: holder["state"].mirror())
     view = RolloutView(records, config, containment,
@@ -148,6 +152,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Only when they differ: any override makes FastAPI re-inspect every dependency of every
         # request, which costs a third of the rollout endpoint's throughput.
         app.dependency_overrides[deps.get_settings] = lambda: settings
+    if injected:
+        app.dependency_overrides[deps.get_records] = lambda: records
+        app.dependency_overrides[deps.get_redis] = lambda: records.client
+    if enqueue is not None:
+        app.dependency_overrides[deps.get_enqueue] = lambda: enqueue
     install_problem_handlers(app)
     _routes(app, list(config.environments) if config else [])
     from meshgen.api.webhooks import router as webhooks_router

@@ -157,7 +157,7 @@ class RolloutView:
     def _read_fingerprint(self) -> tuple[str, float | None]:
         client, prefix = self.records.client, self.records.prefix
         pipe = client.pipeline(transaction=False)
-        pipe.get(prefix + "version")  # bumped by record writers that support it
+        pipe.get(self.records.version_key)  # bumped by every unit/job write (meshgen.records)
         pipe.get(self.keys.version)
         pipe.get(self.keys.polled)
         pipe.zrevrange(prefix + "jobs", 0, 7)  # a sync writes units, then finishes its job record

@@ -56,6 +56,8 @@ class SyncResult:
     action: Action
     number: int | None
     url: str | None
+    head_sha: str | None = None  # the pull request's head as the forge reported it
+    merge_sha: str | None = None  # set when `action` is merged (auto-merge)
 
 
 @dataclass(frozen=True)
@@ -308,7 +310,7 @@ def _sync_group(ctx: _Ctx, branch: str, units: list[Unit], listed: PullRequest |
                 ctx.templates, "closed.md.j2", **_close_context(ctx, branch, "no-diff", base_commit)
             )
             closed = ctx.forge.close(existing.number, comment=comment)
-            return SyncResult(branch, "closed", closed.number, closed.url)
+            return SyncResult(branch, "closed", closed.number, closed.url, closed.head_sha or None)
 
         tree = write_tree(ctx.repo.repo, base_tree, changed)  # unchanged units would rewrite equal folders
         tip = ctx.repo.tip(branch)
@@ -355,7 +357,7 @@ def _sync_group(ctx: _Ctx, branch: str, units: list[Unit], listed: PullRequest |
         if ctx.auto_merge:
             pr = ctx.forge.merge(pr.number)
             action = "merged"
-        return SyncResult(branch, action, pr.number, pr.url)
+        return SyncResult(branch, action, pr.number, pr.url, pr.head_sha or None, pr.merge_sha)
     raise EnvRepoError(
         f"branch {branch!r} kept moving during {ctx.max_attempts} attempts (another process pushes to it); "
         "stop the other writer or retry later"
@@ -471,7 +473,7 @@ def _close_superseded(
             ctx.templates, "closed.md.j2", **_close_context(ctx, pr.branch, reason, replaced_by=replaced)
         )
         closed = ctx.forge.close(pr.number, comment=comment)
-        out.append(SyncResult(pr.branch, "closed", closed.number, closed.url))
+        out.append(SyncResult(pr.branch, "closed", closed.number, closed.url, closed.head_sha or None))
     return out
 
 

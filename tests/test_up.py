@@ -1,0 +1,82 @@
+"""`meshgen up` as a newcomer runs it: blueprint → local PR → `meshgen pr merge` → rollout state."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "blueprints"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(predicate, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+@pytest.mark.slow
+def test_up_renders_opens_local_prs_serves_state_and_follows_edits(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns(".meshgen"))
+    port = _free_port()
+    env = {**os.environ, "MESHGEN_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0"}  # nothing listens: in-memory
+    proc = subprocess.Popen([sys.executable, "-m", "meshgen", "up", str(root), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        rollouts = _wait(lambda: httpx.get(f"{base}/api/v1/rollouts?limit=100", timeout=2).json(), what="the API")
+        assert rollouts["total"] == 20
+        assert {r["state"] for r in rollouts["items"]} == {"awaiting-review"}
+        api = httpx.get(f"{base}/api/v1/rollouts/production/payments/api-service", timeout=2).json()
+        number = api["pr"]["number"]
+        assert "Is my change live?" in httpx.get(base + "/", timeout=2).text
+
+        repo = root / ".meshgen" / "env-repo"
+        listed = subprocess.run([sys.executable, "-m", "meshgen", "pr", "--repo", str(repo), "list"],
+                                capture_output=True, text=True, check=True).stdout
+        assert f"#{number}" in listed
+        subprocess.run([sys.executable, "-m", "meshgen", "pr", "--repo", str(repo), "merge", str(number)],
+                       capture_output=True, text=True, check=True)
+
+        # An edit is noticed and synced: the merged service gets a new pull request with the change.
+        path = root / "blueprints" / "payments" / "api-service.yaml"
+        path.write_text(path.read_text().replace("v1: 90, v2: 10", "v1: 70, v2: 30"))
+
+        def new_pr() -> dict | None:  # type: ignore[type-arg]
+            now = httpx.get(f"{base}/api/v1/rollouts/production/payments/api-service", timeout=2).json()
+            return now if now["pr"] and now["pr"]["number"] != number else None
+
+        after = _wait(new_pr, what="a pull request for the edit")
+        assert after["state"] == "awaiting-review"
+        job = httpx.get(f"{base}/api/v1/jobs/{after['job']['id']}", timeout=2).json()
+        assert job["state"] == "succeeded"
+        shown = subprocess.run([sys.executable, "-m", "meshgen", "pr", "--repo", str(repo), "show",
+                                str(after["pr"]["number"])], capture_output=True, text=True, check=True).stdout
+        assert "weight v2 10 → 30" in shown
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "records: memory (no Redis answered" in out
+    assert "pull requests 20 opened" in out
