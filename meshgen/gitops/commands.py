@@ -7,6 +7,7 @@ so it does not compete with whatever the main group puts in `ctx.obj`.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import click
 
 from meshgen.gitops.forges.base import ForgeError, PullRequest
 from meshgen.gitops.forges.local import LocalForge
+
+log = logging.getLogger(__name__)
 
 DEFAULT_REPO = Path(".meshgen") / "env-repo"
 _META_KEY = "meshgen.gitops.pr.repo"
@@ -155,16 +158,50 @@ def show(ctx: click.Context, number: int, as_json: bool) -> None:
         click.echo(c["body"].rstrip())
 
 
+def _record_merge(p: PullRequest) -> None:
+    """Best effort: mark the unit records of `p` merged in Redis (MESHGEN_REDIS_URL / _PREFIX).
+
+    Without Redis nothing is lost: the next sync records the merge (and its merge commit) too.
+    """
+    import redis
+    from pydantic import ValidationError
+
+    from meshgen.gitops.sync import record_merged
+    from meshgen.records import Records
+    from meshgen.settings import Settings
+
+    try:
+        settings = Settings()
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=1)
+    except (ValidationError, ValueError, OSError) as exc:
+        log.debug("not updating rollout records: %s", exc)
+        return
+    try:
+        updated = record_merged(Records(client, settings.redis_prefix), p)
+    except redis.RedisError as exc:
+        log.debug("not updating rollout records (Redis: %s); the next sync records the merge", exc)
+        return
+    finally:
+        client.close()
+    if updated:
+        click.echo(f"recorded the merge for {updated} rollout(s)", err=True)
+
+
 @pr.command("merge")
 @click.argument("number", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the merged pull request as JSON.")
+@click.option("--records/--no-records", default=True, show_default=True,
+              help="Also mark the unit records in Redis (MESHGEN_REDIS_URL) merged right away, when reachable; "
+                   "the next sync records the merge either way.")
 @click.pass_context
-def merge(ctx: click.Context, number: int, as_json: bool) -> None:
+def merge(ctx: click.Context, number: int, as_json: bool, records: bool) -> None:
     """Merge into the base branch (fast-forward when possible, else a merge commit)."""
     try:
         p = _forge(ctx).merge(number)
     except ForgeError as exc:
         raise click.ClickException(str(exc)) from exc
+    if records:
+        _record_merge(p)
     if as_json:
         _echo_json(pr_json(p))
     else:

@@ -28,7 +28,7 @@ from meshgen.gitops.coordination import IdempotencyMarkers
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity, folder_differs
 from meshgen.gitops.forges import make_forge
 from meshgen.gitops.forges.base import Forge, ForgeError, PRState, PullRequest
-from meshgen.gitops.lifecycle import SyncReport, branch_for, sync_env
+from meshgen.gitops.lifecycle import SyncReport, SyncResult, branch_for, sync_env
 from meshgen.gitops.units import Unit, content_hash
 from meshgen.pipeline import RenderResult, render_repository
 from meshgen.records import JobPR, JobRecord, PRRef, Records, UnitRecord
@@ -215,33 +215,123 @@ class _Recorder:
         self.run(f"job {job.id}", lambda r: r.save_job(job))
 
 
-def _pr_ref(repo: EnvRepo, branch: str, number: int | None, url: str | None, action: str) -> PRRef | None:
-    if number is None:
+#: A sync that finds at most this many recorded pull requests closed or merged since the last sync
+#: asks the forge for each by number; beyond, or when a unit's number is unknown, one listing per env.
+GET_BY_NUMBER_MAX = 20
+
+
+def _pr_ref(repo: EnvRepo, result: SyncResult) -> PRRef | None:
+    if result.number is None:
         return None
+    action = result.action
     state: PRState = "merged" if action == "merged" else "closed" if action == "closed" else "open"
-    tip = repo.tip(branch)
-    return PRRef(number=number, url=url or "", state=state, branch=branch, head_sha=str(tip) if tip else "")
+    head = result.head_sha
+    if not head:
+        tip = repo.tip(result.branch)
+        head = str(tip) if tip else ""
+    return PRRef(number=result.number, url=result.url or "", state=state, branch=result.branch, head_sha=head,
+                 merge_sha=result.merge_sha if state == "merged" else None)
 
 
-def _record_units(records: Records, repo: EnvRepo, config: Config, env: str, units: Sequence[Unit],
+def _ref_of(pr: PullRequest) -> PRRef:
+    return PRRef(number=pr.number, url=pr.url, state=pr.state, branch=pr.branch, head_sha=pr.head_sha,
+                 merge_sha=pr.merge_sha if pr.state == "merged" else None)
+
+
+def _needs_refresh(previous: UnitRecord | None) -> bool:
+    """A unit whose change is in the base and has no pull request this sync: is its last PR's outcome known?"""
+    if previous is None:
+        return True  # no record (first sync with records, or records lost): look for a merged PR
+    pr = previous.pr
+    if pr is None:
+        return not previous.up_to_date  # its change landed in the base since the last sync
+    if pr.state == "open":
+        return True  # merged or closed since the last sync
+    return pr.state == "merged" and not pr.merge_sha  # recorded before merge commits were kept
+
+
+def _settled_prs(forge: Forge, env: str, base: str, branches: Mapping[tuple[str, str], str],
+                 previous: Mapping[tuple[str, str], UnitRecord], wanted: Sequence[tuple[str, str]]
+                 ) -> dict[tuple[str, str], PRRef | None]:
+    """The current pull request of each `wanted` unit (merged, closed or none), with few forge calls.
+
+    Recorded open pull requests are asked for by number when there are at most GET_BY_NUMBER_MAX of
+    them; otherwise (or when a unit has no recorded number) one listing of merged pull requests
+    serves the whole environment. Raises ForgeError.
+    """
+    recorded = [previous[k].pr if k in previous else None for k in wanted]
+    numbers = {pr.number for pr in recorded if pr is not None}
+    known = all(pr is not None for pr in recorded)
+    by_number: dict[int, PullRequest] = {}
+    newest_merged: dict[str, PullRequest] = {}
+    if known and len(numbers) <= GET_BY_NUMBER_MAX:
+        for number in sorted(numbers):
+            by_number[number] = forge.get(number)
+    else:
+        prefix = f"meshgen/{env}/"
+        for pr in forge.list("merged"):  # newest first
+            if pr.branch.startswith(prefix) and pr.base == base:
+                newest_merged.setdefault(pr.branch, pr)
+                by_number[pr.number] = pr
+    out: dict[tuple[str, str], PRRef | None] = {}
+    for key in wanted:
+        old = previous[key].pr if key in previous else None
+        branch = branches[key]
+        found = by_number.get(old.number) if old is not None else None
+        newer = newest_merged.get(branch)
+        if newer is not None and (found is None or newer.number > found.number):
+            found = newer
+        if found is not None and found.branch == branch and found.state in ("merged", "closed"):
+            out[key] = _ref_of(found)
+        else:
+            out[key] = None
+    return out
+
+
+def _record_units(records: Records, repo: EnvRepo, forge: Forge, config: Config, env: str, units: Sequence[Unit],
                   report: SyncReport, job: JobRecord) -> None:
-    """One UnitRecord per rendered (env, ns, svc); records of deleted blueprints follow their removal PR."""
+    """One UnitRecord per rendered (env, ns, svc); records of deleted blueprints follow their removal PR.
+
+    A unit without a pull-request change this sync keeps its branch's last pull request: a merged
+    one (with its merge commit) is what the rollout rules compare Argo CD's revision with.
+    """
     grouping = config.env_repo.grouping
     base = repo.commit_at(config.env_repo.branch)
     base_tree = base.tree if base is not None else None
     results = {r.branch: r for r in report.results}
+    previous = {(u.namespace, u.service): u for u in records.iter_units() if u.env == env}
     live = set()
+    prs: dict[tuple[str, str], PRRef | None] = {}
+    up_to_date: dict[tuple[str, str], bool] = {}
+    branches: dict[tuple[str, str], str] = {}
+    wanted: list[tuple[str, str]] = []
     for unit in units:
-        live.add((unit.namespace, unit.service))
-        branch = branch_for(unit, grouping)
+        key = (unit.namespace, unit.service)
+        live.add(key)
+        branch = branches[key] = branch_for(unit, grouping)
         result = results.get(branch)
-        pr = _pr_ref(repo, branch, result.number, result.url, result.action) if result else None
+        up_to_date[key] = not folder_differs(repo.repo, base_tree, unit)
+        if result is not None:
+            prs[key] = _pr_ref(repo, result)
+            continue
+        old = previous.get(key)
+        prs[key] = old.pr if old is not None and old.pr is not None and old.pr.branch == branch else None
+        if up_to_date[key] and (_needs_refresh(old) or (old is not None and old.pr is not None
+                                                         and old.pr.branch != branch)):
+            wanted.append(key)
+    if wanted:
+        try:
+            prs.update(_settled_prs(forge, env, config.env_repo.branch, branches, previous, wanted))
+        except ForgeError as exc:
+            log.warning("could not look up merged pull requests of %s (%s); keeping the recorded ones", env, exc)
+    for unit in units:
+        key = (unit.namespace, unit.service)
         records.save_unit(UnitRecord(
             env=env, namespace=unit.namespace, service=unit.service, team=unit.team,
             blueprint_path=unit.blueprint_path, blueprint_commit=job.blueprint_commit, job_id=job.id,
-            render_state="rendered", up_to_date=not folder_differs(repo.repo, base_tree, unit), pr=pr,
+            render_state="rendered", up_to_date=up_to_date[key], pr=prs[key],
         ))
-    for old in [u for u in records.iter_units() if u.env == env and (u.namespace, u.service) not in live]:
+    for old in [u for k, u in previous.items() if k not in live]:
         stub = Unit(env, old.namespace, old.service, None, "", {})
         result = results.get(branch_for(stub, grouping))
         if result is None or result.action == "closed":
@@ -249,7 +339,28 @@ def _record_units(records: Records, repo: EnvRepo, config: Config, env: str, uni
         else:
             records.save_unit(old.model_copy(update={
                 "job_id": job.id, "up_to_date": False, "updated_at": time.time(),
-                "pr": _pr_ref(repo, result.branch, result.number, result.url, result.action)}))
+                "pr": _pr_ref(repo, result)}))
+
+
+def record_merged(records: Records, pr: PullRequest) -> int:
+    """Mark the units whose recorded pull request is `pr` (same URL and number) merged, now.
+
+    What `meshgen pr merge` calls so the rollout API shows awaiting-sync without waiting for the
+    next sync (which would record the same). Returns how many units were updated. Raises RedisError.
+    """
+    if pr.state != "merged":
+        return 0
+    ref = _ref_of(pr)
+    updated = 0
+    for unit in records.iter_units():
+        old = unit.pr
+        if old is None or old.number != pr.number or old.url != pr.url or old.branch != pr.branch:
+            continue
+        if old.state == "merged" and old.merge_sha == pr.merge_sha:
+            continue
+        records.save_unit(unit.model_copy(update={"pr": ref, "up_to_date": True, "updated_at": time.time()}))
+        updated += 1
+    return updated
 
 
 def _record_render_failure(records: Records, exc: BlueprintError, job: JobRecord) -> None:
@@ -408,7 +519,7 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
             report = _sync_one_env(root, config, repo, forge, name, by_env[name], result, job)
 
             def record(r: Records, env_name: str = name, rep: SyncReport = report) -> None:
-                _record_units(r, repo, config, env_name, by_env[env_name], rep, job)
+                _record_units(r, repo, forge, config, env_name, by_env[env_name], rep, job)
 
             recorder.run(f"units of {name}", record)
         tip = repo.tip(settings_er.branch)

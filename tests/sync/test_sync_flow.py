@@ -60,10 +60,15 @@ def test_merged_pr_makes_the_unit_up_to_date(root: Path, settings: Settings, rns
 
     job = sync_repository(root, settings, records=rns.records)
     cart = next(p for p in job.prs if p.branch.endswith("/cart"))
-    LocalForge(env_repo(root)).merge(cart.number or 0)
+    merged = LocalForge(env_repo(root)).merge(cart.number or 0)
     sync_repository(root, settings, records=rns.records)
     unit = rns.records.get_unit("production", "shop", "cart")
-    assert unit is not None and unit.up_to_date is True and unit.pr is None
+    # The merged pull request stays on the unit, with its merge commit: what Argo CD must run.
+    assert unit is not None and unit.up_to_date is True and unit.pr is not None
+    assert unit.pr.state == "merged" and unit.pr.number == cart.number
+    assert unit.pr.merge_sha == merged.merge_sha and len(unit.pr.merge_sha or "") == 40
+    other = rns.records.get_unit("production", "shop", "checkout")
+    assert other is not None and other.pr is not None and other.pr.state == "open"
 
 
 def test_deleted_blueprint_is_removed_and_its_record_follows(root: Path, settings: Settings,
