@@ -1,4 +1,5 @@
-"""The sync task. Its body is meshgen.gitops.jobs.run_sync_job; this file only adds Celery's retry."""
+"""The tasks: the sync (its body is meshgen.gitops.jobs.run_sync_job; this file only adds Celery's retry)
+and the Argo CD poll that beat schedules (meshgen.argocd.poller.poll_from_settings)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 
 from celery import Task
 
-from meshgen.gitops.jobs import MAX_RETRIES, RETRYABLE, TASK_NAME, records_for, run_sync_job
+from meshgen.argocd.poller import poll_from_settings
+from meshgen.gitops.jobs import MAX_RETRIES, POLL_TASK_NAME, RETRYABLE, TASK_NAME, records_for, run_sync_job
 from meshgen.records import Records
 from worker.app import app, settings
 
@@ -35,3 +37,9 @@ def sync(self: Task, *, job_id: str, env: str | None = None, gen: int = 0) -> di
             raise
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     return {"job": job.id, "state": job.state}
+
+
+@app.task(name=POLL_TASK_NAME, acks_late=False, ignore_result=True)
+def poll_argocd() -> dict[str, Any]:
+    """One Argo CD poll into Redis (beat schedules it; a lost run is simply the next one)."""
+    return poll_from_settings(settings)

@@ -158,7 +158,7 @@ def show(ctx: click.Context, number: int, as_json: bool) -> None:
         click.echo(c["body"].rstrip())
 
 
-def _record_merge(p: PullRequest) -> None:
+def _record_merge(p: PullRequest) -> int:
     """Best effort: mark the unit records of `p` merged in Redis (MESHGEN_REDIS_URL / _PREFIX).
 
     Without Redis nothing is lost: the next sync records the merge (and its merge commit) too.
@@ -175,16 +175,15 @@ def _record_merge(p: PullRequest) -> None:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=1)
     except (ValidationError, ValueError, OSError) as exc:
         log.debug("not updating rollout records: %s", exc)
-        return
+        return 0
     try:
         updated = record_merged(Records(client, settings.redis_prefix), p)
     except redis.RedisError as exc:
         log.debug("not updating rollout records (Redis: %s); the next sync records the merge", exc)
-        return
+        return 0
     finally:
         client.close()
-    if updated:
-        click.echo(f"recorded the merge for {updated} rollout(s)", err=True)
+    return updated
 
 
 @pr.command("merge")
@@ -200,12 +199,13 @@ def merge(ctx: click.Context, number: int, as_json: bool, records: bool) -> None
         p = _forge(ctx).merge(number)
     except ForgeError as exc:
         raise click.ClickException(str(exc)) from exc
-    if records:
-        _record_merge(p)
+    recorded = _record_merge(p) if records else 0
     if as_json:
         _echo_json(pr_json(p))
     else:
         click.echo(f"merged #{p.number} into {p.base} as {_short(p.merge_sha)}")
+        if recorded:
+            click.echo(f"recorded the merge on {recorded} rollout(s); Argo CD decides when it is live")
 
 
 @pr.command("close")

@@ -46,6 +46,9 @@ from meshgen.settings import Settings
 log = logging.getLogger(__name__)
 
 TASK_NAME = "meshgen.sync"
+#: The Argo CD poll (meshgen.argocd.poller.poll_from_settings), scheduled by `celery beat`.
+POLL_TASK_NAME = "meshgen.argocd.poll"
+POLL_SCHEDULE_ENTRY = "meshgen-argocd-poll"
 MAX_RETRIES = 5
 #: Failures that may go away on their own: retried with backoff.
 RETRYABLE: tuple[type[BaseException], ...] = (EnvRepoError, ForgeError, LockBusy, redis.RedisError)
@@ -102,6 +105,28 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
     app = Celery("meshgen", set_as_current=False, include=include or [])
     app.conf.update(celery_config(settings))
     return app
+
+
+def beat_schedule(settings: Settings) -> tuple[dict[str, Any], str]:
+    """Celery beat's schedule from ROOT/meshgen.yaml, and a sentence saying what it holds.
+
+    With an `argocd` section: poll Argo CD every argocd.pollInterval (on the sync queue; a poll
+    still waiting when the next is due expires, so a busy worker never works through a backlog).
+    Without one, or when meshgen.yaml cannot be read: no entry.
+    """
+    from meshgen.argocd.poller import poll_interval
+
+    try:
+        config, _ = load_config(settings.root)
+    except BlueprintError as exc:
+        first = exc.diagnostics[0] if exc.diagnostics else "unreadable"
+        return {}, f"no Argo CD poll scheduled: meshgen.yaml in {settings.root} cannot be read ({first})"
+    if config.argocd is None:
+        return {}, f"no Argo CD poll scheduled: meshgen.yaml in {settings.root} has no `argocd` section"
+    interval = poll_interval(config)
+    entry = {"task": POLL_TASK_NAME, "schedule": interval,
+             "options": {"queue": settings.queue, "expires": max(interval, 1.0)}}
+    return {POLL_SCHEDULE_ENTRY: entry}, f"Argo CD poll scheduled every {interval:g}s on queue {settings.queue}"
 
 
 def _scope(env: str | None) -> str:
