@@ -45,7 +45,42 @@ def _fail(exc: BlueprintError) -> None:
     sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Subcommands that live with their area of the code, imported only when run.
+
+    Click's documented lazy-loading pattern: `meshgen render` should not pay for pygit2,
+    Celery or FastAPI (a re-render's budget is 100 ms; those imports alone cost more).
+    """
+
+    def __init__(self, *args: object, lazy_subcommands: dict[str, str] | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy_subcommands = lazy_subcommands or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy_subcommands])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_subcommands:
+            module_name, attr = self.lazy_subcommands[cmd_name].split(":")
+            import importlib
+
+            command = getattr(importlib.import_module(module_name), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+# One line per command living elsewhere: "name": "module:attribute".
+LAZY_COMMANDS = {
+    "pr": "meshgen.gitops.commands:pr",
+    "sync": "meshgen.gitops.synccli:sync",
+    "worker": "meshgen.gitops.synccli:worker",
+    "bootstrap": "meshgen.bootstrap:bootstrap",
+    "serve": "meshgen.api.serve:serve",
+}
+
+
+@click.group(cls=LazyGroup, lazy_subcommands=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="meshgen")
 def main() -> None:
     """Service-mesh intents in, Istio or Linkerd manifests (and reviewed pull requests) out."""
@@ -182,24 +217,6 @@ def up(root: Path, host: str | None, port: int | None, open_browser: bool) -> No
                                    "(e.g. `meshgen up blueprints` in meshgen's own checkout)")
     run(root, settings, open_browser=open_browser)
 
-
-def _register_commands() -> None:
-    """Commands that live with their area of the code (one import line each)."""
-    from meshgen.gitops.commands import pr
-
-    main.add_command(pr)
-    from meshgen.gitops.synccli import sync
-    main.add_command(sync)
-    from meshgen.gitops.synccli import worker
-    main.add_command(worker)
-    from meshgen.bootstrap import bootstrap
-
-    main.add_command(bootstrap)
-    from meshgen.api.serve import serve
-    main.add_command(serve)
-
-
-_register_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

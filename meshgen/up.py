@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from meshgen.settings import Settings
 log = logging.getLogger("meshgen.up")
 
 POLL_SECONDS = 1.0
+PRS_LISTED = 25  # pull requests named after a sync; the rest are counted
 
 
 def fingerprint(root: Path) -> tuple[tuple[str, int, int], ...]:
@@ -109,26 +111,64 @@ def watch(root: Path, on_change: Callable[[], None], stop: threading.Event, inte
             on_change()
 
 
+class ProgressReport:
+    """A progress bar per environment on long syncs (a terminal), or a log line every 10% (a pipe)."""
+
+    MIN_GROUPS = 50  # short syncs finish before a bar is worth drawing
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._env: str | None = None
+        self._logged = -1
+
+    def __call__(self, env: str, done: int, total: int) -> None:
+        if total < self.MIN_GROUPS:
+            return
+        if env != self._env:
+            self.close()
+            self._env, self._logged = env, -1
+            if sys.stderr.isatty():
+                import click
+
+                self._bar = click.progressbar(length=total, label=f"syncing {env}", file=sys.stderr)
+                self._bar.__enter__()
+        if self._bar is not None:
+            self._bar.update(1)
+        elif (tenth := done * 10 // total) > self._logged:
+            self._logged = tenth
+            log.info("syncing %s: %d/%d pull-request groups", env, done, total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
 def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, job: JobRecord | None) -> JobRecord:
     from meshgen.diagnostics import BlueprintError
     from meshgen.gitops.sync import sync_repository
 
     started = time.perf_counter()
     log.info("sync started (%s)", trigger)
+    bar = ProgressReport()
     try:
-        done = sync_repository(root, settings, trigger=trigger, records=records, job=job)
+        done = sync_repository(root, settings, trigger=trigger, records=records, job=job, progress=bar)
     except BlueprintError as exc:
         errors = [d for d in exc.diagnostics if d.severity == "error"]
         for d in exc.diagnostics:
             log.error("%s", d)
         log.error("sync failed: %d blueprint error(s); nothing was pushed. Fix them and save: meshgen syncs again", len(errors))
         raise
+    finally:
+        bar.close()
     actions = Counter(pr.action for pr in done.prs)
     summary = ", ".join(f"{n} {action}" for action, n in sorted(actions.items())) or "no changes"
     log.info("sync done in %.1fs: pull requests %s", time.perf_counter() - started, summary)
-    for pr in done.prs:
-        if pr.action in ("opened", "updated"):
-            log.info("  PR #%s %s %s (%s)", pr.number, pr.action, pr.branch, pr.env)
+    changed = [pr for pr in done.prs if pr.action in ("opened", "updated")]
+    for pr in changed[:PRS_LISTED]:
+        log.info("  PR #%s %s %s (%s)", pr.number, pr.action, pr.branch, pr.env)
+    if len(changed) > PRS_LISTED:
+        log.info("  ... and %d more (meshgen pr list)", len(changed) - PRS_LISTED)
     for warning in done.warnings[:20]:
         log.warning("%s", warning)
     return done

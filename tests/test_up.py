@@ -80,3 +80,21 @@ def test_up_renders_opens_local_prs_serves_state_and_follows_edits(tmp_path: Pat
         out, _ = proc.communicate(timeout=20)
     assert "records: memory (no Redis answered" in out
     assert "pull requests 20 opened" in out
+
+
+def test_long_syncs_report_progress_every_tenth_when_not_on_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from meshgen.up import ProgressReport
+
+    report = ProgressReport()
+    with caplog.at_level(logging.INFO, logger="meshgen.up"):
+        for done in range(1, 201):
+            report("production", done, 200)
+        for done in range(1, 11):
+            report("staging", done, 10)  # short: no progress lines
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "syncing production: 1/200 pull-request groups"
+    assert lines[-1] == "syncing production: 200/200 pull-request groups"
+    assert len(lines) == 11  # 0%, 10%, ..., 100%
+    assert not any("staging" in line for line in lines)

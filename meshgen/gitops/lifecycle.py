@@ -45,6 +45,7 @@ Grouping = Literal["service", "team", "env"]
 Action = Literal["opened", "updated", "unchanged", "closed", "merged"]
 #: (old files, new files), each {repo-relative path: YAML bytes} -> reviewer lines.
 Describe = Callable[[Mapping[str, bytes], Mapping[str, bytes]], list[str]]
+Progress = Callable[[str, int, int], None]  # (environment, groups done, groups in all)
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "pr"
 _NO_TEAM = "unowned"
@@ -203,6 +204,7 @@ def sync_env(
     auto_merge: bool = False,
     template_dir: Path | None = None,
     max_attempts: int = 5,
+    progress: Progress | None = None,
 ) -> SyncReport:
     """Bring the pull requests of environment `env` in line with `units` (its complete rendering).
 
@@ -245,8 +247,10 @@ def sync_env(
         groups.setdefault(branch_for(unit, grouping), []).append(unit)
 
     results: list[SyncResult] = []
-    for branch in sorted(groups):
+    for done, branch in enumerate(sorted(groups), start=1):
         result = _sync_group(ctx, branch, groups[branch], open_prs.get(branch))
+        if progress is not None:
+            progress(env, done, len(groups))
         if result is not None:
             results.append(result)
             if result.action == "merged":

@@ -28,7 +28,7 @@ from meshgen.gitops.coordination import IdempotencyMarkers
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity, folder_differs
 from meshgen.gitops.forges import make_forge
 from meshgen.gitops.forges.base import Forge, ForgeError, PRState, PullRequest
-from meshgen.gitops.lifecycle import SyncReport, SyncResult, branch_for, sync_env
+from meshgen.gitops.lifecycle import Progress, SyncReport, SyncResult, branch_for, sync_env
 from meshgen.gitops.units import Unit, content_hash
 from meshgen.pipeline import RenderResult, render_repository
 from meshgen.records import JobPR, JobRecord, PRRef, Records, UnitRecord
@@ -392,6 +392,7 @@ def sync_repository(
     fence: Fence | None = None,
     forge_options: Mapping[str, Any] | None = None,
     skip_if_synced: bool = False,
+    progress: Progress | None = None,
 ) -> JobRecord:
     """Render ROOT and sync every environment (or `env`) to the environment repository.
 
@@ -441,7 +442,7 @@ def sync_repository(
     render_s = time.perf_counter() - render_started
     job.warnings = [*job.warnings, *(str(d) for d in result.warnings)]  # keep notes of earlier attempts
     try:
-        _sync_rendered(root, settings, result, env, job, recorder, fence, forge_options, skip_if_synced)
+        _sync_rendered(root, settings, result, env, job, recorder, fence, forge_options, skip_if_synced, progress)
     except (EnvRepoError, ForgeError) as exc:
         job.errors.append(str(exc))
         _finish(job, "failed", clock, started, render=render_s)
@@ -495,7 +496,7 @@ def _finish(job: JobRecord, state: str, clock: _Clock, started: float, *, render
 
 def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: str | None, job: JobRecord,
                    recorder: _Recorder, fence: Fence | None, forge_options: Mapping[str, Any] | None,
-                   skip_if_synced: bool) -> None:
+                   skip_if_synced: bool, progress: Progress | None = None) -> None:
     config = result.config
     settings_er = config.env_repo
     identity = Identity(settings_er.author.name, settings_er.author.email)
@@ -516,7 +517,7 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
         for unit in result.units:
             by_env.setdefault(unit.env, []).append(unit)
         for name in envs:
-            report = _sync_one_env(root, config, repo, forge, name, by_env[name], result, job)
+            report = _sync_one_env(root, config, repo, forge, name, by_env[name], result, job, progress)
 
             def record(r: Records, env_name: str = name, rep: SyncReport = report) -> None:
                 _record_units(r, repo, forge, config, env_name, by_env[env_name], rep, job)
@@ -550,7 +551,7 @@ def _already_synced(recorder: _Recorder, repo: EnvRepo, branch: str, content: st
 
 
 def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: str, units: list[Unit],
-                  result: RenderResult, job: JobRecord) -> SyncReport:
+                  result: RenderResult, job: JobRecord, progress: Progress | None = None) -> SyncReport:
     er = config.env_repo
     by_file: dict[str, list[str]] = {}
     for d in result.warnings:
@@ -562,7 +563,7 @@ def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: 
     report = sync_env(
         repo, forge, units, env=env, env_path=config.env_path(env), base=er.branch, grouping=er.grouping,
         describe=semantic_diff, blueprint_commit=job.blueprint_commit, blueprint_author=job.blueprint_author,
-        validation=validation, auto_merge=env in er.auto_merge, template_dir=templates,
+        validation=validation, auto_merge=env in er.auto_merge, template_dir=templates, progress=progress,
     )
     job.prs.extend(JobPR(env=env, branch=r.branch, action=r.action, number=r.number, url=r.url)
                    for r in report.results)
