@@ -25,7 +25,6 @@ from meshgen.render.features import used_features, used_mesh_features, used_name
 from meshgen.render.yamlout import dump
 
 
-
 @dataclass
 class RenderResult:
     config: Config

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from meshgen.records import UnitRecord
 
@@ -31,19 +31,8 @@ State = Literal[
     "degraded",
     "unknown",
 ]
-#: Every state, in the order the status page lists them (worst news last).
-STATES: tuple[State, ...] = (
-    "rendering",
-    "render-failed",
-    "up-to-date",
-    "awaiting-review",
-    "rejected",
-    "awaiting-sync",
-    "progressing",
-    "healthy",
-    "degraded",
-    "unknown",
-)
+#: Every state, in the order the status page lists them (the order of `State` above).
+STATES: tuple[State, ...] = get_args(State)
 
 #: `contains(descendant, ancestor)`: True/False, or None when a commit is not known locally.
 Contains = Callable[[str, str], "bool | None"]

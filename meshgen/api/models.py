@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from meshgen.records import PRRef
 from meshgen.rollout import State
 
 
@@ -18,13 +19,8 @@ class Problem(BaseModel):
     detail: str = Field(description="What went wrong in this case, and what to do about it.")
 
 
-class PullRequestView(BaseModel):
-    number: int
-    url: str
-    state: Literal["open", "merged", "closed"]
-    branch: str
-    head_sha: str
-    merge_sha: str | None = None
+class PullRequestView(PRRef):
+    """The pull request a rollout is about (the unit record's reference, as the API shows it)."""
 
 
 class ArgoCDView(BaseModel):

@@ -20,7 +20,7 @@ from collections import defaultdict
 from typing import NamedTuple
 
 from meshgen.blueprint.loading import Instance, LoadedFile
-from meshgen.blueprint.model import NON_IDEMPOTENT_METHODS, HTTP_METHODS, Match, ServiceBlueprint, StringMatch
+from meshgen.blueprint.model import HTTP_METHODS, NON_IDEMPOTENT_METHODS, Match, ServiceBlueprint, StringMatch
 from meshgen.diagnostics import Diagnostic, format_path
 from meshgen.render.names import rendered_gateway_name
 

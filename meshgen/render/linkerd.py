@@ -51,9 +51,9 @@ from meshgen.blueprint.model import (
     RetryPolicy,
     ServiceBlueprint,
 )
-from meshgen.render.names import dns_name
 from meshgen.render.base import Capability, RenderContext, Resource, Support, metadata, resource
 from meshgen.render.features import FEATURES
+from meshgen.render.names import dns_name
 from meshgen.render.routing import EffectiveRoute, effective_routes
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
