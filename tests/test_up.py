@@ -45,8 +45,14 @@ def test_up_renders_opens_local_prs_serves_state_and_follows_edits(tmp_path: Pat
     proc = subprocess.Popen([sys.executable, "-m", "meshgen", "up", str(root), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     base = f"http://127.0.0.1:{port}"
+
+    def api_up() -> dict | None:  # type: ignore[type-arg]
+        if proc.poll() is not None:
+            raise AssertionError(f"meshgen up exited with {proc.returncode}:\n{proc.stdout.read() if proc.stdout else ''}")
+        return httpx.get(f"{base}/api/v1/rollouts?limit=100", timeout=2).json()  # type: ignore[no-any-return]
+
     try:
-        rollouts = _wait(lambda: httpx.get(f"{base}/api/v1/rollouts?limit=100", timeout=2).json(), what="the API")
+        rollouts = _wait(api_up, timeout=60, what="the API")
         assert rollouts["total"] == 20
         assert {r["state"] for r in rollouts["items"]} == {"awaiting-review"}
         api = httpx.get(f"{base}/api/v1/rollouts/production/payments/api-service", timeout=2).json()
@@ -75,9 +81,14 @@ def test_up_renders_opens_local_prs_serves_state_and_follows_edits(tmp_path: Pat
         shown = subprocess.run([sys.executable, "-m", "meshgen", "pr", "--repo", str(repo), "show",
                                 str(after["pr"]["number"])], capture_output=True, text=True, check=True).stdout
         assert "weight v2 10 → 30" in shown
-    finally:
+    except BaseException:
         proc.terminate()
-        out, _ = proc.communicate(timeout=20)
+        print(proc.communicate(timeout=20)[0])  # shown by pytest on failure
+        raise
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        out = proc.communicate(timeout=20)[0] or ""
     assert "records: memory (no Redis answered" in out
     assert "pull requests 20 opened" in out
 
