@@ -34,7 +34,7 @@ from meshgen.diagnostics import BlueprintError, Diagnostic
 from meshgen.pipeline import FileOutcome, _check_selection, render_file
 
 CACHE_DIR = ".meshgen/cache"
-_FORMAT = 3
+_FORMAT = 4
 _JOURNAL_LIMIT = 256  # entries in the journal before it is folded into the base
 
 
@@ -59,7 +59,7 @@ class _Entry(NamedTuple):
     stat: StatKey
     digest: str
     facts: tuple[Facts, ...]
-    warnings: tuple[tuple[object, ...], ...]  # Diagnostic fields
+    warnings: tuple[Diagnostic, ...]
     outputs: bytes  # pickled ((output path, blake2b-128 of content), ...): decoded only when the file changes
     files: int
     units: int
@@ -218,7 +218,7 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
                 if before.get(rel_out) != digest:
                     writer.write(rel_out, data)
                     stats.written += 1
-        warnings = tuple(d.as_tuple() for d in outcome.diagnostics if d.severity == "warning")
+        warnings = tuple(d for d in outcome.diagnostics if d.severity == "warning")
         blob = pickle.dumps(tuple(outputs), protocol=pickle.HIGHEST_PROTOCOL)
         entry = _Entry(current[outcome.path], outcome.digest, tuple(outcome.facts), warnings, blob, len(outputs),
                        len(outcome.units))
@@ -236,9 +236,9 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
     stats.files = sum(e.files for e in entries.values())
     # Sorted as plain tuples (compared in C): a large fleet on a partly expressible mesh can
     # carry one warning per feature and service, tens of thousands in all.
-    raw = {w for e in entries.values() for w in e.warnings}
-    raw.update(d.as_tuple() for d in diagnostics if d.severity == "warning")
-    stats.warnings = [Diagnostic(*w) for w in sorted(raw)]  # type: ignore[arg-type]
+    found = {w for e in entries.values() for w in e.warnings}
+    found.update(d for d in diagnostics if d.severity == "warning")
+    stats.warnings = sorted(found)
     t4 = time.perf_counter()
 
     if changed or not cache.base:  # --no-cache skips reading the cache, not keeping it current

@@ -92,19 +92,37 @@ def _unsupported(
             # Expressed, but not all of it: never an error, never silent. Once per feature and file.
             if feature not in partial_seen:
                 partial_seen.add(feature)
-                d = loaded.diag(real, f"{flavour} expresses this only in part: {cap.note}", severity="warning")
+                d = loaded.diag(real, _message(flavour, feature, cap, "partial"), severity="warning")
                 diagnostics.append(d)
-                notes.append(f"{d.path}: {flavour} expresses this only in part: {cap.note}")
+                notes.append(f"{d.path}: {d.message}")
             continue
-        reason = f"{flavour} cannot express this: {cap.note}" if cap.note else f"{flavour} cannot express this"
         if config.unsupported == "error":
-            diagnostics.append(loaded.diag(real, reason + " (meshgen.yaml `unsupported: warn` renders without it)"))
+            diagnostics.append(loaded.diag(real, _message(flavour, feature, cap, "error")))
         else:
             skipped.add(feature)
-            d = loaded.diag(real, reason + "; rendered without it", severity="warning")
+            d = loaded.diag(real, _message(flavour, feature, cap, "skipped"), severity="warning")
             diagnostics.append(d)
-            notes.append(f"{d.path}: {reason}; rendered without it")
+            notes.append(f"{d.path}: {d.message}")
     return frozenset(skipped), tuple(notes)
+
+
+_MESSAGES: dict[tuple[str, str, str], str] = {}
+
+
+def _message(flavour: str, feature: str, cap: Capability, kind: str) -> str:
+    """The text of an unsupported/partial finding. One string object per (flavour, feature, kind):
+    thousands of services share it, so pickling a chunk of results sends it once."""
+    key = (flavour, feature, kind)
+    text = _MESSAGES.get(key)
+    if text is None:
+        if kind == "partial":
+            text = f"{flavour} expresses this only in part: {cap.note}"
+        else:
+            reason = f"{flavour} cannot express this: {cap.note}" if cap.note else f"{flavour} cannot express this"
+            text = reason + (" (meshgen.yaml `unsupported: warn` renders without it)" if kind == "error"
+                             else "; rendered without it")
+        text = _MESSAGES[key] = text
+    return text
 
 
 _CAPS: dict[tuple[str, int], dict[str, Capability]] = {}

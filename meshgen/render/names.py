@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 MAX_NAME = 63
 
 
+@lru_cache(maxsize=65_536)  # pure, and called a dozen times per service with the same parts
 def dns_name(*parts: str, limit: int = MAX_NAME) -> str:
     """`a-b-c` as a DNS-1123 label: a long name is cut and ends in a short stable hash."""
     name = "-".join(p for p in parts if p)
