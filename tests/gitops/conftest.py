@@ -24,3 +24,13 @@ def env_repo(origin: Origin, tmp_path: Path) -> EnvRepo:
 @pytest.fixture
 def forge(origin: Origin) -> LocalForge:
     return LocalForge(origin.path, identity=BOT, clock=Clock())
+
+
+@pytest.fixture(autouse=True)
+def _own_redis_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`meshgen pr merge` refreshes unit records when Redis answers: point it at this suite's own
+    database index and a prefix nothing else uses, never at the default database 0."""
+    import uuid
+
+    monkeypatch.setenv("MESHGEN_REDIS_URL", "redis://127.0.0.1:6379/11")
+    monkeypatch.setenv("MESHGEN_REDIS_PREFIX", f"meshgen-test-{uuid.uuid4().hex[:8]}:")
