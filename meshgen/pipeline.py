@@ -154,7 +154,8 @@ def _render_instance(inst: Instance, config: Config, skipped: frozenset[str], no
         resources = renderer.render_mesh(bp, ctx)
         namespace, service = "", MESH_FOLDER
         folder = f"{env_path}/{MESH_FOLDER}"
-    return Unit(inst.env, namespace, service, inst.team, folder, _files(resources, folder), notes, inst.source)
+    return Unit(inst.env, namespace, service, inst.team, folder, _files(resources, folder), (*notes, *ctx.notes),
+                inst.source)
 
 
 def _files(resources: Iterable[Resource], folder: str) -> dict[str, bytes]:

@@ -75,6 +75,9 @@ class RenderContext:
     fleet_versions: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     # Features skipped because the mesh cannot express them (`unsupported: warn`).
     skipped: frozenset[str] = frozenset()
+    # What the renderer wants reviewers to do by hand (e.g. annotate an object meshgen does
+    # not own); the pipeline adds these to the unit's notes, which reach the pull request.
+    notes: list[str] = field(default_factory=list)
 
 
 class Renderer(Protocol):

@@ -425,14 +425,14 @@ class LinkerdRenderer:
             "circuitBreaker.consecutive5xxErrors": Capability(
                 part,
                 "balancer.linkerd.io/failure-accrual: consecutive + ...-consecutive-max-failures. Linkerd reads them from "
-                "the Service clients call (<service>), which meshgen does not own: they are NOT rendered, "
-                "LinkerdRenderer.apex_annotations() lists them for the pull request; failures are HTTP 5xx responses",
+                "the Service clients call (<service>), which meshgen does not own: not rendered, the pull request "
+                "lists the annotations to add by hand; failures are HTTP 5xx responses",
             ),
             "circuitBreaker.baseEjectionTime": Capability(
                 part,
                 "balancer.linkerd.io/failure-accrual-consecutive-min-penalty (and max-penalty = 10 x, Linkerd backs off "
-                "exponentially) on the Service <service>, which meshgen does not own: listed by "
-                "LinkerdRenderer.apex_annotations(), not rendered",
+                "exponentially) on the Service <service>, which meshgen does not own: not rendered, the pull "
+                "request lists the annotation to add by hand",
             ),
             "circuitBreaker.consecutiveGatewayErrors": Capability(none, "Linkerd's failure accrual counts all 5xx; it cannot count only 502-504"),
             "circuitBreaker.consecutiveLocalOriginFailures": Capability(none, "Linkerd's failure accrual does not track local-origin failures apart"),
@@ -596,6 +596,13 @@ class LinkerdRenderer:
     def render_service(self, svc: ServiceBlueprint, ctx: RenderContext) -> list[Resource]:
         out: list[Resource] = []
         s = ctx.config.linkerd
+        apex = {k: v for k, v in self.apex_annotations(svc).items()
+                if not (k.endswith("max-failures") and "circuitBreaker.consecutive5xxErrors" in ctx.skipped)
+                and not (k.endswith("penalty") and "circuitBreaker.baseEjectionTime" in ctx.skipped)}
+        if apex:
+            listed = ", ".join(f"{k}: \"{v}\"" for k, v in apex.items())
+            ctx.notes.append(f"circuitBreaker: add to the Service {svc.namespace}/{svc.service} (not managed by "
+                             f"meshgen) the annotations {listed}")
         if svc.versions and _has(ctx, "versions"):
             out.extend(self._version_services(svc, ctx))
         routes = self._routes(svc, ctx)

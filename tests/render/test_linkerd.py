@@ -605,3 +605,24 @@ def test_all_combinations_of_versions_and_flavours_render_canary() -> None:
         render(CANARY, cfg(version=version, trafficSplit=split, routePolicy=policy),
                skipped=frozenset(k for k, c in LinkerdRenderer.capabilities(
                    cfg(version=version, trafficSplit=split, routePolicy=policy)).items() if c.support == "none"))
+
+
+def test_circuit_breaker_annotations_meshgen_cannot_place_are_handed_to_the_reviewer() -> None:
+    from meshgen.blueprint.config import Config
+    from meshgen.blueprint.model import ServiceBlueprint
+    from meshgen.render.base import RenderContext
+    from meshgen.render.linkerd import LinkerdRenderer
+
+    cfg = Config.model_validate({"environments": {"prod": {"mesh": "linkerd"}}})
+    svc = ServiceBlueprint.model_validate({"service": "api", "namespace": "shop",
+                                           "circuitBreaker": {"consecutive5xxErrors": 5, "baseEjectionTime": "30s"}})
+    ctx = RenderContext(config=cfg, env="prod", mesh="linkerd", blueprint_path="blueprints/t/api.yaml")
+    docs = LinkerdRenderer().render_service(svc, ctx)
+    assert not any("failure-accrual" in str(d.body) for d in docs)  # the apex Service is not meshgen's
+    assert ctx.notes == [
+        'circuitBreaker: add to the Service shop/api (not managed by meshgen) the annotations '
+        'balancer.linkerd.io/failure-accrual: "consecutive", '
+        'balancer.linkerd.io/failure-accrual-consecutive-max-failures: "5", '
+        'balancer.linkerd.io/failure-accrual-consecutive-min-penalty: "30s", '
+        'balancer.linkerd.io/failure-accrual-consecutive-max-penalty: "5m"'
+    ]
