@@ -177,3 +177,13 @@ def test_match_values_that_yaml_reads_as_numbers_or_booleans_must_be_quoted(tmp_
         "blueprints/payments/x.yaml:7:39: routes[1].match.headers.x-build: the number 1000.0 is not text; match "
         'values are strings: put it in quotes (e.g. "true", "1e3")',
     ]
+
+
+def test_type_errors_use_the_words_of_a_yaml_file(tmp_path: Path) -> None:
+    errs = errors_of(tmp_path, {"payments/x.yaml": "service: a\nnamespace: payments\nroutes: {name: x}\nports: http\n"
+                                                   "jwt: {issuer: 5}\n"})
+    assert errs == [
+        "blueprints/payments/x.yaml:3:1: routes: expected a list (one `- item` per entry), got a mapping",
+        "blueprints/payments/x.yaml:4:1: ports: expected a list (one `- item` per entry), got the string 'http'",
+        "blueprints/payments/x.yaml:5:7: jwt.issuer: expected text, got the number 5",
+    ]

@@ -255,6 +255,24 @@ def _resolve_team(result: LoadedFile, bp: Any, config: Config) -> str | bool | N
 
 # --- pydantic errors to diagnostics ------------------------------------------------------------
 
+# Pydantic's type errors in the words of a YAML file (a "tuple" is a list to the person writing it).
+_EXPECTED = {
+    "tuple_type": "a list (one `- item` per entry)",
+    "list_type": "a list (one `- item` per entry)",
+    "set_type": "a list (one `- item` per entry)",
+    "dict_type": "a mapping of `key: value` entries",
+    "model_type": "a mapping of `key: value` entries",
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+
+
 def _validation_diagnostics(rel: str, doc: Document, exc: ValidationError) -> list[Diagnostic]:
     return [_one_diagnostic(rel, doc, tuple(err["loc"]), err) for err in exc.errors(include_url=False)]
 
@@ -268,6 +286,8 @@ def _one_diagnostic(rel: str, doc: Document, loc: FieldPath, err: Any) -> Diagno
         msg = f"required key {path[-1]!r} is missing" if path else "required key missing"
     elif kind in ("literal_error", "enum"):
         msg = f"{describe_value(err.get('input'))} is not allowed; {msg[0].lower()}{msg[1:]}"
+    elif kind in _EXPECTED:
+        msg = f"expected {_EXPECTED[kind]}, got {describe_value(err.get('input'))}"
     elif kind.endswith("_type") or kind.endswith("_parsing"):
         msg = f"{msg[0].lower()}{msg[1:]}, got {describe_value(err.get('input'))}"
     elif msg.startswith("Value error, "):
