@@ -204,7 +204,7 @@ class IstioRenderer:
         out += r.telemetry()
         out += r.monitors()
         out += r.dashboard()
-        return _plain_all(out)
+        return out
 
     # --- kind: Namespace -----------------------------------------------------------------------
 
@@ -239,7 +239,7 @@ class IstioRenderer:
                     spec={},
                 )
             )
-        return _plain_all(out)
+        return out
 
     # --- kind: Mesh ----------------------------------------------------------------------------
 
@@ -311,7 +311,7 @@ class IstioRenderer:
             )
             if obs.dashboard:
                 out.append(_dashboard_configmap("istio-mesh", root, None, None, ctx))
-        return _plain_all(out)
+        return out
 
 
 # --- helpers shared by the three kinds -------------------------------------------------------
@@ -348,28 +348,6 @@ def prometheus_duration(d: Duration) -> str:
             out += f"{ms // size}{unit}"
             ms %= size
     return out or "0"
-
-
-def _plain(value: Any) -> Any:
-    """A fresh copy made of plain str/int/float/bool/list/dict only: no shared sub-objects
-    (which YAML would print as anchors) and no str subclasses such as Duration."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    raise TypeError(f"cannot render a {type(value).__name__} into a manifest: {value!r}")
-
-
-def _plain_all(resources: list[Resource]) -> list[Resource]:
-    return [Resource(_plain(r.body)) for r in resources]
 
 
 def _number(x: float) -> str:
