@@ -29,7 +29,7 @@ from typing import NamedTuple
 from meshgen import __version__
 from meshgen.blueprint.analysis import Facts, check_fleet
 from meshgen.blueprint.config import Config
-from meshgen.blueprint.loading import BLUEPRINTS_DIR, CONFIG_FILE, SUFFIXES, load_config
+from meshgen.blueprint.loading import CONFIG_FILE, StatKey, load_config, scan
 from meshgen.diagnostics import BlueprintError, Diagnostic
 from meshgen.pipeline import FileOutcome, _check_selection, render_file
 
@@ -48,9 +48,6 @@ class RenderStats:
     reused: int = 0
     warnings: list[Diagnostic] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-StatKey = tuple[int, int, int]
 
 
 class _Entry(NamedTuple):
@@ -131,29 +128,6 @@ def _atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _scan(root: Path) -> dict[str, StatKey]:
-    """Every blueprint file with its stat key, in one pass (scandir returns the stat for free)."""
-    found: dict[str, StatKey] = {}
-
-    def walk(folder: str, rel: str) -> None:
-        try:
-            it = os.scandir(folder)
-        except FileNotFoundError:
-            return
-        with it:
-            for e in it:
-                if e.name.startswith("."):
-                    continue
-                if e.is_dir(follow_symlinks=False):
-                    walk(e.path, f"{rel}{e.name}/")
-                elif e.name.endswith(SUFFIXES):
-                    st = e.stat()
-                    found[f"{rel}{e.name}"] = (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    walk(str(root / BLUEPRINTS_DIR), f"{BLUEPRINTS_DIR}/")
-    return dict(sorted(found.items()))
-
-
 def render_to_dir(root: Path, out: Path, *, env: str | None = None, mesh: str | None = None,
                   use_cache: bool = True) -> RenderStats:
     """Render ROOT into OUT. Raises BlueprintError (and writes nothing) when a blueprint is wrong."""
@@ -177,7 +151,7 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
     gc.freeze()
     t1 = time.perf_counter()
 
-    current = _scan(root)
+    current = scan(root)
     entries: dict[str, _Entry] = {}
     todo: list[str] = []
     for rel, skey in current.items():

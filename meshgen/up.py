@@ -34,35 +34,29 @@ POLL_SECONDS = 1.0
 PRS_LISTED = 25  # pull requests named after a sync; the rest are counted
 
 
-def fingerprint(root: Path) -> tuple[tuple[str, int, int], ...]:
-    """What a sync depends on, cheaply: path, mtime and size of meshgen.yaml and every blueprint."""
-    found: list[tuple[str, int, int]] = []
-    config = root / "meshgen.yaml"
-    if config.exists():
-        st = config.stat()
-        found.append(("meshgen.yaml", st.st_mtime_ns, st.st_size))
-    for dirpath, dirnames, filenames in os.walk(root / "blueprints"):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.endswith((".yaml", ".yml")) and not name.startswith("."):
-                path = Path(dirpath) / name
-                st = path.stat()
-                found.append((path.relative_to(root).as_posix(), st.st_mtime_ns, st.st_size))
-    return tuple(found)
+def fingerprint(root: Path) -> tuple[object, ...]:
+    """What a sync depends on, cheaply: the stat keys of meshgen.yaml and of every blueprint."""
+    from meshgen.blueprint.loading import CONFIG_FILE, scan
+
+    config = root / CONFIG_FILE
+    st = config.stat() if config.exists() else None
+    return ((st.st_mtime_ns, st.st_size) if st else None, *scan(root).items())
 
 
 def connect_records(settings: Settings) -> tuple[Records, str]:
     """Records in the configured Redis when it answers, else in an in-process Redis."""
     import redis
 
-    client: Any = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=2)
+    from meshgen.gitops.jobs import records_for
+
+    records = records_for(settings)
     try:
-        client.ping()
-        return Records(client, settings.redis_prefix), f"Redis at {settings.redis_url}"
+        records.client.ping()
+        return records, f"Redis at {settings.redis_url}"
     except redis.RedisError:
         import fakeredis
 
-        return Records(fakeredis.FakeRedis(), settings.redis_prefix), "memory (no Redis answered; records end with the process)"
+        return records_for(settings, fakeredis.FakeRedis()), "memory (no Redis answered; records end with the process)"
 
 
 @dataclass
@@ -180,6 +174,7 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
 
     from meshgen.api.app import create_app
     from meshgen.gitops.jobs import SyncRequest
+    from meshgen.gitops.sync import new_job_id
     from meshgen.records import JobRecord
 
     records, where = connect_records(settings)
@@ -187,7 +182,7 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
     runner = JobRunner(lambda trigger, job: _sync_once(root, settings, records, trigger, job))
 
     def enqueue(request: SyncRequest) -> JobRecord:
-        job = JobRecord(id=_job_id(), trigger=request.trigger, state="queued",
+        job = JobRecord(id=new_job_id(), trigger=request.trigger, state="queued",
                         blueprint_commit=request.blueprint_commit, blueprint_author=request.blueprint_author)
         records.save_job(job)
         runner.submit(request.trigger, job)
@@ -225,12 +220,6 @@ def _env_repo_hint(root: Path) -> str:
     config, _ = load_config(root)
     path = local_env_repo_path(root, config.env_repo.url)
     return os.path.relpath(path) if path is not None else config.env_repo.url
-
-
-def _job_id() -> str:
-    from meshgen.gitops.sync import new_job_id
-
-    return new_job_id()
 
 
 __all__ = ["JobRunner", "connect_records", "fingerprint", "run", "watch"]

@@ -95,16 +95,39 @@ def load_config(root: Path) -> tuple[Config, str]:
 # --- discovery -------------------------------------------------------------------------------
 
 
+StatKey = tuple[int, int, int]  # mtime_ns, size, inode: changes when a file is written
+
+
+def scan(root: Path) -> dict[str, StatKey]:
+    """Every blueprint file under ROOT/blueprints/ with its stat key, sorted by path.
+
+    One pass with scandir (the entry hands out its stat); hidden files and folders are skipped.
+    Discovery order never matters: callers get the sorted paths.
+    """
+    found: dict[str, StatKey] = {}
+
+    def walk(folder: str, rel: str) -> None:
+        try:
+            it = os.scandir(folder)
+        except FileNotFoundError:
+            return
+        with it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path, f"{rel}{e.name}/")
+                elif e.name.endswith(SUFFIXES):
+                    st = e.stat()
+                    found[f"{rel}{e.name}"] = (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    walk(str(root / BLUEPRINTS_DIR), f"{BLUEPRINTS_DIR}/")
+    return dict(sorted(found.items()))
+
+
 def discover(root: Path) -> list[str]:
-    """Repository-relative paths of every blueprint file, sorted (discovery order never matters)."""
-    base = root / BLUEPRINTS_DIR
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
-        found.extend(f"{rel_dir}/{name}" for name in filenames if name.endswith(SUFFIXES) and not name.startswith("."))
-    found.sort()
-    return found
+    """Repository-relative paths of every blueprint file, sorted."""
+    return list(scan(root))
 
 
 # --- one file ----------------------------------------------------------------------------------
