@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import multiprocessing
 import os
 import pickle
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from meshgen import __version__
 from meshgen.blueprint.analysis import Facts, check_fleet
-from meshgen.blueprint.config import Config
 from meshgen.blueprint.loading import CONFIG_FILE, StatKey, load_config, scan
 from meshgen.diagnostics import BlueprintError, Diagnostic
-from meshgen.pipeline import FileOutcome, _check_selection, render_file
+from meshgen.pipeline import check_selection, render_files
 
 CACHE_DIR = ".meshgen/cache"
 _FORMAT = 4
@@ -141,7 +138,7 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
     stats = RenderStats()
     t0 = time.perf_counter()
     config, config_digest = load_config(root)
-    _check_selection(config, env, mesh)
+    check_selection(config, env, mesh)
     key = hashlib.sha256(f"{out.resolve()}|{env}|{mesh}".encode()).hexdigest()[:24]
     stamp = f"{_FORMAT}|{__version__}|{config_digest}"
     cache = _Cache.load(root / CACHE_DIR / key, stamp) if use_cache and out.is_dir() else _Cache(root / CACHE_DIR / key, stamp)
@@ -162,7 +159,7 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
             entries[rel] = prev._replace(stat=skey)  # touched, not changed
         else:
             todo.append(rel)
-    fresh = _render_files(root, todo, config, env, mesh)
+    fresh = render_files(root, todo, config, env=env, mesh=mesh)
     stats.rendered, stats.reused = len(fresh), len(current) - len(fresh)
     t2 = time.perf_counter()
 
@@ -220,39 +217,6 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
     t5 = time.perf_counter()
     stats.timings = {"load": t1 - t0, "render": t2 - t1, "check": t3 - t2, "write": t4 - t3, "cache": t5 - t4}
     return stats
-
-
-PARALLEL_MIN_FILES = 500
-"""Below this, starting worker processes costs more than it saves."""
-
-
-def _render_files(root: Path, rels: list[str], config: Config, env: str | None, mesh: str | None) -> list[FileOutcome]:
-    """Render files, spread over the machine's cores when there are many (a cold render)."""
-    workers = min(len(os.sched_getaffinity(0)), 8)
-    if len(rels) < PARALLEL_MIN_FILES or workers < 2:
-        return [render_file(root, rel, config, env=env, mesh=mesh) for rel in rels]
-    # Contiguous chunks keep results in input order; a few per worker balance uneven files.
-    size = max(1, len(rels) // (workers * 4))
-    chunks = [rels[i:i + size] for i in range(0, len(rels), size)]
-    # fork: workers inherit the imported modules and the validated config, so start-up is cheap.
-    ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                             initializer=_init_worker, initargs=(root, config, env, mesh)) as pool:
-        return [outcome for chunk in pool.map(_render_chunk, chunks) for outcome in chunk]
-
-
-_WORKER: tuple[Path, Config, str | None, str | None] | None = None
-
-
-def _init_worker(root: Path, config: Config, env: str | None, mesh: str | None) -> None:
-    global _WORKER
-    _WORKER = (root, config, env, mesh)
-
-
-def _render_chunk(rels: list[str]) -> list[FileOutcome]:
-    assert _WORKER is not None
-    root, config, env, mesh = _WORKER
-    return [render_file(root, rel, config, env=env, mesh=mesh) for rel in rels]
 
 
 class _Writer:
