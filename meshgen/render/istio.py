@@ -28,6 +28,7 @@ from meshgen.blueprint.base import Duration
 from meshgen.blueprint.config import Config
 from meshgen.blueprint.model import (
     JWT,
+    MTLS,
     AccessRule,
     Backend,
     CircuitBreaker,
@@ -212,14 +213,7 @@ class IstioRenderer:
         v = _Versions(ctx.config)
         out: list[Resource] = []
         if ns.mtls is not None and "namespace.mtls" not in ctx.skipped:
-            out.append(
-                resource(
-                    v.security,
-                    "PeerAuthentication",
-                    metadata("default", ns.namespace, ctx),
-                    spec={"mtls": {"mode": _MTLS_MODES[ns.mtls.mode]}},
-                )
-            )
+            out.append(_default_peer_authentication(v, ns.namespace, ns.mtls, ctx))
         if ns.access == "deny-all" and "namespace.deny-all" not in ctx.skipped:
             # An ALLOW-by-default policy with no rules matches nothing: every request to every
             # workload in the namespace is denied unless another ALLOW policy matches it.
@@ -248,14 +242,7 @@ class IstioRenderer:
         root = ctx.config.istio.root_namespace
         out: list[Resource] = []
         if mesh.mtls is not None and "mesh.mtls" not in ctx.skipped:
-            out.append(
-                resource(
-                    v.security,
-                    "PeerAuthentication",
-                    metadata("default", root, ctx),
-                    spec={"mtls": {"mode": _MTLS_MODES[mesh.mtls.mode]}},
-                )
-            )
+            out.append(_default_peer_authentication(v, root, mesh.mtls, ctx))
         if mesh.telemetry is not None and "mesh.telemetry" not in ctx.skipped:
             spec = _telemetry_spec(mesh.telemetry, frozenset())
             if spec:
@@ -358,6 +345,12 @@ def _number(x: float) -> str:
 
 def _string_match(m: StringMatch) -> dict[str, str]:
     return {m.kind: m.value}
+
+
+def _default_peer_authentication(v: _Versions, namespace: str, mtls: MTLS, ctx: RenderContext) -> Resource:
+    """`default` without a selector: the namespace's mode, or the whole mesh's in the root namespace."""
+    return resource(v.security, "PeerAuthentication", metadata("default", namespace, ctx),
+                    spec={"mtls": {"mode": _MTLS_MODES[mtls.mode]}})
 
 
 def _telemetry_spec(
