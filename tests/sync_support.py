@@ -10,14 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from helpers import wait_for  # re-exported: the worker and sync tests import it from here
 
 from meshgen.gitops.forges.base import PullRequest
 from meshgen.gitops.forges.local import LocalForge
@@ -88,14 +88,6 @@ def clean_prefix(client: redis.Redis, prefix: str) -> None:
         client.delete(*keys)
 
 
-def wait_for(check: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def worker_env(root: Path, prefix: str, *, redis_url: str = REDIS_DB_URL, **extra: str) -> dict[str, str]:

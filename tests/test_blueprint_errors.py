@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import write_repo
+
 from meshgen.diagnostics import BlueprintError
 from meshgen.pipeline import render_repository
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from k8s_schema import validate_manifest
+
 from meshgen.pipeline import render_repository
 
 HERE = Path(__file__).resolve().parent

@@ -8,14 +8,13 @@ kinds, and each string must come back identical where the renderer puts it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
+from helpers import write_repo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import write_repo
 from meshgen.pipeline import render_repository
 from meshgen.render.yamlout import dump
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from helpers import write_repo
+
 from meshgen.blueprint.yamlsource import load_document
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "blueprints"

@@ -4,44 +4,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from helpers import free_port, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "blueprints"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(predicate, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @pytest.mark.slow
 def test_up_renders_opens_local_prs_serves_state_and_follows_edits(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns(".meshgen"))
-    port = _free_port()
-    env = {**os.environ, "MESHGEN_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0"}  # nothing listens: in-memory
+    port = free_port()
+    env = {**os.environ, "MESHGEN_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # nothing listens: in-memory
     proc = subprocess.Popen([sys.executable, "-m", "meshgen", "up", str(root), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -52,7 +31,7 @@ def test_up_renders_opens_local_prs_serves_state_and_follows_edits(tmp_path: Pat
         return httpx.get(f"{base}/api/v1/rollouts?limit=100", timeout=2).json()  # type: ignore[no-any-return]
 
     try:
-        rollouts = _wait(api_up, timeout=60, what="the API")
+        rollouts = wait_for(api_up, timeout=60, what="the API", interval=0.2, ignore=(httpx.HTTPError,))
         assert rollouts["total"] == 20
         assert {r["state"] for r in rollouts["items"]} == {"awaiting-review"}
         api = httpx.get(f"{base}/api/v1/rollouts/production/payments/api-service", timeout=2).json()
@@ -74,7 +53,7 @@ def test_up_renders_opens_local_prs_serves_state_and_follows_edits(tmp_path: Pat
             now = httpx.get(f"{base}/api/v1/rollouts/production/payments/api-service", timeout=2).json()
             return now if now["pr"] and now["pr"]["number"] != number else None
 
-        after = _wait(new_pr, what="a pull request for the edit")
+        after = wait_for(new_pr, timeout=30, what="a pull request for the edit", interval=0.2, ignore=(httpx.HTTPError,))
         assert after["state"] == "awaiting-review"
         job = httpx.get(f"{base}/api/v1/jobs/{after['job']['id']}", timeout=2).json()
         assert job["state"] == "succeeded"

@@ -3,7 +3,6 @@ a real uvicorn on a free loopback port. A screenshot is kept in tests/artifacts/
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 import uvicorn
 from api_support import EnvRepoShas, FakeEnqueue, make_settings, unit
 from argo_fakes import ArgoCDServer, application
+from helpers import free_port
 
 from meshgen.api import deps
 from meshgen.api.app import PAGE_REFRESH_SECONDS, create_app
@@ -27,11 +27,6 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -49,7 +44,7 @@ def served(settings: Settings, records: Records, argo: ArgoCDServer, env_repo: E
     public = make_settings(settings.root, records.prefix, api_public_reads=True)
     app = create_app(public)
     app.dependency_overrides[deps.get_enqueue] = lambda: FakeEnqueue(records)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

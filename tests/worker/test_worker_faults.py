@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +11,7 @@ from pathlib import Path
 import pygit2
 import pytest
 import redis
+from helpers import free_port
 from sync_support import Fleet, WorkerProcess, env_repo, prs_for, redis_client, running_worker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -42,11 +42,6 @@ def test_worker_killed_before_push_redelivers_into_exactly_one_pr(fleet: Fleet) 
         assert len(prs_for(fleet.root, service)) == 1
     assert done.blueprint_commit == "b" * 40
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateRedis:
@@ -80,7 +75,7 @@ class PrivateRedis:
 
 @contextmanager
 def private_redis(workdir: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(_free_port(), workdir)
+    server = PrivateRedis(free_port(), workdir)
     server.start()
     try:
         yield server
