@@ -129,14 +129,23 @@ def _message(flavour: str, feature: str, cap: Capability, kind: str) -> str:
     return text
 
 
-_CAPS: dict[tuple[str, int], dict[str, Capability]] = {}
+_CAPS: dict[tuple[str, int], tuple[Config, dict[str, Capability]]] = {}
+_CAPS_KEPT = 8  # configs in use at once: one per run; a long-running worker loads a new one per sync
 
 
 def _capabilities(mesh: str, config: Config) -> dict[str, Capability]:
+    """A renderer's declarations for these settings, computed once per run, not per blueprint.
+
+    Keyed by identity, and the entry keeps its config alive, so a later config can never
+    reuse a freed one's id and be handed stale declarations; the cache stays small.
+    """
     key = (mesh, id(config))
-    if key not in _CAPS:
-        _CAPS[key] = dict(renderer_class(mesh).capabilities(config))
-    return _CAPS[key]
+    entry = _CAPS.get(key)
+    if entry is None or entry[0] is not config:
+        if len(_CAPS) >= _CAPS_KEPT:
+            _CAPS.clear()
+        entry = _CAPS[key] = (config, dict(renderer_class(mesh).capabilities(config)))
+    return entry[1]
 
 
 def _render_instance(inst: Instance, config: Config, skipped: frozenset[str], notes: tuple[str, ...]) -> Unit:

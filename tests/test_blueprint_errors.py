@@ -187,3 +187,14 @@ def test_type_errors_use_the_words_of_a_yaml_file(tmp_path: Path) -> None:
         "blueprints/payments/x.yaml:4:1: ports: expected a list (one `- item` per entry), got the string 'http'",
         "blueprints/payments/x.yaml:5:7: jwt.issuer: expected text, got the number 5",
     ]
+
+
+def test_changed_mesh_settings_take_effect_in_the_same_process(tmp_path: Path) -> None:
+    # A worker renders many configs in one process: capabilities must follow each one.
+    bp = {"payments/x.yaml": GOOD + "rateLimit: {requests: 10, per: 1s}\n"}
+    modern = "environments:\n  prod: {mesh: linkerd}\nlinkerd: {version: \"2.18\"}\n"
+    old = "environments:\n  prod: {mesh: linkerd}\nlinkerd: {version: \"2.16\"}\n"
+    for run in range(3):
+        assert render_repository(write_repo(tmp_path / f"new{run}", bp, config=modern)).units
+        errs = errors_of(tmp_path / f"old{run}", bp, config=old)
+        assert any("rateLimit" in e and "cannot express this" in e for e in errs), errs
