@@ -17,6 +17,7 @@ without re-reading them.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import NamedTuple
 
 from meshgen.blueprint.loading import Instance, LoadedFile
@@ -25,6 +26,7 @@ from meshgen.diagnostics import Diagnostic, format_path
 from meshgen.render.names import rendered_gateway_name
 
 FieldPath = tuple[str | int, ...]
+Report = Callable[..., None]  # (field path, message, severity="error", code="")
 
 
 class Facts(NamedTuple):
@@ -128,9 +130,8 @@ def check_instance(loaded: LoadedFile, inst: Instance) -> list[Diagnostic]:
     return out
 
 
-def _check_reachability(bp: ServiceBlueprint, diag: object) -> None:
+def _check_reachability(bp: ServiceBlueprint, report: Report) -> None:
     """IST0130/IST0131: a route that an earlier route always catches first."""
-    report = diag  # type: ignore[assignment]
     for j, later in enumerate(bp.routes):
         for i in range(j):
             earlier = bp.routes[i]
@@ -178,8 +179,7 @@ def _string_covers(a: StringMatch, b: StringMatch) -> bool:
     return False
 
 
-def _check_retries_idempotent(bp: ServiceBlueprint, diag: object) -> None:
-    report = diag  # type: ignore[assignment]
+def _check_retries_idempotent(bp: ServiceBlueprint, report: Report) -> None:
     for i, route in enumerate(bp.routes):
         retries = route.retries if route.retries is not None else bp.retries
         methods = route.match.method if route.match else None

@@ -177,11 +177,11 @@ def load_file(
         if resolved is None:
             continue
         bp, overlay_keys = resolved
-        team = _resolve_team(result, bp, config)
-        if team is False:
+        allowed, team = _resolve_team(result, bp, config)
+        if not allowed:
             continue
         env_mesh = mesh or getattr(bp, "mesh", None) or config.environments[env_name].mesh
-        result.instances.append(Instance(env_name, env_mesh, team or None, rel, bp, overlay_keys))
+        result.instances.append(Instance(env_name, env_mesh, team, rel, bp, overlay_keys))
     return result
 
 
@@ -240,16 +240,16 @@ def _apply_overlay(
     return resolved, frozenset(overlay)
 
 
-def _resolve_team(result: LoadedFile, bp: Any, config: Config) -> str | bool | None:
-    """The team a blueprint writes as; False when it may not write into its namespace."""
+def _resolve_team(result: LoadedFile, bp: Any, config: Config) -> tuple[bool, str | None]:
+    """(may it write into its namespace, the team it writes as); the reason is added as a diagnostic."""
     team = getattr(bp, "team", None)
     namespace = getattr(bp, "namespace", None)
     if not config.teams or namespace is None:
-        return team
+        return True, team
     if team is not None:
         if team not in config.teams:
             result.diagnostics.append(result.diag(("team",), f"team {team!r} is not in meshgen.yaml (teams: {', '.join(config.teams)})"))
-            return False
+            return False, None
         owned = config.teams[team].namespaces
         if namespace not in owned:
             owners = config.namespace_owner(namespace)
@@ -259,11 +259,11 @@ def _resolve_team(result: LoadedFile, bp: Any, config: Config) -> str | bool | N
                             f"team {team!r} does not own namespace {namespace!r} ({hint}); "
                             f"{team} owns: {', '.join(owned) or 'nothing'}")
             )
-            return False
-        return team
+            return False, None
+        return True, team
     owners = config.namespace_owner(namespace)
     if len(owners) == 1:
-        return owners[0]
+        return True, owners[0]
     if not owners:
         result.diagnostics.append(
             result.diag(("namespace",), f"namespace {namespace!r} belongs to no team in meshgen.yaml; "
@@ -273,7 +273,7 @@ def _resolve_team(result: LoadedFile, bp: Any, config: Config) -> str | bool | N
         result.diagnostics.append(
             result.diag(("namespace",), f"namespace {namespace!r} is shared by teams {', '.join(owners)}; set `team:`")
         )
-    return False
+    return False, None
 
 
 # --- pydantic errors to diagnostics ------------------------------------------------------------

@@ -189,6 +189,15 @@ def resolve_plain(value: str) -> Any:
     return value
 
 
+# What an explicit scalar tag (`!!int "8080"`) requires the value to read as.
+_EXPLICIT_TAGS: dict[str, type | tuple[type, ...]] = {
+    "tag:yaml.org,2002:int": int,
+    "tag:yaml.org,2002:float": (int, float),
+    "tag:yaml.org,2002:bool": bool,
+    "tag:yaml.org,2002:null": type(None),
+}
+
+
 class _Constructor:
     """Node tree to plain values, with an expansion budget shared by the whole file."""
 
@@ -234,19 +243,14 @@ class _Constructor:
         if tag == _STR_TAG:
             return text
         # An explicit tag such as `!!int "8080"` or `!!bool yes`.
-        value = resolve_plain(text)
-        wanted = {
-            "tag:yaml.org,2002:int": int,
-            "tag:yaml.org,2002:float": (int, float),
-            "tag:yaml.org,2002:bool": bool,
-            "tag:yaml.org,2002:null": type(None),
-        }.get(tag)
+        value: Any = resolve_plain(text)
+        wanted = _EXPLICIT_TAGS.get(tag)
         if wanted is None or not isinstance(value, wanted) or (tag.endswith("int") and isinstance(value, bool)):
             raise YAMLSourceError(
                 f"{text!r} cannot be read as {tag.rsplit(':', 1)[-1]}; remove the tag or fix the value",
                 *_pos(node.start_mark),
             )
-        return float(value) if tag.endswith("float") else value
+        return float(value) if isinstance(value, (int, float)) and tag.endswith("float") else value
 
     def _mapping(self, node: MappingNode) -> dict[Any, Any]:
         result: dict[Any, Any] = {}

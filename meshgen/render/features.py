@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from meshgen.blueprint.model import MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.blueprint.model import (
+    MeshBlueprint,
+    NamespaceBlueprint,
+    RetryPolicy,
+    ServiceBlueprint,
+    Telemetry,
+)
 
 FieldPath = tuple[str | int, ...]
 
@@ -158,10 +164,7 @@ def used_features(svc: ServiceBlueprint) -> Iterator[tuple[str, FieldPath]]:
             yield "observability.dashboard", ("observability", "dashboard")
 
 
-def _retries(policy: object, path: FieldPath) -> Iterator[tuple[str, FieldPath]]:
-    from meshgen.blueprint.model import RetryPolicy
-
-    assert isinstance(policy, RetryPolicy)
+def _retries(policy: RetryPolicy, path: FieldPath) -> Iterator[tuple[str, FieldPath]]:
     yield "retries", path
     if policy.per_try_timeout is not None:
         yield "retries.perTryTimeout", (*path, "perTryTimeout")
@@ -169,10 +172,7 @@ def _retries(policy: object, path: FieldPath) -> Iterator[tuple[str, FieldPath]]
         yield "retries.budget", (*path, "budget")
 
 
-def _telemetry(tel: object, path: FieldPath) -> Iterator[tuple[str, FieldPath]]:
-    from meshgen.blueprint.model import Telemetry
-
-    assert isinstance(tel, Telemetry)
+def _telemetry(tel: Telemetry, path: FieldPath) -> Iterator[tuple[str, FieldPath]]:
     if tel.tracing is not None:
         yield "telemetry.tracing", (*path, "tracing")
     if tel.access_logs is not None:
