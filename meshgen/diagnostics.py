@@ -8,6 +8,7 @@ file:line:col, the field path, what is wrong and what would be valid.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache, partial
 from typing import Literal, NamedTuple
 
 Severity = Literal["error", "warning"]
@@ -32,8 +33,36 @@ class Diagnostic(NamedTuple):
         return f"{self.file}:{self.line}:{self.column}: {label}{code}{where}{self.message}"
 
 
+DiagnosticRow = tuple[str, int, int, str, str, str, str]
+"""A Diagnostic as a plain tuple: what crosses process boundaries and sits in the render
+cache. Plain tuples pickle and unpickle in C; a NamedTuple costs a Python call each way,
+which shows at the tens of thousands of warnings a large fleet can carry."""
+
+_from_row = partial(tuple.__new__, Diagnostic)  # what Diagnostic._make does, minus the Python call
+
+
+def to_rows(diagnostics: Iterable[Diagnostic]) -> tuple[DiagnosticRow, ...]:
+    return tuple(map(tuple, diagnostics))  # type: ignore[arg-type]
+
+
+def from_rows(rows: Iterable[DiagnosticRow]) -> list[Diagnostic]:
+    return list(map(_from_row, rows))
+
+
 def format_path(path: Iterable[str | int]) -> str:
     """('routes', 1, 'retries') -> 'routes[1].retries'."""
+    if type(path) is tuple:
+        return _format_tuple(path)
+    return _format(path)
+
+
+@lru_cache(maxsize=4096)
+def _format_tuple(path: tuple[str | int, ...]) -> str:
+    # Feature paths repeat across a fleet: one warning per feature and service.
+    return _format(path)
+
+
+def _format(path: Iterable[str | int]) -> str:
     out = ""
     for part in path:
         if isinstance(part, int):

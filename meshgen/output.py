@@ -27,12 +27,14 @@ from typing import NamedTuple
 from meshgen import __version__
 from meshgen.blueprint.analysis import Facts, check_fleet
 from meshgen.blueprint.loading import CONFIG_FILE, StatKey, load_config, scan
-from meshgen.diagnostics import BlueprintError, Diagnostic
-from meshgen.pipeline import check_selection, render_files
+from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, from_rows, to_rows
+from meshgen.files import remove_output
+from meshgen.pipeline import check_selection, output_hashes, render_batch
 
 CACHE_DIR = ".meshgen/cache"
-_FORMAT = 4
+_FORMAT = 5
 _JOURNAL_LIMIT = 256  # entries in the journal before it is folded into the base
+_SEVERITY = Diagnostic._fields.index("severity")
 
 
 @dataclass
@@ -53,17 +55,13 @@ class _Entry(NamedTuple):
     stat: StatKey
     digest: str
     facts: tuple[Facts, ...]
-    warnings: tuple[Diagnostic, ...]
+    warnings: tuple[DiagnosticRow, ...]
     outputs: bytes  # pickled ((output path, blake2b-128 of content), ...): decoded only when the file changes
     files: int
     units: int
 
     def output_hashes(self) -> dict[str, bytes]:
-        return dict(pickle.loads(self.outputs))
-
-
-def _content_hash(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
+        return output_hashes(self.outputs)
 
 
 class _Cache:
@@ -126,15 +124,18 @@ def _atomic(path: Path, data: bytes) -> None:
 
 
 def render_to_dir(root: Path, out: Path, *, env: str | None = None, mesh: str | None = None,
-                  use_cache: bool = True) -> RenderStats:
-    """Render ROOT into OUT. Raises BlueprintError (and writes nothing) when a blueprint is wrong."""
+                  use_cache: bool = True, jobs: int | None = None) -> RenderStats:
+    """Render ROOT into OUT. Raises BlueprintError (and writes nothing) when a blueprint is wrong.
+
+    `jobs`: processes to render with (see pipeline.render_batch)."""
     try:
-        return _render_to_dir(root, out, env=env, mesh=mesh, use_cache=use_cache)
+        return _render_to_dir(root, out, env=env, mesh=mesh, use_cache=use_cache, jobs=jobs)
     finally:
         gc.unfreeze()
 
 
-def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, use_cache: bool) -> RenderStats:
+def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, use_cache: bool,
+                   jobs: int | None) -> RenderStats:
     stats = RenderStats()
     t0 = time.perf_counter()
     config, config_digest = load_config(root)
@@ -159,57 +160,64 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
             entries[rel] = prev._replace(stat=skey)  # touched, not changed
         else:
             todo.append(rel)
-    fresh = render_files(root, todo, config, env=env, mesh=mesh)
-    stats.rendered, stats.reused = len(fresh), len(current) - len(fresh)
-    t2 = time.perf_counter()
+    with render_batch(root, todo, config, env=env, mesh=mesh, jobs=jobs) as batch:
+        fresh = batch.summaries
+        stats.rendered, stats.reused = len(fresh), len(current) - len(fresh)
+        t2 = time.perf_counter()
 
-    # Every error of the run, fresh files and fleet checks alike, before anything is written.
-    diagnostics = [d for o in fresh for d in o.diagnostics]
-    all_facts = [f for rel in current for f in (entries[rel].facts if rel in entries else ())]
-    all_facts += [f for o in fresh for f in o.facts]
-    diagnostics += check_fleet(all_facts)
-    if any(d.severity == "error" for d in diagnostics):
-        raise BlueprintError(diagnostics)
-    t3 = time.perf_counter()
+        # Every error of the run, fresh files and fleet checks alike, before anything is written.
+        diagnostics = from_rows(d for s in fresh for d in s.diagnostics)
+        all_facts = [f for rel in current for f in (entries[rel].facts if rel in entries else ())]
+        all_facts += [f for s in fresh for f in s.facts]
+        fleet_findings = check_fleet(all_facts)
+        diagnostics += fleet_findings
+        if any(d.severity == "error" for d in diagnostics):
+            raise BlueprintError(diagnostics)
+        t3 = time.perf_counter()
 
-    writer = _Writer(out)
-    changed: dict[str, _Entry | None] = {}
-    # Paths the re-rendered files produce now. An output can move between blueprint files
-    # (a renamed file); two current files never share one (that is a fleet-check error).
-    produced: set[str] = set()
-    for outcome in fresh:
-        prev = old.get(outcome.path)
-        before = prev.output_hashes() if prev else {}
-        outputs: list[tuple[str, bytes]] = []
-        for unit in outcome.units:
-            for name, data in unit.files.items():
-                rel_out, digest = f"{unit.folder}/{name}", _content_hash(data)
-                outputs.append((rel_out, digest))
-                produced.add(rel_out)
-                if before.get(rel_out) != digest:
-                    writer.write(rel_out, data)
-                    stats.written += 1
-        warnings = tuple(d for d in outcome.diagnostics if d.severity == "warning")
-        blob = pickle.dumps(tuple(outputs), protocol=pickle.HIGHEST_PROTOCOL)
-        entry = _Entry(current[outcome.path], outcome.digest, tuple(outcome.facts), warnings, blob, len(outputs),
-                       len(outcome.units))
-        entries[outcome.path] = entry
-        changed[outcome.path] = entry
-    for rel, prev in old.items():
-        if rel not in current:
-            changed[rel] = None
-        if rel in changed:
+        changed: dict[str, _Entry | None] = {}
+        to_write: list[str] = []
+        unchanged: set[str] = set()  # outputs of re-rendered files whose content is the same
+        for summary in fresh:
+            prev = old.get(summary.path)
+            if prev is None:
+                to_write.append(summary.path)
+                stats.written += summary.files
+            elif prev.outputs != summary.outputs:
+                before, now = prev.output_hashes(), output_hashes(summary.outputs)
+                to_write.append(summary.path)
+                for rel_out, digest in now.items():
+                    if before.get(rel_out) == digest:
+                        unchanged.add(rel_out)
+                    else:
+                        stats.written += 1
+            warnings = tuple(d for d in summary.diagnostics if d[_SEVERITY] == "warning")
+            entry = _Entry(current[summary.path], summary.digest, summary.facts, warnings, summary.outputs,
+                           summary.files, summary.units)
+            entries[summary.path] = entry
+            changed[summary.path] = entry
+        batch.write(out, to_write, unchanged)
+    # Outputs no blueprint produces any more. An output can move between blueprint files (a
+    # renamed file); two current files never share one (that is a fleet-check error).
+    stale = [prev for rel, prev in old.items() if rel not in current or rel in changed]
+    if stale:
+        produced = {rel_out for s in fresh for rel_out in output_hashes(s.outputs)}
+        for prev in stale:
             for rel_out in prev.output_hashes():
                 if rel_out not in produced:
-                    _remove(out, rel_out)
+                    remove_output(out, rel_out)
                     stats.removed += 1
+    for rel in old:
+        if rel not in current:
+            changed[rel] = None
     stats.units = sum(e.units for e in entries.values())
     stats.files = sum(e.files for e in entries.values())
-    # Sorted as plain tuples (compared in C): a large fleet on a partly expressible mesh can
-    # carry one warning per feature and service, tens of thousands in all.
-    found = {w for e in entries.values() for w in e.warnings}
-    found.update(d for d in diagnostics if d.severity == "warning")
-    stats.warnings = sorted(found)
+    # Sorted and de-duplicated as plain tuples (in C): a large fleet on a partly expressible
+    # mesh can carry one warning per feature and service, tens of thousands in all. The
+    # entries come in path order, so the sort mostly finds runs already in order.
+    found = [w for e in entries.values() for w in e.warnings]
+    found += to_rows(d for d in fleet_findings if d.severity == "warning")
+    stats.warnings = from_rows(dict.fromkeys(sorted(found)))
     t4 = time.perf_counter()
 
     if changed or not cache.base:  # --no-cache skips reading the cache, not keeping it current
@@ -217,57 +225,6 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
     t5 = time.perf_counter()
     stats.timings = {"load": t1 - t0, "render": t2 - t1, "check": t3 - t2, "write": t4 - t3, "cache": t5 - t4}
     return stats
-
-
-class _Writer:
-    """Writes output files; replaces existing ones atomically so readers never see half a file.
-
-    Plain os calls on str paths: at 10^5 small files, pathlib and buffered IO objects cost
-    more than the writes themselves.
-    """
-
-    _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-
-    def __init__(self, out: Path) -> None:
-        self._out = str(out)
-        self._made: set[str] = set()
-
-    def write(self, rel: str, data: bytes) -> None:
-        path = f"{self._out}/{rel}"
-        parent = path.rsplit("/", 1)[0]
-        if parent not in self._made:
-            os.makedirs(parent, exist_ok=True)
-            self._made.add(parent)
-        try:
-            # A new file: nobody can be reading it, write in place (half the system calls).
-            fd = os.open(path, self._NEW, 0o644)
-        except FileExistsError:
-            tmp = f"{parent}/.{rel.rsplit('/', 1)[-1]}.tmp"
-            _write_all(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), data)
-            os.replace(tmp, path)
-            return
-        _write_all(fd, data)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-
-
-def _remove(out: Path, rel: str) -> None:
-    path = out / rel
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return
-    parent = path.parent
-    while parent != out and parent.is_dir() and not any(parent.iterdir()):
-        parent.rmdir()
-        parent = parent.parent
 
 
 __all__ = ["RenderStats", "render_to_dir", "CONFIG_FILE"]

@@ -1,25 +1,33 @@
 """Blueprints repository in, rendered files out: load, check, render, lay out.
 
-Nothing is written here. `render_repository` either returns every rendered file with the
-warnings, or raises BlueprintError with every error of the run, so a caller can never
-write half a result.
+`render_repository` either returns every rendered file with the warnings, or raises
+BlueprintError with every error of the run, so a caller can never write half a result.
+A `render_batch` writes only what its caller asks for, after the caller has seen every
+diagnostic.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
+import pickle
 import threading
-from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+import traceback
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any, NamedTuple, Protocol
 
 from meshgen.blueprint.analysis import Facts, check_fleet, check_instance, facts_for
 from meshgen.blueprint.config import Config
 from meshgen.blueprint.loading import Instance, LoadedFile, discover, load_config, load_file
 from meshgen.blueprint.model import MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
-from meshgen.diagnostics import BlueprintError, Diagnostic
+from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, to_rows
+from meshgen.files import OutputWriter, content_hash
 from meshgen.gitops.units import MESH_SERVICE as MESH_FOLDER
 from meshgen.gitops.units import NAMESPACE_SERVICE as NAMESPACE_FOLDER
 from meshgen.gitops.units import Unit
@@ -196,37 +204,232 @@ PARALLEL_MIN_FILES = 500
 """Below this, starting worker processes costs more than it saves."""
 
 
-def render_files(root: Path, rels: list[str], config: Config, *, env: str | None, mesh: str | None) -> list[FileOutcome]:
-    """Render files in order, spread over the machine's cores when there are many.
+class Summary(NamedTuple):
+    """One rendered blueprint file without its output contents: what a batch reports before
+    anything is written, and what the render cache keeps."""
+
+    path: str
+    digest: str
+    diagnostics: tuple[DiagnosticRow, ...]  # see meshgen.diagnostics.from_rows
+    facts: tuple[Facts, ...]
+    units: int
+    files: int
+    # pickled ((output path, content hash), ...): made where the file was rendered, decoded
+    # only where an earlier render of the same file has to be compared with it
+    outputs: bytes
+
+
+def output_hashes(outputs: bytes) -> dict[str, bytes]:
+    """A Summary's `outputs`: output path -> content hash."""
+    return dict(pickle.loads(outputs))
+
+
+_Held = dict[str, list[tuple[str, bytes]]]  # blueprint path -> (output path, content) it produced
+
+
+def _summarize(outcome: FileOutcome, held: _Held) -> Summary:
+    files = held[outcome.path] = []
+    for unit in outcome.units:
+        for name, data in unit.files.items():
+            files.append((f"{unit.folder}/{name}", data))
+    outputs = pickle.dumps(tuple((rel_out, content_hash(data)) for rel_out, data in files),
+                           protocol=pickle.HIGHEST_PROTOCOL)
+    return Summary(outcome.path, outcome.digest, to_rows(outcome.diagnostics), tuple(outcome.facts),
+                   len(outcome.units), len(files), outputs)
+
+
+class Batch(Protocol):
+    """Blueprint files rendered and held, in input order: look at `summaries` (diagnostics,
+    facts, output hashes), then write the outputs you want or take the full outcomes."""
+
+    summaries: list[Summary]
+
+    def write(self, out: Path, blueprints: Iterable[str], unchanged: Collection[str] = ()) -> None:
+        """Write under OUT every output of these blueprint files, except the output paths
+        in `unchanged`."""
+
+    def outcomes(self) -> list[FileOutcome]:
+        """Every file's full outcome, rendered files included (only with keep_outcomes)."""
+
+
+@contextmanager
+def render_batch(root: Path, rels: list[str], config: Config, *, env: str | None, mesh: str | None,
+                 keep_outcomes: bool = False, jobs: int | None = None) -> Iterator[Batch]:
+    """Render files, spread over `jobs` processes (default: the CPUs this process may use, at
+    most 8) when there are many; with `jobs=1`, or few files, in this process.
+
+    A spread batch keeps each rendered file in the process that rendered it until the caller,
+    having seen every diagnostic, asks for it to be written (so the writing is spread too, and
+    an error anywhere still means nothing is written) or for the outcomes.
 
     Workers are forked (they inherit the imported modules and the validated config, so they
     start in milliseconds), which is only safe from a single-threaded process: a lock held by
     another thread at fork time stays held in the child. The worker (lock heartbeat) and
     `meshgen up` (web server) therefore render in-process.
     """
-    workers = min(len(os.sched_getaffinity(0)), 8)
+    workers = jobs if jobs is not None else min(len(os.sched_getaffinity(0)), 8)
     if len(rels) < PARALLEL_MIN_FILES or workers < 2 or threading.active_count() > 1:
-        return [render_file(root, rel, config, env=env, mesh=mesh) for rel in rels]
-    # Contiguous chunks keep results in input order; a few per worker balance uneven files.
-    size = max(1, len(rels) // (workers * 4))
-    chunks = [rels[i:i + size] for i in range(0, len(rels), size)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                             initializer=_init_worker, initargs=(root, config, env, mesh)) as pool:
-        return [outcome for chunk in pool.map(_render_chunk, chunks) for outcome in chunk]
+        yield _LocalBatch([render_file(root, rel, config, env=env, mesh=mesh) for rel in rels])
+        return
+    batch = _ForkedBatch(root, rels, config, env, mesh, workers, keep_outcomes)
+    try:
+        yield batch
+    finally:
+        batch.close()
 
 
-_WORKER: tuple[Path, Config, str | None, str | None] | None = None
+def render_files(root: Path, rels: list[str], config: Config, *, env: str | None, mesh: str | None) -> list[FileOutcome]:
+    """Render files in order (spread over the machine's cores when there are many)."""
+    with render_batch(root, rels, config, env=env, mesh=mesh, keep_outcomes=True) as batch:
+        return batch.outcomes()
 
 
-def _init_worker(root: Path, config: Config, env: str | None, mesh: str | None) -> None:
-    global _WORKER
-    _WORKER = (root, config, env, mesh)
+def _write_held(held: _Held, out: Path, blueprints: Iterable[str], unchanged: Collection[str]) -> None:
+    writer = OutputWriter(out)
+    for rel in blueprints:
+        for rel_out, data in held[rel]:
+            if rel_out not in unchanged:
+                writer.write(rel_out, data)
 
 
-def _render_chunk(rels: list[str]) -> list[FileOutcome]:
-    assert _WORKER is not None
-    root, config, env, mesh = _WORKER
-    return [render_file(root, rel, config, env=env, mesh=mesh) for rel in rels]
+class _LocalBatch:
+    def __init__(self, outcomes: list[FileOutcome]) -> None:
+        self._outcomes = outcomes
+        self._held: _Held = {}
+        self.summaries = [_summarize(o, self._held) for o in outcomes]
+
+    def write(self, out: Path, blueprints: Iterable[str], unchanged: Collection[str] = ()) -> None:
+        _write_held(self._held, out, blueprints, unchanged)
+
+    def outcomes(self) -> list[FileOutcome]:
+        return self._outcomes
+
+
+class _ForkedBatch:
+    """Forked workers take chunks of files in turn, report summaries, then wait for orders."""
+
+    def __init__(self, root: Path, rels: list[str], config: Config, env: str | None, mesh: str | None,
+                 workers: int, keep_outcomes: bool) -> None:
+        mp = multiprocessing.get_context("fork")
+        # Contiguous chunks keep results in input order; a few per worker balance uneven files.
+        size = max(1, len(rels) // (workers * 4))
+        chunks = [rels[i:i + size] for i in range(0, len(rels), size)]
+        next_chunk = mp.Value("i", 0)
+        self._conns: list[Connection] = []
+        self._procs: list[BaseProcess] = []
+        self._holder: dict[str, int] = {}  # blueprint path -> index of the worker holding its outputs
+        try:
+            for _ in range(workers):
+                mine, theirs = mp.Pipe()
+                self._conns.append(mine)
+                proc = mp.Process(target=_serve, daemon=True,
+                                  args=(theirs, list(self._conns), chunks, next_chunk, keep_outcomes,
+                                        root, config, env, mesh))
+                proc.start()
+                theirs.close()
+                self._procs.append(proc)
+            by_chunk: dict[int, list[Summary]] = {}
+            rendering = set(range(workers))
+            while rendering:
+                for conn in wait([self._conns[w] for w in rendering]):
+                    w = self._conns.index(conn)  # type: ignore[arg-type]
+                    msg = self._recv(w)
+                    if msg[0] == "rendered":
+                        rendering.discard(w)
+                        continue
+                    _, idx, summaries = msg
+                    by_chunk[idx] = summaries
+                    for rel in chunks[idx]:
+                        self._holder[rel] = w
+            self.summaries = [s for idx in sorted(by_chunk) for s in by_chunk[idx]]
+        except BaseException:
+            self.close()
+            raise
+
+    def write(self, out: Path, blueprints: Iterable[str], unchanged: Collection[str] = ()) -> None:
+        orders: list[list[str]] = [[] for _ in self._conns]
+        for rel in blueprints:
+            orders[self._holder[rel]].append(rel)
+        skip = set(unchanged)
+        for conn, order in zip(self._conns, orders):
+            conn.send(("write", out, order, skip))
+        for w in range(len(self._conns)):
+            self._recv(w)
+
+    def outcomes(self) -> list[FileOutcome]:
+        for conn in self._conns:
+            conn.send(("outcomes",))
+        by_chunk: dict[int, list[FileOutcome]] = {}
+        for w in range(len(self._conns)):
+            by_chunk.update(self._recv(w)[1])
+        return [o for idx in sorted(by_chunk) for o in by_chunk[idx]]
+
+    def _recv(self, w: int) -> tuple[Any, ...]:
+        try:
+            msg: tuple[Any, ...] = self._conns[w].recv()
+        except EOFError:
+            proc = self._procs[w]
+            proc.join(5)
+            raise RuntimeError(f"render worker {proc.pid} exited unexpectedly (exit code {proc.exitcode}); "
+                               "this is a meshgen bug or the machine ran out of memory") from None
+        if msg[0] == "failed":
+            exc: BaseException = msg[1]
+            exc.add_note(f"in render worker {self._procs[w].pid}:\n{msg[2]}")
+            raise exc
+        return msg
+
+    def close(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.send(("close",))
+            except OSError:
+                pass  # already gone
+            conn.close()
+        for proc in self._procs:
+            proc.join(10)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+
+
+def _serve(conn: Connection, parent_ends: list[Connection], chunks: list[list[str]], next_chunk: Any,
+           keep_outcomes: bool, root: Path, config: Config, env: str | None, mesh: str | None) -> None:
+    """A render worker: render chunks until none are left, then write or hand over on request."""
+    for end in parent_ends:  # so that this worker's pipe closes when the parent goes away
+        end.close()
+    try:
+        held: _Held = {}
+        outcomes: dict[int, list[FileOutcome]] = {}
+        while True:
+            with next_chunk.get_lock():
+                idx = next_chunk.value
+                next_chunk.value = idx + 1
+            if idx >= len(chunks):
+                break
+            done = [render_file(root, rel, config, env=env, mesh=mesh) for rel in chunks[idx]]
+            if keep_outcomes:
+                outcomes[idx] = done
+            conn.send(("chunk", idx, [_summarize(o, held) for o in done]))
+            # What this worker holds only grows and holds no cycles: keep the cyclic GC from
+            # scanning it again and again (as render_to_dir does for the cache).
+            gc.freeze()
+        conn.send(("rendered",))
+        while True:
+            order = conn.recv()
+            if order[0] == "write":
+                _write_held(held, order[1], order[2], order[3])
+                conn.send(("written",))
+            elif order[0] == "outcomes":
+                conn.send(("outcomes", outcomes))
+            else:
+                return
+    except EOFError:
+        return  # the parent went away
+    except BaseException as exc:  # reported to the parent, which raises it
+        try:
+            conn.send(("failed", exc, traceback.format_exc()))
+        except Exception:
+            conn.send(("failed", RuntimeError(repr(exc)), traceback.format_exc()))
 
 
 def check_selection(config: Config, env: str | None, mesh: str | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -55,7 +56,7 @@ class IstioSettings(Strict):
     root_namespace: DNSLabel = Field(default="istio-system", alias="rootNamespace")
     ingress_selector: dict[str, str] = Field(default_factory=lambda: {"istio": "ingressgateway"}, alias="ingressSelector")
 
-    @property
+    @cached_property
     def release(self) -> tuple[int, int]:
         return version_tuple(self.version)
 
@@ -67,7 +68,7 @@ class LinkerdSettings(Strict):
     smi_version: Literal["v1alpha1", "v1alpha2"] = Field(default="v1alpha2", alias="smiVersion")
     namespace: DNSLabel = "linkerd"
 
-    @property
+    @cached_property
     def release(self) -> tuple[int, int]:
         return version_tuple(self.version)
 

@@ -64,8 +64,9 @@ class Document:
             nxt: Node | None = None
             key_node: Node | None = None
             if isinstance(node, MappingNode):
+                key = part if isinstance(part, str) else str(part)
                 for k, v in node.value:
-                    if isinstance(k, ScalarNode) and _key_matches(k, part):
+                    if k.value == key and isinstance(k, ScalarNode):
                         key_node, nxt = k, v
                         break
             elif isinstance(node, SequenceNode) and isinstance(part, int):
@@ -81,10 +82,6 @@ class Document:
     def key_position(self, path: Path) -> tuple[int, int]:
         """Position of the key named by the last element of `path` (for unknown keys)."""
         return self.position(path)
-
-
-def _key_matches(node: ScalarNode, part: str | int) -> bool:
-    return node.value == str(part)
 
 
 _PLAIN = "meshgen:plain"

@@ -37,7 +37,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from meshgen.blueprint.base import format_duration
 from meshgen.blueprint.config import Config
@@ -97,12 +97,12 @@ class Incomputable(Exception):
     """The overlap of two matches cannot be written as one Gateway API match."""
 
 
-@dataclass(frozen=True)
-class Atom:
+class Atom(NamedTuple):
     """One Gateway API HTTPRouteMatch: at most one path, one method, header matches.
 
     path is (kind, value) with kind exact | prefix | regex; a `/` prefix is None. headers
-    are (name, kind, value) sorted by name, kind exact | regex.
+    are (name, kind, value) sorted by name, kind exact | regex. A tuple: the match algebra
+    hashes and compares thousands of these per fleet.
     """
 
     path: tuple[str, str] | None = None
@@ -137,6 +137,9 @@ class Atom:
             bits.append(f"method {self.method}")
         bits.extend(f"header {n} {k} {v}" for n, k, v in self.headers)
         return ", ".join(bits) or "any request"
+
+
+ANY_REQUEST = Atom()
 
 
 def _prefix_trim(p: str) -> str:
@@ -186,6 +189,10 @@ def _conj_path(a: tuple[str, str] | None, b: tuple[str, str] | None) -> tuple[st
 
 def conj(a: Atom, b: Atom) -> Atom | None:
     """A match that holds exactly when both hold; None when no request satisfies both."""
+    if a == b or b == ANY_REQUEST:
+        return a
+    if a == ANY_REQUEST:
+        return b
     if a.method and b.method and a.method != b.method:
         return None
     path = _conj_path(a.path, b.path)
@@ -238,7 +245,7 @@ def _may_tie(x: Atom, y: Atom) -> bool:
 def route_atoms(match: Match | None) -> list[Atom]:
     """A blueprint match as alternatives (one per method)."""
     if match is None:
-        return [Atom()]
+        return [ANY_REQUEST]
     path: tuple[str, str] | None = None
     if match.path is not None:
         kind, value = match.path.kind, match.path.value
@@ -324,11 +331,11 @@ class RouteTable:
     notes: list[str]  # where first-match-wins cannot be kept exactly
 
 
-def route_table(routes: list[EffectiveRoute], policy_key: Any = None) -> RouteTable:
+def route_table(routes: list[EffectiveRoute], policies: Sequence[Any] | None = None) -> RouteTable:
     """Gateway API rules that keep the blueprint's first-match-wins under Linkerd's precedence.
 
-    policy_key(route) says which routes can share an HTTPRoute; ties between emitted
-    matches of different HTTPRoutes are reported in `notes`.
+    policies[i] says which HTTPRoute routes[i] belongs in (routes with equal policies can
+    share one); ties between emitted matches of different HTTPRoutes are reported in `notes`.
     """
     groups = [route_atoms(r.match) for r in routes]
     cl = closure(groups)
@@ -340,12 +347,14 @@ def route_table(routes: list[EffectiveRoute], policy_key: Any = None) -> RouteTa
     by_route: dict[int, list[Atom]] = {}
     for atom, idx in cl.first.items():
         by_route.setdefault(idx, []).append(atom)
-    rules = [TableRule(tuple(sorted(by_route[i], key=Atom.sort_key)), routes[i]) for i in sorted(by_route)]
-    if policy_key is not None:
-        flat = [(a, i) for i in sorted(by_route) for a in sorted(by_route[i], key=Atom.sort_key)]
+    for atoms in by_route.values():
+        atoms.sort(key=Atom.sort_key)
+    rules = [TableRule(tuple(by_route[i]), routes[i]) for i in sorted(by_route)]
+    if policies is not None and len(set(policies)) > 1:
+        flat = [(a, i) for i in sorted(by_route) for a in by_route[i]]
         for x, i in flat:
             for y, j in flat:
-                if i < j and policy_key(routes[i]) != policy_key(routes[j]) and x != y and implies(x, y) and _may_tie(x, y):
+                if i < j and policies[i] != policies[j] and x != y and implies(x, y) and _may_tie(x, y):
                     notes.append(
                         f"route {routes[i].name!r} ({x.describe()}) and route {routes[j].name!r} ({y.describe()}) "
                         "are in different HTTPRoutes and Linkerd may score them equal; the older HTTPRoute wins"
@@ -608,12 +617,13 @@ class LinkerdRenderer:
         routes = self._routes(svc, ctx)
         needs_routing = any(r.match is not None or r.backends for r in routes)
         annotated = s.route_policy == "annotations" and s.release >= (2, 16)
+        policies = [self._policy_annotations(r, ctx) for r in routes]
         if annotated:
-            needs_routing = needs_routing or any(self._policy_annotations(r, ctx) for r in routes)
+            needs_routing = needs_routing or any(policies)
         if s.traffic_split == "smi":
             out.extend(self._traffic_split(svc, routes, ctx))
         if needs_routing and (s.traffic_split == "httproute" or annotated):
-            out.extend(self._http_routes(svc, routes, ctx, annotated))
+            out.extend(self._http_routes(svc, routes, policies, ctx))
         if s.route_policy == "serviceprofile":
             out.extend(self._service_profile(svc, routes, ctx))
         out.extend(self._inbound(svc, ctx))
@@ -695,10 +705,11 @@ class LinkerdRenderer:
             refs.append({"group": "", "kind": "Service", "name": svc.service, "port": port})
         return refs
 
-    def _policy_annotations(self, route: EffectiveRoute, ctx: RenderContext) -> dict[str, str]:
+    def _policy_annotations(self, route: EffectiveRoute, ctx: RenderContext) -> tuple[tuple[str, str], ...]:
+        """The retry/timeout annotations of the HTTPRoute this route goes in, as sorted pairs."""
         s = ctx.config.linkerd
         if s.route_policy != "annotations" or s.release < (2, 16):
-            return {}
+            return ()
         out: dict[str, str] = {}
         if route.timeout is not None and _has(ctx, "timeout"):
             out["timeout.linkerd.io/request"] = format_duration(route.timeout.seconds)
@@ -710,7 +721,7 @@ class LinkerdRenderer:
                 out["retry.linkerd.io/http"] = ",".join(conds)
             if r.per_try_timeout is not None and _has(ctx, "retries.perTryTimeout"):
                 out["retry.linkerd.io/timeout"] = format_duration(r.per_try_timeout.seconds)
-        return dict(sorted(out.items()))
+        return tuple(sorted(out.items()))
 
     def _route_backends(self, route: EffectiveRoute, routes: list[EffectiveRoute], ctx: RenderContext) -> tuple[Backend, ...]:
         """Under SMI the TrafficSplit carries the default route's split: HTTPRoutes go to the apex."""
@@ -721,21 +732,18 @@ class LinkerdRenderer:
             return ()
         return route.backends
 
-    def _http_routes(self, svc: ServiceBlueprint, routes: list[EffectiveRoute], ctx: RenderContext,
-                     annotated: bool) -> list[Resource]:
+    def _http_routes(self, svc: ServiceBlueprint, routes: list[EffectiveRoute],
+                     policies: list[tuple[tuple[str, str], ...]], ctx: RenderContext) -> list[Resource]:
         api = self.route_api_version(ctx.config)
         ports = [p for p in svc.ports if p.protocol in ROUTABLE]
         if not ports:
             return []
-
-        def key(r: EffectiveRoute) -> tuple[tuple[str, str], ...]:
-            return tuple(self._policy_annotations(r, ctx).items())
-
-        table = route_table(routes, policy_key=key)
+        table = route_table(routes, policies)
+        policy_of = {id(r): policy for r, policy in zip(routes, policies)}
         # group rules by policy, in precedence order; a group is named after its first route
         groups: dict[tuple[tuple[str, str], ...], list[TableRule]] = {}
         for rule in table.rules:
-            groups.setdefault(key(rule.route), []).append(rule)
+            groups.setdefault(policy_of[id(rule.route)], []).append(rule)
         out = []
         for port in ports:
             for policy, rules in groups.items():
@@ -767,7 +775,7 @@ class LinkerdRenderer:
     def precedence_notes(self, svc: ServiceBlueprint, ctx: RenderContext) -> list[str]:
         """Where Linkerd's most-specific-match order cannot keep first-match-wins."""
         routes = self._routes(svc, ctx)
-        return route_table(routes, policy_key=lambda r: tuple(self._policy_annotations(r, ctx).items())).notes
+        return route_table(routes, [self._policy_annotations(r, ctx) for r in routes]).notes
 
     # SMI
 
@@ -941,8 +949,8 @@ class LinkerdRenderer:
                                            {"group": POLICY_GROUP, "kind": "Server", "name": server}, authns[i], ctx))
             return out
         # Inbound routes: every overlap of the rules' matches, each authorized by every rule that covers it.
-        cl = closure([access_atoms(r) for r in rules])
         rule_atoms = [access_atoms(r) for r in rules]
+        cl = closure(rule_atoms)
         by_rules: dict[tuple[int, ...], list[Atom]] = {}
         for atom in sorted(cl.first, key=Atom.sort_key):
             covering = tuple(i for i, atoms in enumerate(rule_atoms) if any(implies(atom, a) for a in atoms))
