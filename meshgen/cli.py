@@ -55,16 +55,36 @@ class LazyGroup(click.Group):
     Celery or FastAPI (a re-render's budget is 100 ms; those imports alone cost more).
     """
 
-    def __init__(self, *args: object, lazy_subcommands: dict[str, str] | None = None, **kwargs: object) -> None:
+    def __init__(self, *args: object, lazy_subcommands: dict[str, tuple[str, str]] | None = None,
+                 **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.lazy_subcommands = lazy_subcommands or {}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy_subcommands])
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # `meshgen --help` lists every command; importing the lazy ones for their one-line help
+        # would cost half a second, so their lines are kept here (a test keeps them in step).
+        # Otherwise as click.Group.format_commands.
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = []
+        for name in names:
+            if name in self.lazy_subcommands:
+                help_only = click.Command(name, help=self.lazy_subcommands[name][1])  # shortened as click does
+                rows.append((name, help_only.get_short_help_str(limit)))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy_subcommands:
-            module_name, attr = self.lazy_subcommands[cmd_name].split(":")
+            module_name, attr = self.lazy_subcommands[cmd_name][0].split(":")
             import importlib
 
             command = getattr(importlib.import_module(module_name), attr)
@@ -73,13 +93,16 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-# One line per command living elsewhere: "name": "module:attribute".
+# One line per command living elsewhere: name -> ("module:attribute", its one-line help).
 LAZY_COMMANDS = {
-    "pr": "meshgen.gitops.commands:pr",
-    "sync": "meshgen.gitops.synccli:sync",
-    "worker": "meshgen.gitops.synccli:worker",
-    "bootstrap": "meshgen.bootstrap:bootstrap",
-    "serve": "meshgen.api.serve:serve",
+    "pr": ("meshgen.gitops.commands:pr", "Pull requests of the local forge: list, show, merge, close."),
+    "sync": ("meshgen.gitops.synccli:sync",
+             "Render ROOT and open or update the pull requests of the environment repository, in-process."),
+    "worker": ("meshgen.gitops.synccli:worker",
+               "Run the Celery sync worker (Redis from MESHGEN_REDIS_URL); extra arguments go to Celery."),
+    "bootstrap": ("meshgen.bootstrap:bootstrap", "Objects that connect meshgen to the platform around it (Argo CD)."),
+    "serve": ("meshgen.api.serve:serve",
+              "Serve the rollout API (/api/v1), the status page (/) and /healthz, /readyz, /metrics."),
 }
 
 

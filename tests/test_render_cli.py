@@ -176,3 +176,21 @@ def test_readme_capability_table_is_what_the_renderers_declare() -> None:
     run = meshgen("capabilities")
     assert run.returncode == 0
     assert table == run.stdout.strip(), "README is stale: paste the output of `meshgen capabilities` between the markers"
+
+
+def test_top_level_help_lists_lazy_commands_without_importing_them() -> None:
+    import importlib
+
+    from meshgen.cli import LAZY_COMMANDS
+
+    # The one-line help kept beside each lazy command is the command's own.
+    for name, (target, line) in LAZY_COMMANDS.items():
+        module, attr = target.split(":")
+        assert getattr(importlib.import_module(module), attr).get_short_help_str(10_000) == line, name
+    probe = ("import sys, runpy; sys.argv = ['meshgen', '--help']\n"
+             "try:\n    runpy.run_module('meshgen', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('pygit2', 'celery', 'fastapi') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "pr            Pull requests of the local forge" in run.stdout
+    assert run.stdout.strip().endswith("[]")  # none of the heavy imports happened
