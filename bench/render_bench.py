@@ -120,8 +120,12 @@ class _TreeRssSampler(threading.Thread):
             self.peak_kib = max(self.peak_kib, sum(_pss_kib(p) for p in _descendants(self.pid)))
 
 
-def run_measured(cmd: list[str], *, stdout: Path | None = None, cwd: Path = REPO) -> Run:
-    """Run `cmd` to completion, timing it and reading its peak RSS via wait4."""
+def run_measured(cmd: list[str], *, stdout: Path | None = None, cwd: Path = REPO, sample_tree: bool = True) -> Run:
+    """Run `cmd` to completion, timing it and reading its peak RSS via wait4.
+
+    `sample_tree`: also sample the PSS of its process tree every RSS_POLL_S (worker pools).
+    Reading smaps_rollup walks the processes' page tables: on two cores it takes CPU from
+    the command, more so the more memory it has, so a run timed for a ratio can go without."""
     # Flush what earlier steps wrote or deleted (tens of thousands of files), so
     # that writeback is not billed to this run.
     os.sync()
@@ -129,7 +133,8 @@ def run_measured(cmd: list[str], *, stdout: Path | None = None, cwd: Path = REPO
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd)
         sampler = _TreeRssSampler(proc.pid)
-        sampler.start()
+        if sample_tree:
+            sampler.start()
         killer = threading.Timer(COMMAND_TIMEOUT_S, proc.kill)
         killer.start()
         # wait4 rather than proc.wait(): it hands back this child's own rusage,
@@ -138,7 +143,8 @@ def run_measured(cmd: list[str], *, stdout: Path | None = None, cwd: Path = REPO
         wall = time.perf_counter() - start
         killer.cancel()
         sampler.done.set()
-        sampler.join()
+        if sample_tree:
+            sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         stderr = err.read().decode(errors="replace")

@@ -166,13 +166,12 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
         t2 = time.perf_counter()
 
         # Every error of the run, fresh files and fleet checks alike, before anything is written.
-        diagnostics = from_rows(d for s in fresh for d in s.diagnostics)
         all_facts = [f for rel in current for f in (entries[rel].facts if rel in entries else ())]
         all_facts += [f for s in fresh for f in s.facts]
         fleet_findings = check_fleet(all_facts)
-        diagnostics += fleet_findings
-        if any(d.severity == "error" for d in diagnostics):
-            raise BlueprintError(diagnostics)
+        if (any(d.severity == "error" for d in fleet_findings)
+                or any(d[_SEVERITY] == "error" for s in fresh for d in s.diagnostics)):
+            raise BlueprintError(from_rows(d for s in fresh for d in s.diagnostics) + fleet_findings)
         t3 = time.perf_counter()
 
         changed: dict[str, _Entry | None] = {}
