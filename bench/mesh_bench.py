@@ -20,12 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fleet  # noqa: E402
 from render_bench import (  # noqa: E402
-    REPO,
     Run,
     check_ok,
     default_workdir,
     find_meshgen,
     fresh_dir,
+    publish,
     run_measured,
 )
 
@@ -83,10 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Samples (s): " + "; ".join(f"{mesh} " + ", ".join(f"{r.wall_s:.2f}" for r in rs) for mesh, rs in runs.items()),
     ]
-    text = "\n".join(lines) + "\n"
-    (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / "mesh.md").write_text(text)
-    print(text)
+    publish(lines, "mesh.md")
     return 0
 
 

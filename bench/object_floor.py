@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fleet  # noqa: E402
-from render_bench import REPO, default_workdir, fresh_dir  # noqa: E402
+from render_bench import default_workdir, fresh_dir, publish  # noqa: E402
 
 from meshgen.output import render_to_dir  # noqa: E402
 from meshgen.render.istio import IstioRenderer  # noqa: E402
@@ -73,10 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Ratio 8/4 objects: best {min(eight) / min(four):.2f}x, median {statistics.median(eight) / statistics.median(four):.2f}x.",
     ]
-    text = "\n".join(lines) + "\n"
-    (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / "object_floor.md").write_text(text)
-    print(text)
+    publish(lines, "object_floor.md")
     return 0
 
 

@@ -189,6 +189,15 @@ def filesystem(path: Path) -> str:
     return f"{best[0]} ({best[1]})"
 
 
+def publish(lines: list[str], name: str) -> str:
+    """Print a result table and keep it as bench/results/NAME (what BENCHMARKS.md quotes)."""
+    text = "\n".join(lines) + "\n"
+    (REPO / "bench" / "results").mkdir(exist_ok=True)
+    (REPO / "bench" / "results" / name).write_text(text)
+    print(text)
+    return text
+
+
 def fresh_dir(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
