@@ -134,6 +134,11 @@ def render(root: Path, out: Path, env: str | None, mesh: str | None, no_cache: b
     except BlueprintError as exc:
         _fail(exc)
         return
+    except OSError as exc:  # the output folder, not a blueprint: no traceback, say what to fix
+        click.echo(f"meshgen: cannot write {exc.filename or out}: {exc.strerror or exc}", err=True)
+        click.echo("meshgen: fix that and render again; every file is written whole, and the next render "
+                   "rewrites whatever this one wrote", err=True)
+        sys.exit(1)
     _report(stats.warnings, all_warnings=False)
     click.echo(
         f"meshgen: {stats.units} folders, {stats.files} files in {out} "

@@ -123,3 +123,20 @@ def test_diff_against_a_spread_render_finds_nothing(tmp_path: Path) -> None:
     # `diff` renders the whole fleet again (spread, handing full outcomes back) and compares.
     run = meshgen("diff", root, "--against", tmp_path / "out", "--exit-code")
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_an_unwritable_output_folder_is_reported_without_a_traceback(tmp_path: Path, jobs: str) -> None:
+    root = fleet(tmp_path / "repo")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "staging").write_text("a file where meshgen needs a folder\n")
+    run = meshgen("render", root, "--out", out, "--jobs", jobs)
+    assert run.returncode == 1
+    assert f"meshgen: cannot write {out}/staging/" in run.stderr and "Not a directory" in run.stderr
+    assert "Traceback" not in run.stderr
+    # Fixed, the next render completes the folder.
+    (out / "staging").unlink()
+    again = meshgen("render", root, "--out", out, "--jobs", jobs)
+    assert again.returncode == 0, again.stderr
+    assert len(tree(out)) == 12 * N
