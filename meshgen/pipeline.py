@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -227,11 +228,12 @@ def output_hashes(outputs: bytes) -> dict[str, bytes]:
 _Held = dict[str, list[tuple[str, bytes]]]  # blueprint path -> (output path, content) it produced
 
 
+def _outputs(outcome: FileOutcome) -> list[tuple[str, bytes]]:
+    return [(f"{unit.folder}/{name}", data) for unit in outcome.units for name, data in unit.files.items()]
+
+
 def _summarize(outcome: FileOutcome, held: _Held) -> Summary:
-    files = held[outcome.path] = []
-    for unit in outcome.units:
-        for name, data in unit.files.items():
-            files.append((f"{unit.folder}/{name}", data))
+    files = held[outcome.path] = _outputs(outcome)
     outputs = pickle.dumps(tuple((rel_out, content_hash(data)) for rel_out, data in files),
                            protocol=pickle.HIGHEST_PROTOCOL)
     return Summary(outcome.path, outcome.digest, to_rows(outcome.diagnostics), tuple(outcome.facts),
@@ -284,10 +286,10 @@ def render_files(root: Path, rels: list[str], config: Config, *, env: str | None
         return batch.outcomes()
 
 
-def _write_held(held: _Held, out: Path, blueprints: Iterable[str], unchanged: Collection[str]) -> None:
+def _write(out: Path, outputs: Iterable[list[tuple[str, bytes]]], unchanged: Collection[str]) -> None:
     writer = OutputWriter(out)
-    for rel in blueprints:
-        for rel_out, data in held[rel]:
+    for files in outputs:
+        for rel_out, data in files:
             if rel_out not in unchanged:
                 writer.write(rel_out, data)
 
@@ -295,11 +297,15 @@ def _write_held(held: _Held, out: Path, blueprints: Iterable[str], unchanged: Co
 class _LocalBatch:
     def __init__(self, outcomes: list[FileOutcome]) -> None:
         self._outcomes = outcomes
-        self._held: _Held = {}
-        self.summaries = [_summarize(o, self._held) for o in outcomes]
+
+    @cached_property
+    def summaries(self) -> list[Summary]:  # type: ignore[override]
+        # Only when asked: validate, diff and sync take the outcomes and need no hashes.
+        return [_summarize(o, {}) for o in self._outcomes]
 
     def write(self, out: Path, blueprints: Iterable[str], unchanged: Collection[str] = ()) -> None:
-        _write_held(self._held, out, blueprints, unchanged)
+        by_path = {o.path: o for o in self._outcomes}
+        _write(out, (_outputs(by_path[rel]) for rel in blueprints), unchanged)
 
     def outcomes(self) -> list[FileOutcome]:
         return self._outcomes
@@ -423,7 +429,7 @@ def _serve(conn: Connection, parent_ends: list[Connection], chunks: list[list[st
         while True:
             order = conn.recv()
             if order[0] == "write":
-                _write_held(held, order[1], order[2], order[3])
+                _write(order[1], (held[rel] for rel in order[2]), order[3])
                 conn.send(("written",))
             elif order[0] == "outcomes":
                 conn.send(("outcomes", outcomes))
