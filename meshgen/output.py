@@ -212,8 +212,8 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
     stats.units = sum(e.units for e in entries.values())
     stats.files = sum(e.files for e in entries.values())
     # Sorted and de-duplicated as plain tuples (in C): a large fleet on a partly expressible
-    # mesh can carry one warning per feature and service, tens of thousands in all. The
-    # entries come in path order, so the sort mostly finds runs already in order.
+    # mesh can carry one warning per feature and service, tens of thousands in all. Entries
+    # come mostly in path order, so the sort mostly finds runs already in order.
     found = [w for e in entries.values() for w in e.warnings]
     found += to_rows(d for d in fleet_findings if d.severity == "warning")
     stats.warnings = from_rows(dict.fromkeys(sorted(found)))
