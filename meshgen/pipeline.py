@@ -438,10 +438,15 @@ def _serve(conn: Connection, parent_ends: list[Connection], chunks: list[list[st
     except EOFError:
         return  # the parent went away
     except BaseException as exc:  # reported to the parent, which raises it
-        try:
-            conn.send(("failed", exc, traceback.format_exc()))
-        except Exception:
-            conn.send(("failed", RuntimeError(repr(exc)), traceback.format_exc()))
+        detail = traceback.format_exc()
+        for report in (exc, RuntimeError(repr(exc))):  # the second if the first cannot be pickled
+            try:
+                conn.send(("failed", report, detail))
+                return
+            except OSError:
+                return  # the parent stopped listening (another worker failed first): nobody to tell
+            except Exception:
+                continue
 
 
 def check_selection(config: Config, env: str | None, mesh: str | None) -> None:
