@@ -88,6 +88,18 @@ def clean_prefix(client: redis.Redis, prefix: str) -> None:
         client.delete(*keys)
 
 
+@contextmanager
+def redis_namespace(tag: str) -> Iterator[RedisNS]:
+    """A RedisNS under a fresh prefix in the test database; its keys are removed afterwards."""
+    client = redis_client()
+    prefix = unique(tag)
+    try:
+        yield RedisNS(client, prefix)
+    finally:
+        clean_prefix(client, prefix)
+        client.close()
+
+
 
 
 def worker_env(root: Path, prefix: str, *, redis_url: str = REDIS_DB_URL, **extra: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from api_support import READ, TOKENS
 from argo_fakes import ArgoCDServer, application
 from click.testing import CliRunner
 from fastapi import FastAPI
-from sync_support import REDIS_DB_URL, RedisNS, clean_prefix, env_repo, make_root, redis_client, unique
+from sync_support import REDIS_DB_URL, RedisNS, env_repo, make_root, redis_namespace
 
 from meshgen.api.app import create_app
 from meshgen.argocd.poller import poll_once
@@ -34,13 +34,8 @@ ROLLOUT = "/api/v1/rollouts/production/shop/cart"
 
 @pytest.fixture
 def rns() -> Iterator[RedisNS]:
-    client = redis_client()
-    prefix = unique("e2e")
-    try:
-        yield RedisNS(client, prefix)
-    finally:
-        clean_prefix(client, prefix)
-        client.close()
+    with redis_namespace("e2e") as ns:
+        yield ns
 
 
 @pytest.fixture

@@ -6,20 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sync_support import REDIS_DB_URL, RedisNS, clean_prefix, make_root, redis_client, unique
+from sync_support import REDIS_DB_URL, RedisNS, make_root, redis_namespace
 
 from meshgen.settings import Settings
 
 
 @pytest.fixture
 def rns(request: pytest.FixtureRequest) -> Iterator[RedisNS]:
-    client = redis_client()
-    prefix = unique(request.node.name[:20])
-    try:
-        yield RedisNS(client, prefix)
-    finally:
-        clean_prefix(client, prefix)
-        client.close()
+    with redis_namespace(request.node.name[:20]) as ns:
+        yield ns
 
 
 @pytest.fixture

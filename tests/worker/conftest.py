@@ -6,21 +6,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sync_support import Fleet, clean_prefix, make_root, redis_client, unique
+from sync_support import Fleet, make_root, redis_namespace
 
 
 @pytest.fixture
 def fleet(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    client = redis_client()
-    f = Fleet(make_root(tmp_path / "bp", ["cart", "checkout"]), unique(request.node.name[:16]), client, tmp_path)
-    try:
-        yield f
-    finally:
-        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-            for log in f.logs:
-                print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
-        clean_prefix(client, f.prefix)
-        client.close()
+    with redis_namespace(request.node.name[:16]) as ns:
+        f = Fleet(make_root(tmp_path / "bp", ["cart", "checkout"]), ns.prefix, ns.client, tmp_path)
+        try:
+            yield f
+        finally:
+            if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+                for log in f.logs:
+                    print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

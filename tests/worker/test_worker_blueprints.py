@@ -17,11 +17,9 @@ from sync_support import (
     MESHGEN_YAML,
     Fleet,
     blueprint,
-    clean_prefix,
     prs_for,
-    redis_client,
+    redis_namespace,
     running_worker,
-    unique,
 )
 
 from meshgen.api import deps
@@ -35,14 +33,9 @@ SECRET = "whsec_bp_5a6b7c8d"
 @pytest.fixture
 def empty_fleet(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
     """A fleet whose MESHGEN_ROOT holds no blueprints: they come from the blueprints repository."""
-    client = redis_client()
     (tmp_path / "ws").mkdir()
-    f = Fleet(tmp_path / "ws", unique(request.node.name[:16]), client, tmp_path)
-    try:
-        yield f
-    finally:
-        clean_prefix(client, f.prefix)
-        client.close()
+    with redis_namespace(request.node.name[:16]) as ns:
+        yield Fleet(tmp_path / "ws", ns.prefix, ns.client, tmp_path)
 
 
 def _push(http: TestClient, sha: str, delivery: str) -> str:
