@@ -17,7 +17,6 @@ import traceback
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -228,12 +227,9 @@ def output_hashes(outputs: bytes) -> dict[str, bytes]:
 _Held = dict[str, list[tuple[str, bytes]]]  # blueprint path -> (output path, content) it produced
 
 
-def _outputs(outcome: FileOutcome) -> list[tuple[str, bytes]]:
-    return [(f"{unit.folder}/{name}", data) for unit in outcome.units for name, data in unit.files.items()]
-
-
 def _summarize(outcome: FileOutcome, held: _Held) -> Summary:
-    files = held[outcome.path] = _outputs(outcome)
+    files = held[outcome.path] = [(f"{unit.folder}/{name}", data)
+                                  for unit in outcome.units for name, data in unit.files.items()]
     outputs = pickle.dumps(tuple((rel_out, content_hash(data)) for rel_out, data in files),
                            protocol=pickle.HIGHEST_PROTOCOL)
     return Summary(outcome.path, outcome.digest, to_rows(outcome.diagnostics), tuple(outcome.facts),
@@ -242,7 +238,7 @@ def _summarize(outcome: FileOutcome, held: _Held) -> Summary:
 
 class Batch(Protocol):
     """Blueprint files rendered and held, in input order: look at `summaries` (diagnostics,
-    facts, output hashes), then write the outputs you want or take the full outcomes."""
+    facts, output hashes), then write the outputs you want."""
 
     summaries: list[Summary]
 
@@ -250,30 +246,35 @@ class Batch(Protocol):
         """Write under OUT every output of these blueprint files, except the output paths
         in `unchanged`."""
 
-    def outcomes(self) -> list[FileOutcome]:
-        """Every file's full outcome, rendered files included (only with keep_outcomes)."""
 
-
-@contextmanager
-def render_batch(root: Path, rels: list[str], config: Config, *, env: str | None, mesh: str | None,
-                 keep_outcomes: bool = False, jobs: int | None = None) -> Iterator[Batch]:
-    """Render files, spread over `jobs` processes (default: the CPUs this process may use, at
-    most 8) when there are many; with `jobs=1`, or few files, in this process.
-
-    A spread batch keeps each rendered file in the process that rendered it until the caller,
-    having seen every diagnostic, asks for it to be written (so the writing is spread too, and
-    an error anywhere still means nothing is written) or for the outcomes.
+def _spread_over(rels: list[str], jobs: int | None) -> int:
+    """How many worker processes to render these files with; 1 means in this process.
 
     Workers are forked (they inherit the imported modules and the validated config, so they
     start in milliseconds), which is only safe from a single-threaded process: a lock held by
     another thread at fork time stays held in the child. The worker (lock heartbeat) and
     `meshgen up` (web server) therefore render in-process.
     """
-    workers = jobs if jobs is not None else min(len(os.sched_getaffinity(0)), 8)
-    if len(rels) < PARALLEL_MIN_FILES or workers < 2 or threading.active_count() > 1:
+    if len(rels) < PARALLEL_MIN_FILES or threading.active_count() > 1:
+        return 1
+    return jobs if jobs is not None else min(len(os.sched_getaffinity(0)), 8)
+
+
+@contextmanager
+def render_batch(root: Path, rels: list[str], config: Config, *, env: str | None, mesh: str | None,
+                 jobs: int | None = None) -> Iterator[Batch]:
+    """Render files, spread over `jobs` processes (default: the CPUs this process may use, at
+    most 8) when there are many; with `jobs=1`, or few files, in this process.
+
+    A spread batch keeps each rendered file in the process that rendered it until the caller,
+    having seen every diagnostic, asks for it to be written: the writing is spread too, and an
+    error anywhere still means nothing is written.
+    """
+    workers = _spread_over(rels, jobs)
+    if workers < 2:
         yield _LocalBatch([render_file(root, rel, config, env=env, mesh=mesh) for rel in rels])
         return
-    batch = _ForkedBatch(root, rels, config, env, mesh, workers, keep_outcomes)
+    batch = _ForkedBatch(root, rels, config, env, mesh, workers, hold=True)
     try:
         yield batch
     finally:
@@ -281,9 +282,14 @@ def render_batch(root: Path, rels: list[str], config: Config, *, env: str | None
 
 
 def render_files(root: Path, rels: list[str], config: Config, *, env: str | None, mesh: str | None) -> list[FileOutcome]:
-    """Render files in order (spread over the machine's cores when there are many)."""
-    with render_batch(root, rels, config, env=env, mesh=mesh, keep_outcomes=True) as batch:
-        return batch.outcomes()
+    """Render files in order, with their full outcomes (spread over the machine's cores when
+    there are many)."""
+    workers = _spread_over(rels, None)
+    if workers < 2:
+        return [render_file(root, rel, config, env=env, mesh=mesh) for rel in rels]
+    batch = _ForkedBatch(root, rels, config, env, mesh, workers, hold=False)
+    batch.close()
+    return batch.results
 
 
 def _write(out: Path, outputs: Iterable[list[tuple[str, bytes]]], unchanged: Collection[str]) -> None:
@@ -296,26 +302,20 @@ def _write(out: Path, outputs: Iterable[list[tuple[str, bytes]]], unchanged: Col
 
 class _LocalBatch:
     def __init__(self, outcomes: list[FileOutcome]) -> None:
-        self._outcomes = outcomes
-
-    @cached_property
-    def summaries(self) -> list[Summary]:  # type: ignore[override]
-        # Only when asked: validate, diff and sync take the outcomes and need no hashes.
-        return [_summarize(o, {}) for o in self._outcomes]
+        self._held: _Held = {}
+        self.summaries = [_summarize(o, self._held) for o in outcomes]
 
     def write(self, out: Path, blueprints: Iterable[str], unchanged: Collection[str] = ()) -> None:
-        by_path = {o.path: o for o in self._outcomes}
-        _write(out, (_outputs(by_path[rel]) for rel in blueprints), unchanged)
-
-    def outcomes(self) -> list[FileOutcome]:
-        return self._outcomes
+        _write(out, (self._held[rel] for rel in blueprints), unchanged)
 
 
 class _ForkedBatch:
-    """Forked workers take chunks of files in turn, report summaries, then wait for orders."""
+    """Forked workers take chunks of files in turn and send back what they rendered, in
+    `results` (input order): with `hold`, summaries, the workers keeping the files until
+    `write`; without, the full outcomes."""
 
     def __init__(self, root: Path, rels: list[str], config: Config, env: str | None, mesh: str | None,
-                 workers: int, keep_outcomes: bool) -> None:
+                 workers: int, *, hold: bool) -> None:
         mp = multiprocessing.get_context("fork")
         # Contiguous chunks keep results in input order. Small ones, so that no worker idles
         # long at the end while another finishes a big one (a chunk of 1,000 blueprints
@@ -331,12 +331,11 @@ class _ForkedBatch:
                 mine, theirs = mp.Pipe()
                 self._conns.append(mine)
                 proc = mp.Process(target=_serve, daemon=True,
-                                  args=(theirs, list(self._conns), chunks, next_chunk, keep_outcomes,
-                                        root, config, env, mesh))
+                                  args=(theirs, list(self._conns), chunks, next_chunk, hold, root, config, env, mesh))
                 proc.start()
                 theirs.close()
                 self._procs.append(proc)
-            by_chunk: dict[int, list[Summary]] = {}
+            by_chunk: dict[int, list[Any]] = {}
             rendering = set(range(workers))
             while rendering:
                 for conn in wait([self._conns[w] for w in rendering]):
@@ -345,14 +344,18 @@ class _ForkedBatch:
                     if msg[0] == "rendered":
                         rendering.discard(w)
                         continue
-                    _, idx, summaries = msg
-                    by_chunk[idx] = summaries
+                    _, idx, results = msg
+                    by_chunk[idx] = results
                     for rel in chunks[idx]:
                         self._holder[rel] = w
-            self.summaries = [s for idx in sorted(by_chunk) for s in by_chunk[idx]]
+            self.results = [r for idx in sorted(by_chunk) for r in by_chunk[idx]]
         except BaseException:
             self.close()
             raise
+
+    @property
+    def summaries(self) -> list[Summary]:
+        return self.results
 
     def write(self, out: Path, blueprints: Iterable[str], unchanged: Collection[str] = ()) -> None:
         orders: list[list[str]] = [[] for _ in self._conns]
@@ -363,14 +366,6 @@ class _ForkedBatch:
             conn.send(("write", out, order, skip))
         for w in range(len(self._conns)):
             self._recv(w)
-
-    def outcomes(self) -> list[FileOutcome]:
-        for conn in self._conns:
-            conn.send(("outcomes",))
-        by_chunk: dict[int, list[FileOutcome]] = {}
-        for w in range(len(self._conns)):
-            by_chunk.update(self._recv(w)[1])
-        return [o for idx in sorted(by_chunk) for o in by_chunk[idx]]
 
     def _recv(self, w: int) -> tuple[Any, ...]:
         try:
@@ -401,8 +396,8 @@ class _ForkedBatch:
 
 
 def _serve(conn: Connection, parent_ends: list[Connection], chunks: list[list[str]], next_chunk: Any,
-           keep_outcomes: bool, root: Path, config: Config, env: str | None, mesh: str | None) -> None:
-    """A render worker: render chunks until none are left, then write or hand over on request."""
+           hold: bool, root: Path, config: Config, env: str | None, mesh: str | None) -> None:
+    """A render worker: render chunks until none are left, then write on request."""
     for end in parent_ends:  # so that this worker's pipe closes when the parent goes away
         end.close()
     # Rendering allocates tens of thousands of short-lived dicts per chunk and leaves no
@@ -411,7 +406,6 @@ def _serve(conn: Connection, parent_ends: list[Connection], chunks: list[list[st
     gc.set_threshold(10_000, 20, 20)
     try:
         held: _Held = {}
-        outcomes: dict[int, list[FileOutcome]] = {}
         while True:
             with next_chunk.get_lock():
                 idx = next_chunk.value
@@ -419,22 +413,17 @@ def _serve(conn: Connection, parent_ends: list[Connection], chunks: list[list[st
             if idx >= len(chunks):
                 break
             done = [render_file(root, rel, config, env=env, mesh=mesh) for rel in chunks[idx]]
-            if keep_outcomes:
-                outcomes[idx] = done
-            conn.send(("chunk", idx, [_summarize(o, held) for o in done]))
+            conn.send(("chunk", idx, [_summarize(o, held) for o in done] if hold else done))
             # What this worker holds only grows and holds no cycles: keep the cyclic GC from
             # scanning it again and again (as render_to_dir does for the cache).
             gc.freeze()
         conn.send(("rendered",))
         while True:
             order = conn.recv()
-            if order[0] == "write":
-                _write(order[1], (held[rel] for rel in order[2]), order[3])
-                conn.send(("written",))
-            elif order[0] == "outcomes":
-                conn.send(("outcomes", outcomes))
-            else:
+            if order[0] != "write":
                 return
+            _write(order[1], (held[rel] for rel in order[2]), order[3])
+            conn.send(("written",))
     except EOFError:
         return  # the parent went away
     except BaseException as exc:  # reported to the parent, which raises it
