@@ -318,8 +318,28 @@ class Fault(Strict):
     abort: FaultAbort | None = None
 
 
+_ROUTE_NAME_MAX = 128
+
+
+def _route_name(value: Any) -> str:
+    # Free text as Linkerd users write ServiceProfile routes ("GET /api/users"); object names that
+    # need a DNS label derive one (meshgen.render.names.route_labels).
+    if not isinstance(value, str):
+        raise fail("route_name", f"a route name is text such as canary or 'GET /api/users', got {describe_value(value)}")
+    if not value.strip() or value != value.strip():
+        raise fail("route_name", f"{value!r}: a route name is text without leading or trailing spaces, and not empty")
+    if len(value) > _ROUTE_NAME_MAX:
+        raise fail("route_name", f"a route name is at most {_ROUTE_NAME_MAX} characters, this one has {len(value)}")
+    if any(not ch.isprintable() for ch in value):
+        raise fail("route_name", f"{value!r}: a route name is one line of printable text (no tabs or control characters)")
+    return value
+
+
+RouteName = Annotated[str, BeforeValidator(_route_name)]
+
+
 class Route(Strict):
-    name: DNSLabel | None = None
+    name: RouteName | None = None
     match: Match | None = None
     to: To | None = None
     rewrite: str | None = None

@@ -30,6 +30,7 @@ FEATURES: dict[str, str] = {
     "routes.rewrite": "routes.rewrite: replace the matched path prefix",
     "timeout": "timeout (service level and per route)",
     "retries": "retries: attempts and conditions",
+    "retries.never": "retries: false (never retry), service-wide or on a route",
     "retries.perTryTimeout": "retries.perTryTimeout",
     "retries.budget": "retries.budget: a retry budget (ratio, minPerSecond, ttl)",
     "routes.fault.delay": "routes.fault.delay",
@@ -165,6 +166,9 @@ def used_features(svc: ServiceBlueprint) -> Iterator[tuple[str, FieldPath]]:
 
 
 def _retries(policy: RetryPolicy, path: FieldPath) -> Iterator[tuple[str, FieldPath]]:
+    if not policy.enabled or policy.attempts == 0:
+        yield "retries.never", path
+        return
     yield "retries", path
     if policy.per_try_timeout is not None:
         yield "retries.perTryTimeout", (*path, "perTryTimeout")

@@ -86,6 +86,7 @@ _CAPABILITIES: dict[str, Capability] = {
     "retries": Capability(
         "full", "VirtualService http[].retries (attempts, retryOn); never retry = attempts: 0"
     ),
+    "retries.never": Capability("full", "VirtualService http[].retries.attempts: 0 (Istio retries twice by default)"),
     "retries.perTryTimeout": Capability("full", "VirtualService retries.perTryTimeout"),
     "retries.budget": Capability("none", "Istio has no retry budget; only per-route attempts can be set"),
     "routes.fault.delay": Capability("full", "VirtualService fault.delay (percentage, fixedDelay)"),

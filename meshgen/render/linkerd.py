@@ -563,6 +563,11 @@ class LinkerdRenderer:
             for key in ("timeout", "retries", "retries.perTryTimeout"):
                 caps[key] = Capability(none, old)
             caps["retries.budget"] = Capability(none, "retry annotations have no retry budget; use routePolicy: serviceprofile")
+        # Linkerd retries nothing it is not told to: "never" is the default, said explicitly where
+        # a ServiceProfile lists the route.
+        caps["retries.never"] = Capability(
+            full, "ServiceProfile route isRetryable: false" if sp
+            else "no retry annotations on the route's HTTPRoute (Linkerd retries only what is configured)")
         # versioned features
         if rel >= (2, 17):
             caps["rateLimit"] = Capability(
@@ -747,7 +752,7 @@ class LinkerdRenderer:
         out = []
         for port in ports:
             for policy, rules in groups.items():
-                base = dns_name(svc.service, port.name if len(ports) > 1 else "", rules[0].route.name)
+                base = dns_name(svc.service, port.name if len(ports) > 1 else "", rules[0].route.label)
                 chunks = _chunk_rules(rules)
                 for n, chunk in enumerate(chunks):
                     name = base if n == 0 else dns_name(base, str(n + 1))
@@ -811,6 +816,8 @@ class LinkerdRenderer:
                 entry["timeout"] = format_duration(r.timeout.seconds)
             if _retries_active(r.retries) and _has(ctx, "retries"):
                 entry["isRetryable"] = True
+            elif r.retries is not None and r.never_retry:
+                entry["isRetryable"] = False
             if len(entry) > 2:
                 sp_routes.append(entry)
         budget = None
