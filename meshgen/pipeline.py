@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Protocol
 from meshgen.blueprint.analysis import Facts, check_fleet, check_instance, facts_for
 from meshgen.blueprint.config import Config
 from meshgen.blueprint.loading import Instance, LoadedFile, discover, load_config, load_file
-from meshgen.blueprint.model import MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.blueprint.model import IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
 from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, to_rows
 from meshgen.files import OutputWriter, content_hash
 from meshgen.gitops.units import MESH_SERVICE as MESH_FOLDER
@@ -33,7 +33,12 @@ from meshgen.gitops.units import NAMESPACE_SERVICE as NAMESPACE_FOLDER
 from meshgen.gitops.units import Unit
 from meshgen.render import renderer_class
 from meshgen.render.base import Capability, RenderContext, Resource
-from meshgen.render.features import used_features, used_mesh_features, used_namespace_features
+from meshgen.render.features import (
+    used_features,
+    used_ingress_features,
+    used_mesh_features,
+    used_namespace_features,
+)
 from meshgen.render.yamlout import dump
 
 
@@ -89,6 +94,8 @@ def _unsupported(
         used = used_features(bp)
     elif isinstance(bp, NamespaceBlueprint):
         used = used_namespace_features(bp)
+    elif isinstance(bp, IngressBlueprint):
+        used = used_ingress_features(bp)
     else:
         used = used_mesh_features(bp)
     skipped: set[str] = set()
@@ -166,6 +173,10 @@ def _render_instance(inst: Instance, config: Config, skipped: frozenset[str], no
         resources = renderer.render_service(bp, ctx)
         namespace, service = bp.namespace, bp.service
         folder = f"{env_path}/{bp.namespace}/{bp.service}"
+    elif isinstance(bp, IngressBlueprint):
+        resources = renderer.render_ingress(bp, ctx)
+        namespace, service = bp.namespace, bp.name
+        folder = f"{env_path}/{bp.namespace}/{bp.name}"
     elif isinstance(bp, NamespaceBlueprint):
         resources = renderer.render_namespace(bp, ctx)
         namespace, service = bp.namespace, NAMESPACE_FOLDER

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from meshgen.blueprint.base import Strict, describe_value
 from meshgen.blueprint.config import Config
-from meshgen.blueprint.model import KINDS, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.blueprint.model import KINDS, IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
 from meshgen.blueprint.yamlsource import Document, YAMLSourceError, load_document
 from meshgen.diagnostics import BlueprintError, Diagnostic, format_path
 
@@ -38,7 +38,7 @@ class Instance:
     mesh: str
     team: str | None
     source: str  # repository-relative path of the blueprint
-    blueprint: ServiceBlueprint | NamespaceBlueprint | MeshBlueprint
+    blueprint: ServiceBlueprint | NamespaceBlueprint | MeshBlueprint | IngressBlueprint
     overlay_keys: frozenset[str] = frozenset()  # top-level keys that came from environments.<env>
 
     @property

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from meshgen.blueprint.base import Duration
-from meshgen.blueprint.model import Backend, Fault, Match, RetryPolicy, ServiceBlueprint
+from meshgen.blueprint.model import Backend, Fault, IngressBlueprint, Match, RetryPolicy, ServiceBlueprint
 from meshgen.render.names import route_labels
 
 DEFAULT_ROUTE_NAME = "default"
@@ -87,6 +87,28 @@ def effective_routes(svc: ServiceBlueprint) -> list[EffectiveRoute]:
                 is_default=True,
             )
         )
+    labels = route_labels([r.name for r in out])
+    return [replace(r, label=labels[r.name]) for r in out]
+
+
+def ingress_routes(ing: IngressBlueprint) -> list[EffectiveRoute]:
+    """The routes of a kind: Ingress as written: every one has its `to`, and there is no implicit
+    default route (a request no route matches gets 404 from the gateway)."""
+    taken = {r.name for r in ing.routes if r.name}
+    out = [
+        EffectiveRoute(
+            name=r.name or _free_name(f"route-{i}", taken),
+            index=i,
+            match=r.match,
+            backends=tuple(r.to or ()),
+            rewrite=r.rewrite,
+            timeout=r.timeout,
+            retries=r.retries,
+            fault=r.fault,
+            is_default=False,
+        )
+        for i, r in enumerate(ing.routes)
+    ]
     labels = route_labels([r.name for r in out])
     return [replace(r, label=labels[r.name]) for r in out]
 
