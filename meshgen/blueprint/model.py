@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from meshgen.blueprint.base import (
     DNSLabel,
@@ -760,12 +760,13 @@ class IngressBlueprint(Strict):
             raise fail("routes", f"route name {dupes[0]!r} is used twice; route names must be unique")
         return routes
 
-    @model_validator(mode="after")
-    def _tls_needs_rendered_gateway(self) -> IngressBlueprint:
-        if self.tls is not None and self.gateway is not None:
+    @field_validator("tls")
+    @classmethod
+    def _tls_needs_rendered_gateway(cls, v: IngressTLS | None, info: ValidationInfo) -> IngressTLS | None:
+        if v is not None and info.data.get("gateway") is not None:
             raise fail("tls", "`tls` configures the gateway meshgen renders; with `gateway:` set TLS on that "
                        "gateway instead, or leave `gateway` out")
-        return self
+        return v
 
     @property
     def service(self) -> str:
