@@ -22,7 +22,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from meshgen.blueprint.analysis import Facts, check_fleet, check_instance, facts_for
+from meshgen.blueprint.analysis import Facts, check_application_names, check_fleet, check_instance, facts_for
+from meshgen.bootstrap import application_names
 from meshgen.blueprint.config import Config
 from meshgen.blueprint.loading import Instance, LoadedFile, discover, load_config, load_file
 from meshgen.blueprint.model import IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
@@ -71,7 +72,11 @@ def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: 
     facts: list[Facts] = []
     units: list[Unit] = []
     if any(d.severity == "error" for d in diagnostics):
-        return FileOutcome(rel, loaded.digest, diagnostics, facts, units)
+        # Nothing is rendered, but the checks of whatever did validate still run: every error of
+        # a file is reported in one run, not only the first kind found.
+        for inst in loaded.salvaged or loaded.instances:
+            diagnostics.extend(check_instance(loaded, inst))
+        return FileOutcome(rel, loaded.digest, list(dict.fromkeys(diagnostics)), facts, units)
     for inst in loaded.instances:
         diagnostics.extend(check_instance(loaded, inst))
         facts.append(facts_for(loaded, inst))
@@ -449,6 +454,19 @@ def _serve(conn: Connection, parent_ends: list[Connection], chunks: list[list[st
                 continue
 
 
+def application_name_errors(root: Path, config: Config) -> list[Diagnostic]:
+    """Folders whose Argo CD Applications would share a name, from the blueprints alone (no render):
+    what `bootstrap argocd` checks before printing ApplicationSets."""
+    names = application_names(config)
+    if names is None:
+        return []
+    facts = []
+    for rel in discover(root):
+        loaded = load_file(root, rel, config)
+        facts.extend(facts_for(loaded, inst) for inst in loaded.instances)
+    return check_application_names(facts, *names)
+
+
 def check_selection(config: Config, env: str | None, mesh: str | None) -> None:
     """Refuse an --env that meshgen.yaml does not define."""
     if env is not None and env not in config.environments:
@@ -460,7 +478,7 @@ def assemble(config: Config, outcomes: Iterable[FileOutcome]) -> RenderResult:
     """Join per-file outcomes, run the fleet checks, and fail with every error if any."""
     outcomes = sorted(outcomes, key=lambda o: o.path)
     diagnostics = [d for o in outcomes for d in o.diagnostics]
-    diagnostics.extend(check_fleet([f for o in outcomes for f in o.facts]))
+    diagnostics.extend(check_fleet([f for o in outcomes for f in o.facts], application_names(config)))
     errors = [d for d in diagnostics if d.severity == "error"]
     if errors:
         raise BlueprintError(diagnostics)

@@ -147,6 +147,8 @@ def check_instance(loaded: LoadedFile, inst: Instance) -> list[Diagnostic]:
                      f"({', '.join(str(p.port) for p in bp.ports)})")
     _check_reachability(bp, diag)
     _check_retries_idempotent(bp, diag)
+    if "routes" in inst.overlay_keys:
+        _check_overlay_keeps_routes(loaded, inst, bp, out)
     if bp.access:
         for i, rule in enumerate(bp.access):
             if rule.jwt_claims and bp.jwt is None:
@@ -158,6 +160,24 @@ def check_instance(loaded: LoadedFile, inst: Instance) -> list[Diagnostic]:
             if port not in known:
                 diag(("mtls", "ports", port), f"port {port} is not one of the service's ports ({', '.join(map(str, sorted(known)))})")
     return out
+
+
+def _check_overlay_keeps_routes(loaded: LoadedFile, inst: Instance, bp: ServiceBlueprint,
+                                out: list[Diagnostic]) -> None:
+    """An overlay replaces the whole `routes` list: a named base route it leaves out is gone in that
+    environment, which is easy to miss (`routes: [{name: default, to: ...}]` drops every other route)."""
+    base = loaded.document.data.get("routes") if loaded.document is not None else None
+    if not isinstance(base, list):
+        return
+    kept = {r.name for r in bp.routes if r.name}
+    dropped = [r["name"] for r in base if isinstance(r, dict) and isinstance(r.get("name"), str) and r["name"] not in kept]
+    if dropped:
+        names = ", ".join(repr(n) for n in dropped)
+        out.append(loaded.diag(
+            ("environments", inst.env, "routes"),
+            f"environment {inst.env}: this overlay replaces the whole route list and drops route(s) {names} of the "
+            "base; repeat them here to keep them in this environment (an overlay never merges lists)",
+            severity="warning"))
 
 
 def _check_ingress(loaded: LoadedFile, inst: Instance, bp: IngressBlueprint) -> list[Diagnostic]:
@@ -242,8 +262,38 @@ def _check_retries_idempotent(bp: ServiceBlueprint | IngressBlueprint, report: R
 # --- the fleet -------------------------------------------------------------------------------------
 
 
-def check_fleet(facts: list[Facts]) -> list[Diagnostic]:
+AppName = Callable[[str, str, str], str]  # (env, namespace, service or _namespace/_mesh) -> Application name
+
+
+def check_application_names(facts: list[Facts], app_name: AppName, template: str) -> list[Diagnostic]:
+    """Two folders whose Argo CD Applications would get one name (argocd.nameTemplate): Argo CD
+    would show one and lose the other, and the rollout API would read the wrong one."""
+    by_name: dict[tuple[str, str], list[Facts]] = defaultdict(list)
+    for f in facts:
+        folder = f.service if f.kind in ("Service", "Ingress") else "_namespace" if f.kind == "Namespace" else "_mesh"
+        by_name[(f.env, app_name(f.env, f.namespace, folder))].append(f)
     out: list[Diagnostic] = []
+    for (env, name), claims in sorted(by_name.items()):
+        units = sorted({(c.namespace, c.service, c.file) for c in claims})
+        if len(units) < 2:
+            continue
+        for c in claims:
+            others = ", ".join(f"{ns}/{svc} ({file})" for ns, svc, file in units if (ns, svc, file) != (c.namespace, c.service, c.file))
+            line, col = c.position("service")
+            out.append(Diagnostic(
+                c.file, line, col, "service" if c.kind == "Service" else "name" if c.kind == "Ingress" else "",
+                f"the Argo CD Application of {c.namespace}/{c.service} in environment {env} would be named {name!r} "
+                f"(argocd.nameTemplate {template!r}), like that of {others}; one Application cannot show two "
+                "folders: put {namespace} in argocd.nameTemplate in meshgen.yaml (e.g. \"{service}-{namespace}-{env}\") "
+                "or rename one of them"))
+    return out
+
+
+def check_fleet(facts: list[Facts], app_names: tuple[AppName, str] | None = None) -> list[Diagnostic]:
+    """Checks across blueprints; with `app_names` (name function, template) also Argo CD names."""
+    out: list[Diagnostic] = []
+    if app_names is not None:
+        out.extend(check_application_names(facts, *app_names))
     by_key: dict[tuple[str, str, str], list[Facts]] = defaultdict(list)
     namespaces: dict[tuple[str, str], list[Facts]] = defaultdict(list)
     meshes: dict[str, list[Facts]] = defaultdict(list)
