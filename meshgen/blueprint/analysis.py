@@ -274,11 +274,12 @@ def check_application_names(facts: list[Facts], app_name: AppName, template: str
         by_name[(f.env, app_name(f.env, f.namespace, folder))].append(f)
     out: list[Diagnostic] = []
     for (env, name), claims in sorted(by_name.items()):
-        units = sorted({(c.namespace, c.service, c.file) for c in claims})
-        if len(units) < 2:
+        # One folder claimed twice is the "claimed by several blueprints" error, not a name clash.
+        if len({(c.namespace, c.service) for c in claims}) < 2:
             continue
+        units = sorted({(c.namespace, c.service, c.file) for c in claims})
         for c in claims:
-            others = ", ".join(f"{ns}/{svc} ({file})" for ns, svc, file in units if (ns, svc, file) != (c.namespace, c.service, c.file))
+            others = ", ".join(f"{ns}/{svc} ({file})" for ns, svc, file in units if (ns, svc) != (c.namespace, c.service))
             line, col = c.position("service")
             out.append(Diagnostic(
                 c.file, line, col, "service" if c.kind == "Service" else "name" if c.kind == "Ingress" else "",
