@@ -460,7 +460,7 @@ def application_name_errors(root: Path, config: Config) -> list[Diagnostic]:
     names = application_names(config)
     if names is None:
         return []
-    facts = []
+    facts: list[Facts] = []
     for rel in discover(root):
         loaded = load_file(root, rel, config)
         facts.extend(facts_for(loaded, inst) for inst in loaded.instances)

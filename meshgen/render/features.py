@@ -227,7 +227,7 @@ def used_ingress_features(ing: IngressBlueprint) -> Iterator[tuple[str, FieldPat
             yield "edge.retries", (*here, "retries")
         if route.fault is not None:
             yield "edge.fault", (*here, "fault")
-        if any("." in (b.service or "") and b.service.split(".")[1] != ing.namespace for b in route.to or ()):
+        if any((b.service or "").partition(".")[2].split(".")[0] not in ("", ing.namespace) for b in route.to or ()):
             yield "edge.crossNamespace", (*here, "to")
     if ing.gateway is None:
         yield "edge.gateway.rendered", ("name",)

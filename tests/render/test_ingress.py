@@ -30,8 +30,23 @@ def rendered(root: Path) -> list[dict[str, Any]]:
     for data in render_repository(root).files().values():
         doc = yaml.safe_load(data)
         validate_manifest(doc)
+        if doc["kind"] == "HTTPRoute":
+            _gateway_api_rules(doc)
         out.append(doc)
     return out
+
+
+def _gateway_api_rules(route: dict[str, Any]) -> None:
+    """The HTTPRoute CRD's CEL rules and limits, which a JSON Schema check does not run."""
+    rules = route["spec"]["rules"]
+    assert len(rules) <= 16
+    for rule in rules:
+        assert 1 <= len(rule["matches"]) <= 8
+        for f in rule.get("filters", []):
+            if f["type"] == "URLRewrite" and f["urlRewrite"]["path"]["type"] == "ReplacePrefixMatch":
+                # "When using URLRewrite filter with path.replacePrefixMatch, exactly one PathPrefix match
+                # must be specified"
+                assert len(rule["matches"]) == 1 and rule["matches"][0]["path"]["type"] == "PathPrefix", rule
 
 
 def istio_edge(docs: list[dict[str, Any]], host: str, req: Request) -> Edge:
