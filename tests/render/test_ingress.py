@@ -233,3 +233,22 @@ def test_an_ingress_route_to_an_undeclared_version_of_another_service(tmp_path: 
     }, ISTIO)
     assert any("[IST0101] routes[0].to: service shop/api has no version 'v3' (it declares: v1, v2)" in e
                for e in errs), errs
+
+
+def test_a_rewrite_keeps_its_meaning_on_overlaps_meshgen_adds(tmp_path: Path) -> None:
+    bp = EDGE + ("gateway: gw\nroutes:\n"
+                 "  - {name: api, match: {path: {prefix: /api/}}, rewrite: /, to: {service: api}}\n"
+                 "  - {name: internal, match: {path: {prefix: /api/internal}, headers: {x-int: '1'}}, to: {service: int}}\n"
+                 "  - {name: exact, match: {path: {exact: /api/internal/health}, method: GET}, to: {service: health}}\n"
+                 "  - {name: rest, to: {service: web}}\n")
+    probes = [Request("/api/internal/x", "GET", (("x-int", "1"),)), Request("/api/internal/health"),
+              Request("/api/v1/users"), Request("/apix"), Request("/")]
+    # (`/api` itself is left out: Gateway API's PathPrefix /api/ matches it, Istio's literal prefix does not.)
+    results = {}
+    for mesh, config in (("istio", ISTIO), ("linkerd", LINKERD)):
+        docs = rendered(write_repo(tmp_path / mesh, {"web/edge.yaml": bp}, config=config))
+        edge = istio_edge if mesh == "istio" else gateway_edge
+        results[mesh] = [edge(docs, "a.example.com", req) for req in probes]
+    assert results["linkerd"] == [("api:100", "/internal/x"), ("api:100", "/internal/health"),
+                                  ("api:100", "/v1/users"), ("web:100", "/apix"), ("web:100", "/")]
+    assert results["istio"] == results["linkerd"]
