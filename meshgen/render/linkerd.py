@@ -1150,16 +1150,20 @@ class LinkerdRenderer:
         if len(rules) > 16:
             raise ValueError(f"{ing.name}: these routes need {len(rules)} HTTPRoute rules, Gateway API allows 16; "
                              "simplify the route matches")
-        grants = sorted({(ns, b.service.partition(".")[0] if b.service else "")
-                         for r in routes for b in r.backends if (ns := _namespace_of(b, ing.namespace)) != ing.namespace})
-        for ns, _ in grants:
-            names = ", ".join(sorted({ref for n, ref in grants if n == ns}))
+        # Cross-namespace backendRefs need the other namespace's consent (a ReferenceGrant there).
+        # meshgen does not write into a namespace the Ingress does not own: the reviewer is told.
+        grants: dict[str, set[str]] = {}
+        for r in routes:
+            for b in r.backends:
+                ns = _namespace_of(b, ing.namespace)
+                if ns != ing.namespace:
+                    grants.setdefault(ns, set()).add((b.service or "").partition(".")[0])
+        for ns, services in sorted(grants.items()):
             ctx.notes.append(
                 f"routes: a ReferenceGrant in namespace {ns} must allow HTTPRoutes from namespace {ing.namespace} "
-                f"to reach its Services ({names}); meshgen does not write into {ns}. Add there: "
+                f"to reach its Services ({', '.join(sorted(services))}); meshgen does not write into {ns}. Add there: "
                 f"apiVersion: {GATEWAY_GROUP}/v1beta1, kind: ReferenceGrant, spec: {{from: [{{group: {GATEWAY_GROUP}, "
                 f"kind: HTTPRoute, namespace: {ing.namespace}}}], to: [{{group: '', kind: Service}}]}}")
-        ctx.notes[:] = list(dict.fromkeys(ctx.notes))
         annotations = {PRECEDENCE_ANNOTATION: "; ".join(table.notes)} if table.notes else None
         return [resource(self.route_api_version(ctx.config), "HTTPRoute",
                          metadata(ing.name, ing.namespace, ctx, service=ing.name, annotations=annotations),
