@@ -445,10 +445,13 @@ class RemoteAccess:
                 f"{where}: the SSH key {self.ssh.key_file} could not be loaded ({detail}); check the key file "
                 "and MESHGEN_GIT_SSH_KEY_PASSPHRASE_FILE"))
         if "Permission denied (publickey" in stderr or "Permission denied, please try again" in stderr:
+            unlock = (" If the key has a passphrase, check that MESHGEN_GIT_SSH_KEY_PASSPHRASE_FILE "
+                      f"({self.ssh.passphrase_file}) holds the right one (ssh skips a key it cannot unlock)."
+                      if self.ssh.passphrase_file else "")
             return GitTransportError(self.url, operation, "auth", (
                 f"{where}: the server refused the SSH key {self.ssh.key_file} (Permission denied). Add its public "
                 "key to the repository as a deploy key (with write access for pushes) or to the bot user, or "
-                "point MESHGEN_GIT_SSH_KEY_FILE at the right key"))
+                f"point MESHGEN_GIT_SSH_KEY_FILE at the right key.{unlock}"))
         if re.search(r"does not appear to be a git repository|repository .* not found|not found|"
                      r"No such file or directory|does not exist", stderr, re.IGNORECASE):
             return GitTransportError(self.url, operation, "not-found", (
