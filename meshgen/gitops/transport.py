@@ -289,6 +289,10 @@ def _ssh_env(identity: SshIdentity) -> dict[str, str]:
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": "/dev/null",
         "GIT_SSH_VARIANT": "ssh",
+        # meshgen owns the mirror: no background gc/maintenance forked off a fetch
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": "gc.auto", "GIT_CONFIG_VALUE_0": "0",
+        "GIT_CONFIG_KEY_1": "maintenance.auto", "GIT_CONFIG_VALUE_1": "false",
         "GIT_SSH_COMMAND": " ".join(shlex.quote(part) for part in options),
     }
     if identity.passphrase_file is not None:
