@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     webhook_secret_gitea: SecretStr | None = Field(default=None, description="Secret for X-Gitea-Signature.")
     forge_token: SecretStr | None = Field(default=None, description="Token for the forge of the environment repository.")
     argocd_token: SecretStr | None = Field(default=None, description="Bearer token for Argo CD's REST API.")
+    github_app_private_key_file: Path | None = Field(default=None, description="PEM private key of the GitHub App in meshgen.yaml envRepo.forge.app (a mounted secret).")
     log_level: str = Field(default="INFO", description="Python logging level.")
     # Sync worker and webhooks (added with the worker; all optional, defaults suit one replica).
     blueprints_branch: str = Field(default="main", description="Only pushes to this branch of the blueprints repository trigger a sync.")

@@ -10,8 +10,9 @@ import os
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from ._http import _ApiClient, _HTTPForge, _resolve_token, _RetryPolicy, _segment
+from ._http import _ApiClient, _HTTPForge, _resolve_token, _RetryPolicy, _Secret, _segment
 from .base import ForgeError, PRState, PullRequest
+from .github_app import GitHubApp, InstallationTokens
 
 _PREFIX = "meshgen/"
 _PAGE = 100  # GitHub's maximum per_page
@@ -23,7 +24,9 @@ class GitHubForge(_HTTPForge):
     base_url is the REST API root: https://api.github.com for github.com, or
     https://HOST/api/v3 for GitHub Enterprise Server. The token (fine-grained: "Pull requests"
     and "Issues" read/write, "Contents" read/write to merge) comes from exactly one of `token`,
-    `token_env` (an environment variable name) or `token_file` (a file path).
+    `token_env` (an environment variable name) or `token_file` (a file path), or, instead of a
+    token, from a GitHub App installation (`app`, see github_app.py: installation tokens minted
+    and refreshed on demand; the app needs Pull requests, Issues and Contents read/write).
     """
 
     kind: ClassVar[str] = "github"
@@ -37,6 +40,7 @@ class GitHubForge(_HTTPForge):
         token: str | None = None,
         token_env: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
+        app: GitHubApp | None = None,
         timeout: float = 30.0,
         max_attempts: int = 5,
         max_wait: float = 60.0,
@@ -44,18 +48,33 @@ class GitHubForge(_HTTPForge):
     ) -> None:
         self.owner = owner
         self.repo = repo
-        secret = _resolve_token("GitHub", token=token, token_env=token_env, token_file=token_file)
+        retry = _RetryPolicy(max_attempts=max_attempts, max_wait=max_wait, backoff=backoff)
+        secret: _Secret
+        if app is not None:
+            if (token, token_env, token_file) != (None, None, None):
+                raise ForgeError("GitHub: give either a GitHub App (envRepo.forge.app) or a token, not both")
+            secret = self.app_tokens = InstallationTokens(app, base_url, timeout=timeout, retry=retry)
+        else:
+            self.app_tokens = None
+            secret = _resolve_token("GitHub", token=token, token_env=token_env, token_file=token_file)
         self._api = _ApiClient(
             "GitHub", base_url, secret, lambda value: ("Authorization", f"Bearer {value}"),
             timeout=timeout,
-            retry=_RetryPolicy(max_attempts=max_attempts, max_wait=max_wait, backoff=backoff),
+            retry=retry,
             extra_headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
             hint_not_found=(f"check owner/repo ({owner}/{repo}), base_url ({base_url}) and the pull request "
                             "number; GitHub also answers 404 when the token cannot see a private repository"),
-            hint_auth="check that the token is valid, not expired, and has Pull requests, Issues and "
-                      "Contents read/write access to the repository",
+            hint_auth=("check that the token is valid, not expired, and has Pull requests, Issues and "
+                       "Contents read/write access to the repository") if app is None else
+                      (f"check that GitHub App {app.app_id} has Pull requests, Issues and Contents "
+                       "read/write permissions and that its installation includes the repository"),
         )
         self._repo_path = f"repos/{_segment(owner)}/{_segment(repo)}"
+
+    def close_connections(self) -> None:
+        super().close_connections()
+        if self.app_tokens is not None:
+            self.app_tokens.close()
 
     def __repr__(self) -> str:
         return f"GitHubForge(base_url={self._api.base_url!r}, repo='{self.owner}/{self.repo}')"
