@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     lock_wait: float = Field(default=600.0, description="How long (s) a sync waits for another writer before the task is retried.")
     visibility_timeout: int = Field(default=3600, description="Seconds before Redis redelivers an unacknowledged task (a killed worker's task).")
     webhook_dedupe_ttl: int = Field(default=86400, description="Seconds a webhook delivery id is remembered to ignore replays.")
+    # Git credentials (meshgen.gitops.transport). Token and key files are re-read for every fetch and push.
+    blueprints_token: SecretStr | None = Field(default=None, description="HTTPS token for MESHGEN_BLUEPRINTS_URL (the password; MESHGEN_BLUEPRINTS_TOKEN_FILE: read per fetch).")
+    blueprints_token_file: Path | None = Field(default=None, description="File holding the HTTPS token of the blueprints repository, re-read for every fetch.")
+    blueprints_username: str = Field(default="x-access-token", min_length=1, description="HTTPS username for the blueprints token (GitHub x-access-token; GitLab OAuth tokens: oauth2; others: any).")
+    git_ssh_key_file: Path | None = Field(default=None, description="Private key for ssh:// and git@host:path remotes (environment and blueprints repositories).")
+    git_ssh_key_passphrase_file: Path | None = Field(default=None, description="File holding the SSH key's passphrase, if it has one.")
+    git_known_hosts_file: Path | None = Field(default=None, description="known_hosts file the SSH servers' host keys are checked against; unknown or changed keys are refused.")
 
     @model_validator(mode="before")
     @classmethod

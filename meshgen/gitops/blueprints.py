@@ -26,9 +26,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import pygit2
 
 from meshgen.gitops.envrepo import EnvRepoError, Mirror, _local_path, _mirror_lock
+
+if TYPE_CHECKING:
+    from meshgen.gitops.transport import RemoteAccess
 
 CONFIG_FILE = "meshgen.yaml"
 BLUEPRINTS_DIR = "blueprints"
@@ -55,12 +60,15 @@ def checkout_blueprints(
     commit: str | None = None,
     *,
     callbacks: pygit2.RemoteCallbacks | None = None,
+    access: RemoteAccess | None = None,
 ) -> tuple[Path, str]:
     """Fetch `url`, resolve the commit to render on `branch`, materialise it; (folder, commit sha).
 
     `commit` (a pushed sha, full or abbreviated) must be on `branch`; the returned sha is the
     branch's tip, which is `commit` itself or newer. Raises BlueprintsSourceError for what a
-    retry cannot fix and EnvRepoError when fetching fails (network, locks: worth a retry).
+    retry cannot fix and EnvRepoError when fetching fails (network, locks: worth a retry;
+    GitTransportError, a subclass, for credentials, permissions and host keys). `access`
+    (meshgen.gitops.transport.blueprints_access) carries the HTTPS token or SSH key.
     """
     local = _local_path(url)
     if local is not None and not local.exists():
@@ -68,7 +76,7 @@ def checkout_blueprints(
     if local is None:
         _use_system_ca()
     state_path = Path(state_path)
-    mirror = _BlueprintsMirror(url, cache_dir=state_path, callbacks=callbacks, prefix="blueprints-")
+    mirror = _BlueprintsMirror(url, cache_dir=state_path, callbacks=callbacks, prefix="blueprints-", access=access)
     mirror.fetch()
     tip = mirror.commit_at(branch)
     if tip is None:

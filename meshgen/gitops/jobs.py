@@ -38,6 +38,7 @@ from meshgen.diagnostics import BlueprintError
 from meshgen.gitops.blueprints import BlueprintsSourceError
 from meshgen.gitops.coordination import Generations, LockBusy, WriterLock
 from meshgen.gitops.envrepo import EnvRepoError
+from meshgen.gitops.transport import GitTransportError
 from meshgen.gitops.forges.base import ForgeError
 from meshgen.gitops.sync import env_repo_identity, new_job_id, sync_repository
 from meshgen.records import JobRecord, Records
@@ -200,6 +201,13 @@ def run_sync_job(settings: Settings, records: Records, *, job_id: str, env: str 
             except BlueprintsSourceError as exc:
                 # Nothing was rendered: the generations stay open for the requests it did not cover.
                 log.warning("sync job %s refused: %s", job.id, exc)
+                return records.get_job(job.id) or job
+            except GitTransportError as exc:
+                if not exc.permanent:
+                    raise  # network: worth a retry
+                # Wrong token, missing permission, unknown host key: the job is recorded failed with the
+                # fix in its message; retrying would only fail the same way until someone acts.
+                log.warning("sync job %s failed: %s", job.id, exc)
                 return records.get_job(job.id) or job
             gens.mark_done(latest, job.id)
             return job

@@ -29,6 +29,7 @@ from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity, folder_diffe
 from meshgen.gitops.forges import make_forge
 from meshgen.gitops.forges.base import Forge, ForgeError, PRState, PullRequest
 from meshgen.gitops.lifecycle import Progress, SyncReport, SyncResult, branch_for, sync_env
+from meshgen.gitops.transport import blueprints_access, env_repo_access
 from meshgen.gitops.units import Unit, content_hash
 from meshgen.pipeline import RenderResult, render_repository
 from meshgen.records import JobPR, JobRecord, PRRef, Records, UnitRecord
@@ -472,9 +473,10 @@ def _checkout(root: Path, settings: Settings, job: JobRecord, clock: _Clock) -> 
     started = time.perf_counter()
     assert settings.blueprints_url is not None
     pushed = job.blueprint_commit
+    url = blueprints_remote(settings.blueprints_url, root)
     try:
-        path, sha = checkout_blueprints(blueprints_remote(settings.blueprints_url, root),
-                                        settings.blueprints_branch, _state_path(root, settings), commit=pushed)
+        path, sha = checkout_blueprints(url, settings.blueprints_branch, _state_path(root, settings), commit=pushed,
+                                        access=blueprints_access(url, settings))
     finally:
         clock.checkout += time.perf_counter() - started
     note = None
@@ -512,12 +514,14 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
     local = local_env_repo_path(root, settings_er.url)
     if local is not None:
         ensure_local_repo(local, settings_er.branch, identity)
-    repo = _SyncEnvRepo(str(local) if local is not None else settings_er.url,
-                        cache_dir=_state_path(root, settings), identity=identity)
-    repo.fence = fence
-    forge = _TimedForge(forge_from_config(root, config, settings, local_path=local, identity=identity,
-                                          options=forge_options), recorder.clock, fence)
+    inner = forge_from_config(root, config, settings, local_path=local, identity=identity, options=forge_options)
+    forge = _TimedForge(inner, recorder.clock, fence)
     try:
+        # The forge's token (or envRepo.git's) authenticates fetch and push; SSH URLs use the key.
+        repo = _SyncEnvRepo(str(local) if local is not None else settings_er.url,
+                            cache_dir=_state_path(root, settings), identity=identity,
+                            access=env_repo_access(root, config, settings, inner))
+        repo.fence = fence
         envs = [env] if env else list(config.environments)
         content = f"{','.join(envs)}|{content_hash(result.units)}"
         if skip_if_synced and _already_synced(recorder, repo, settings_er.branch, content, job):

@@ -62,6 +62,8 @@ class GitHubFake(FakeForge):
     spec = github_spec()
     prefix = "/api/v3"  # GitHub Enterprise Server layout: proves base_url is really configurable
 
+    git_username = "x-access-token"  # the documented HTTPS username for tokens
+
     def __init__(self, repo: Any, token: str, owner: str = "acme", name: str = "env") -> None:
         super().__init__(repo, token)
         self.owner = owner

@@ -105,6 +105,8 @@ def _errors(schema: dict[str, Any], instance: Any) -> list[str]:
 class GitLabFake(FakeForge):
     prefix = "/api/v4"
 
+    git_username = "oauth2"  # the documented HTTPS username for tokens
+
     def __init__(self, repo: Any, token: str, project_path: str = "acme/platform/env", project_id: int = 42) -> None:
         super().__init__(repo, token)
         self.project_path = project_path

@@ -125,7 +125,7 @@ def test_cli_sync_records_json_and_exit_1_on_blueprint_errors(root: Path, rns: R
     assert "blueprints/cart.yaml" in bad.stderr and "nothing was pushed" in bad.stderr
 
 
-def _github_root(tmp_path: Path, fake_url: str, bare: Path) -> Path:
+def _github_root(tmp_path: Path, fake_url: str, bare: str) -> Path:
     forge = (f"envRepo:\n  url: {bare}\n  forge: {{kind: github, owner: acme, repo: env, baseUrl: {fake_url},"
              " tokenEnv: MGTEST_FORGE_TOKEN}\n")
     return make_root(tmp_path / "gh", ["cart"], extra_config=forge)
@@ -138,7 +138,7 @@ def test_forge_500_and_429_are_retried_into_one_pr(tmp_path: Path, monkeypatch: 
     fake = GitHubFake(bare, TOKEN).start()
     try:
         monkeypatch.setenv("MGTEST_FORGE_TOKEN", TOKEN)
-        root = _github_root(tmp_path, fake.url, tmp_path / "env.git")
+        root = _github_root(tmp_path, fake.url, fake.git_url)
         settings = Settings(root=root, redis_url=REDIS_DB_URL, redis_prefix=rns.prefix)
         headers = (lambda: {"Retry-After": "0"}) if status == 429 else dict
         fake.inject("POST", "/repos/{owner}/{repo}/pulls", status, times=1, headers=headers)
@@ -160,7 +160,7 @@ def test_forge_down_fails_the_job_clearly(tmp_path: Path, monkeypatch: pytest.Mo
     fake = GitHubFake(bare, TOKEN).start()
     try:
         monkeypatch.setenv("MGTEST_FORGE_TOKEN", TOKEN)
-        root = _github_root(tmp_path, fake.url, tmp_path / "env.git")
+        root = _github_root(tmp_path, fake.url, fake.git_url)
         settings = Settings(root=root, redis_url=REDIS_DB_URL, redis_prefix=rns.prefix)
         fake.inject("GET", "/repos/{owner}/{repo}/pulls", 500, times=None)
         with pytest.raises(ForgeError):

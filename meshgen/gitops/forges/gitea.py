@@ -32,6 +32,8 @@ class GiteaForge(_HTTPForge):
     """
 
     kind: ClassVar[str] = "gitea"
+    #: Gitea/Forgejo accept any non-empty username with a token as password; envRepo.git.username overrides it.
+    git_username: ClassVar[str] = "meshgen"
 
     def __init__(
         self,

@@ -30,6 +30,8 @@ class GitHubForge(_HTTPForge):
     """
 
     kind: ClassVar[str] = "github"
+    #: GitHub's documented username for token-authenticated HTTPS git (installation tokens need it; PATs accept it).
+    git_username: ClassVar[str] = "x-access-token"
 
     def __init__(
         self,

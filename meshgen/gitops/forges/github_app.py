@@ -117,7 +117,7 @@ class InstallationTokens(_Secret):
 
     def __init__(self, app: GitHubApp, base_url: str, *, timeout: float = 30.0,
                  retry: _RetryPolicy | None = None) -> None:
-        super().__init__("")
+        super().__init__("", f"installation tokens of GitHub App {app.app_id}, installation {app.installation_id}")
         self.app = app
         self._key = load_private_key(app.private_key_file)
         self._lock = threading.Lock()

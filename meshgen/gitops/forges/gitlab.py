@@ -31,6 +31,8 @@ class GitLabForge(_HTTPForge):
     """
 
     kind: ClassVar[str] = "gitlab"
+    #: GitLab's documented username for OAuth and access tokens over HTTPS git.
+    git_username: ClassVar[str] = "oauth2"
 
     def __init__(
         self,
