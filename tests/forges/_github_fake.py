@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jwt
+from gitserver import Account
 from jsonschema import Draft202012Validator
 
 from ._schemas import github_spec
@@ -138,6 +139,8 @@ class GitHubFake(FakeForge):
         token = "ghs_" + secrets.token_urlsafe(27)
         expires = self.clock() + self.app["ttl"]
         self.app_tokens[token] = expires
+        # The git side accepts it too, under GitHub's HTTPS username, for as long as the API does.
+        self.git.accounts.append(_InstallationAccount(token, self.git_username, fake=self))
         return 201, {"token": token, "expires_at": _iso(expires), "permissions": dict(self.app["permissions"]),
                      "repository_selection": "selected"}
 
@@ -293,3 +296,16 @@ class GitHubFake(FakeForge):
         out.update(id=len(pr.comments), body=req.body["body"],
                    html_url=f"{self.root}/{self.owner}/{self.name}/pull/{pr.number}#issuecomment-{len(pr.comments)}")
         return 201, out
+
+
+class _InstallationAccount(Account):
+    """A git-side account for one installation token: valid while the fake's API would accept it."""
+
+    def __init__(self, password: str, username: str | None, *, fake: GitHubFake) -> None:
+        super().__init__(password, username)
+        object.__setattr__(self, "_fake", fake)
+
+    def matches(self, username: str, password: str) -> bool:
+        fake: GitHubFake = object.__getattribute__(self, "_fake")
+        expiry = fake.app_tokens.get(password)
+        return super().matches(username, password) and expiry is not None and fake.clock() < expiry

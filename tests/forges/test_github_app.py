@@ -6,6 +6,7 @@ installation tokens expire on that same clock. Tests move the clock instead of s
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 from collections.abc import Iterator
@@ -19,15 +20,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from meshgen.blueprint.config import Config
-from meshgen.gitops.envrepo import Identity
+from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity
 from meshgen.gitops.forges.base import ForgeError
 from meshgen.gitops.forges.github import GitHubForge
 from meshgen.gitops.forges.github_app import GitHubApp, InstallationTokens
 from meshgen.gitops.sync import forge_from_config
+from meshgen.gitops.transport import RemoteAccess
 from meshgen.settings import Settings
 
 from ._github_fake import _APP_TOKENS, GitHubFake
-from ._gitrepo import BareRepo
+from ._gitrepo import BareRepo, push_files
 from .conftest import FAST, TOKEN
 
 APP_ID = "424242"
@@ -258,3 +260,35 @@ def test_app_needs_the_github_forge() -> None:
         Config.model_validate({"environments": {"staging": {}},
                                "envRepo": {"forge": {"kind": "gitea", "baseUrl": "https://g", "owner": "a",
                                                      "repo": "b", "app": {"id": 1, "installationId": 2}}}})
+
+
+def test_git_fetch_and_push_with_the_installation_token(fake: GitHubFake, bare_repo: BareRepo, key_file: Path,
+                                                        clock: Clock, tmp_path: Path) -> None:
+    """The same refreshing token authenticates git over HTTPS (username x-access-token)."""
+    with _forge(fake, key_file, clock) as forge:
+        credential = forge.git_credential()
+        assert credential is not None and credential.username == "x-access-token"
+        assert "GitHub App 424242" in credential.source
+        access = RemoteAccess(fake.git_url, "environment repository", credential=credential)
+        mirror = EnvRepo(fake.git_url, cache_dir=tmp_path / "mirror", access=access)
+        first = push_files(mirror, "meshgen/a", {"a.yaml": "a: 1\n"}, "a", start="main")
+        assert bare_repo.tip("meshgen/a") == first
+        pr = forge.create(branch="meshgen/a", base="main", title="t", body="", labels=())
+        assert pr.head_sha == first
+        token_one = forge.app_tokens.reveal()  # type: ignore[union-attr]
+        clock.advance(56 * 60)  # inside the refresh margin: the next push mints and uses a new token
+        second = push_files(mirror, "meshgen/a", {"a.yaml": "a: 2\n"}, "a2")
+        assert bare_repo.tip("meshgen/a") == second and _exchanges(fake) == 2
+        token_two = forge.app_tokens.reveal()  # type: ignore[union-attr]
+        users = {entry[2] for entry in fake.git.log}
+        assert users - {""} == {"x-access-token"}  # "": libgit2's first, unauthenticated probe (401 challenge)
+        seen = " ".join(fake.git.auth_seen)
+        assert base64.b64encode(f"x-access-token:{token_two}".encode()).decode() in seen
+        assert base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode() not in seen  # never the static token
+        # An expired installation token is refused by the git side too, with a clear error.
+        stale = RemoteAccess(fake.git_url, "environment repository",
+                             credential=type(credential)("x-access-token", lambda: token_one, "an old token"))
+        clock.advance(10 * 60)
+        with pytest.raises(EnvRepoError) as err:
+            EnvRepo(fake.git_url, cache_dir=tmp_path / "stale", access=stale).fetch()
+        assert token_one not in str(err.value)
