@@ -33,6 +33,9 @@ _MERGE = "/repos/{owner}/{repo}/pulls/{pull_number}/merge"
 _LABELS = "/repos/{owner}/{repo}/issues/{issue_number}/labels"
 _COMMENTS = "/repos/{owner}/{repo}/issues/{issue_number}/comments"
 _APP_TOKENS = "/app/installations/{installation_id}/access_tokens"
+# Not in the reference subset either (GitHub's "Get a repository"): its answer is a full-repository,
+# a superset of the documented `repository` schema, which is what the fake sends and checks.
+_REPO = "/repos/{owner}/{repo}"
 
 # Hand-written from GitHub's REST docs (the endpoint is not in the reference subset).
 _APP_TOKEN_REQUEST = Draft202012Validator({
@@ -74,6 +77,8 @@ class GitHubFake(FakeForge):
         self.app_tokens: dict[str, float] = {}  # installation token -> expiry (fake clock)
         self.jwt_rejections: list[str] = []  # why app JWTs were refused, for tests to assert on
         self.clock: Callable[[], float] = time.time
+        #: What GET /repos/{owner}/{repo} reports for a token acting as a user (`meshgen doctor`).
+        self.repo_permissions = {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True}
 
     def expected_auth(self) -> str:
         return f"Bearer {self.token}"
@@ -144,8 +149,22 @@ class GitHubFake(FakeForge):
         return 201, {"token": token, "expires_at": _iso(expires), "permissions": dict(self.app["permissions"]),
                      "repository_selection": "selected"}
 
+    @route("GET", _REPO)
+    def get_repository(self, req: Request) -> tuple[int, Any]:
+        self._repo_or_404(req)
+        out = self.spec.skeleton(self.spec.schema("repository"))
+        out.update(id=1, name=self.name, full_name=f"{self.owner}/{self.name}", private=True, default_branch="main",
+                   html_url=f"{self.root}/{self.owner}/{self.name}", url=f"{self.url}/repos/{self.owner}/{self.name}")
+        # GitHub reports `permissions` for tokens acting as a user; an installation token's rights
+        # are the permissions of the token itself (the access_tokens answer), so none here.
+        if not req.headers.get("authorization", "").startswith("Bearer ghs_"):
+            out["permissions"] = dict(self.repo_permissions)
+        return 200, out
+
     def check_request_without_spec(self, key: str, method: str, template: str, query: dict[str, str],
                                    body: Any) -> None:
+        if template == _REPO and (query or body is not None):
+            self.violations.append(f"{key}: takes no query parameters or body")
         if template == _APP_TOKENS:
             if query:
                 self.violations.append(f"{key}: undocumented query parameters {sorted(query)}")
@@ -155,6 +174,10 @@ class GitHubFake(FakeForge):
 
     def check_response_without_spec(self, key: str, method: str, template: str, status: int,
                                     payload: Any) -> None:
+        if template == _REPO and status == 200:
+            assert self.spec is not None
+            self.violations.extend(f"{key}: response body: {e}"
+                                   for e in self.spec.errors(self.spec.schema("repository"), payload))
         if template == _APP_TOKENS and status == 201:
             self.violations.extend(f"{key}: response body: {e.message}"
                                    for e in _APP_TOKEN_RESPONSE.iter_errors(payload))

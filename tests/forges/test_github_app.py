@@ -240,9 +240,13 @@ def test_forge_from_meshgen_yaml(fake: GitHubFake, key_file: Path, tmp_path: Pat
                     "forge": {"kind": "github", "baseUrl": fake.url, "owner": "acme", "repo": "env",
                               "app": {"id": int(APP_ID), "installationId": INSTALLATION}}},
     })
-    monkeypatch.delenv("MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE", raising=False)
-    with pytest.raises(ForgeError, match="MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE is not"):
-        forge_from_config(tmp_path, config, Settings(), local_path=None, identity=Identity("m", "m@x"))
+    for unset in (None, ""):  # an empty variable is no key file (not the current directory)
+        if unset is None:
+            monkeypatch.delenv("MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE", raising=False)
+        else:
+            monkeypatch.setenv("MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE", unset)
+        with pytest.raises(ForgeError, match="MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE is not"):
+            forge_from_config(tmp_path, config, Settings(), local_path=None, identity=Identity("m", "m@x"))
     monkeypatch.setenv("MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE", str(key_file))
     # The fake runs on the real clock here: the JWT and the token are judged against time.time().
     fake.clock = __import__("time").time

@@ -81,6 +81,37 @@ class GitHubForge(_HTTPForge):
     def __repr__(self) -> str:
         return f"GitHubForge(base_url={self._api.base_url!r}, repo='{self.owner}/{self.repo}')"
 
+    def check_access(self) -> str:
+        """Whether meshgen can push branches and open pull requests here (for `meshgen doctor`).
+
+        A sentence saying what was verified, or ForgeError with the fix. GET /repos/{owner}/{repo}
+        proves the credential works and sees the repository; its `permissions.push` (reported for
+        tokens acting as a user) says whether it may push. An app installation's rights are the
+        `permissions` of its installation token instead: Contents and Pull requests must be write.
+        """
+        data = self._api.call(f"read repository {self.owner}/{self.repo}", "GET", self._repo_path, parse=dict)
+        where = f"{self.owner}/{self.repo}"
+        if self.app_tokens is not None:
+            app = self.app_tokens.app
+            granted = dict(self.app_tokens.permissions)
+            missing = [name for name in ("contents", "pull_requests") if granted.get(name) not in ("write", "admin")]
+            if missing:
+                have = ", ".join(f"{k}: {v}" for k, v in sorted(granted.items())) or "none"
+                raise ForgeError(f"GitHub: GitHub App {app.app_id} (installation {app.installation_id}) sees {where} "
+                                 f"but lacks write access to {' and '.join(missing)} (it has {have}); give the app "
+                                 "Contents and Pull requests read/write in its settings, then accept the new "
+                                 "permissions on the installation")
+            return (f"{where}: GitHub App {app.app_id} (installation {app.installation_id}) can push and open "
+                    "pull requests (contents and pull_requests: write)")
+        permissions = data.get("permissions")
+        if not isinstance(permissions, dict):
+            return f"{where}: the token is valid and sees the repository (GitHub did not report push permission)"
+        if not permissions.get("push"):
+            raise ForgeError(f"GitHub: the token can read {where} but not push to it, so meshgen cannot push "
+                             "branches or open pull requests; give it Contents and Pull requests read/write "
+                             "(fine-grained token) or the repo scope (classic), for a user with write access")
+        return f"{where}: the token can push and open pull requests"
+
     # -- Forge protocol ------------------------------------------------------------------------
 
     def find_open(self, branch: str) -> PullRequest | None:
