@@ -196,7 +196,7 @@ class _Doctor:
         access = blueprints_access(remote_url, self.settings)
         branch = self.settings.blueprints_branch
         if access is None:
-            path = Path(remote_url[len("file://"):] if remote_url.startswith("file://") else remote_url)
+            path = Path(remote_url.removeprefix("file://"))
             return self._local_repo(path, branch, created_by_sync=False, setting="MESHGEN_BLUEPRINTS_BRANCH")
         if access.credential is not None:
             self.secrets.append(access.credential.token())

@@ -52,6 +52,7 @@ class GitHubForge(_HTTPForge):
         self.repo = repo
         retry = _RetryPolicy(max_attempts=max_attempts, max_wait=max_wait, backoff=backoff)
         secret: _Secret
+        self.app_tokens: InstallationTokens | None
         if app is not None:
             if (token, token_env, token_file) != (None, None, None):
                 raise ForgeError("GitHub: give either a GitHub App (envRepo.forge.app) or a token, not both")

@@ -89,8 +89,8 @@ def load_private_key(path: Path) -> RSAPrivateKey:
 
 def _parse_expiry(value: Any) -> float:
     if not isinstance(value, str):
-        raise ValueError(f"expires_at is {type(value).__name__}, not a timestamp")
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        raise TypeError(f"expires_at is {type(value).__name__}, not a timestamp")
+    return datetime.fromisoformat(value).timestamp()  # Python 3.11 reads the trailing Z
 
 
 class _AppJWT(_Secret):
