@@ -105,6 +105,24 @@ def test_pull_requests_as_an_app_installation(fake: GitHubFake, bare_repo: BareR
         assert dict(forge.app_tokens.permissions)["pull_requests"] == "write"  # type: ignore[union-attr]
 
 
+def test_forges_of_one_process_share_the_token(fake: GitHubFake, key_file: Path, clock: Clock) -> None:
+    """A worker builds a forge per sync: they reuse one installation token until it is due."""
+    with _forge(fake, key_file, clock) as first, _forge(fake, key_file, clock) as second:
+        assert first.list() == [] and second.list() == []
+        assert first.app_tokens is second.app_tokens
+        assert _exchanges(fake) == 1
+        clock.advance(56 * 60)
+        second.list()
+        first.list()
+        assert _exchanges(fake) == 2
+    # a rotated key file (new content) starts afresh
+    key_file.write_bytes(key_file.read_bytes() + b"\n")
+    with _forge(fake, key_file, clock) as third:
+        assert third.app_tokens is not first.app_tokens
+        third.list()
+        assert _exchanges(fake) == 3
+
+
 def test_token_is_refreshed_before_it_expires(fake: GitHubFake, bare_repo: BareRepo, key_file: Path,
                                               clock: Clock) -> None:
     bare_repo.commit_files("meshgen/a", {"a.yaml": "a: 1\n"}, "a", start="main")

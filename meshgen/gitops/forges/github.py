@@ -56,7 +56,7 @@ class GitHubForge(_HTTPForge):
         if app is not None:
             if (token, token_env, token_file) != (None, None, None):
                 raise ForgeError("GitHub: give either a GitHub App (envRepo.forge.app) or a token, not both")
-            secret = self.app_tokens = InstallationTokens(app, base_url, timeout=timeout, retry=retry)
+            secret = self.app_tokens = InstallationTokens.shared(app, base_url, timeout=timeout, retry=retry)
         else:
             self.app_tokens = None
             secret = _resolve_token("GitHub", token=token, token_env=token_env, token_file=token_file)
@@ -66,18 +66,15 @@ class GitHubForge(_HTTPForge):
             retry=retry,
             extra_headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
             hint_not_found=(f"check owner/repo ({owner}/{repo}), base_url ({base_url}) and the pull request "
-                            "number; GitHub also answers 404 when the token cannot see a private repository"),
+                            "number; GitHub also answers 404 when the token cannot see a private repository"
+                            + ("" if app is None else " (for a GitHub App: when its installation does not "
+                               "include the repository)")),
             hint_auth=("check that the token is valid, not expired, and has Pull requests, Issues and "
                        "Contents read/write access to the repository") if app is None else
                       (f"check that GitHub App {app.app_id} has Pull requests, Issues and Contents "
                        "read/write permissions and that its installation includes the repository"),
         )
         self._repo_path = f"repos/{_segment(owner)}/{_segment(repo)}"
-
-    def close_connections(self) -> None:
-        super().close_connections()
-        if self.app_tokens is not None:
-            self.app_tokens.close()
 
     def __repr__(self) -> str:
         return f"GitHubForge(base_url={self._api.base_url!r}, repo='{self.owner}/{self.repo}')"
@@ -94,6 +91,7 @@ class GitHubForge(_HTTPForge):
         where = f"{self.owner}/{self.repo}"
         if self.app_tokens is not None:
             app = self.app_tokens.app
+            self.app_tokens.refresh()  # the permissions of a token minted now, not of a cached one
             granted = dict(self.app_tokens.permissions)
             missing = [name for name in ("contents", "pull_requests") if granted.get(name) not in ("write", "admin")]
             if missing:

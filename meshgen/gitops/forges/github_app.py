@@ -11,8 +11,10 @@ for the installation on the REST API (`Authorization: Bearer`) and on git over H
 
 `InstallationTokens` is a `_Secret` whose value rotates: every `reveal()` returns a token that is
 valid for at least `refresh_before` more seconds, minting a new one when needed. It is shared by
-the REST client and the git credential of the same forge, and it is safe to use from several
-threads (one lock; only one thread mints, the others wait for its token).
+the REST client and the git credential of a forge, and, through `InstallationTokens.shared`, by
+every forge of the process configured for the same installation (a worker builds a forge per
+sync; they all reuse one token until it is due). It is safe to use from several threads (one
+lock; only one thread mints, the others wait for its token).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ JWT_BACKDATE = 60
 REFRESH_BEFORE = 5 * 60
 #: A private key file is a few KiB; refuse to read anything much larger.
 _MAX_KEY_BYTES = 64 * 1024
+
+_SHARED: dict[tuple[Any, ...], InstallationTokens] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -125,10 +130,18 @@ class InstallationTokens(_Secret):
         # Every token this object handed out, for scrubbing: a late error body may echo an old one.
         self._issued: list[_Secret] = []
         self._jwt = _AppJWT(self._sign)
+        self._timeout = timeout
+        self._retry = retry or _RetryPolicy()
+        self._base_url = base_url
+        self._api = self._new_client()
+        self._installation_path = f"app/installations/{int(app.installation_id)}/access_tokens"
+
+    def _new_client(self) -> _ApiClient:
+        app = self.app
         app_id = app.app_id
-        self._api = _ApiClient(
-            "GitHub App", base_url, self._jwt, lambda value: ("Authorization", f"Bearer {value}"),
-            timeout=timeout, retry=retry or _RetryPolicy(),
+        return _ApiClient(
+            "GitHub App", self._base_url, self._jwt, lambda value: ("Authorization", f"Bearer {value}"),
+            timeout=self._timeout, retry=self._retry,
             extra_headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
             hint_not_found=(f"installation {app.installation_id} of app {app_id} was not found: install the app "
                             "on the environment repository (or its organisation) and set "
@@ -138,7 +151,23 @@ class InstallationTokens(_Secret):
                        "the app's id, that MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE holds a current (not deleted) "
                        "private key of that app, and that this machine's clock is right (NTP)"),
         )
-        self._installation_path = f"app/installations/{int(app.installation_id)}/access_tokens"
+
+    @classmethod
+    def shared(cls, app: GitHubApp, base_url: str, *, timeout: float = 30.0,
+               retry: _RetryPolicy | None = None) -> InstallationTokens:
+        """The process-wide tokens of this installation (one per app, base URL and key file
+        content): a new forge per sync reuses the current token instead of minting one."""
+        try:
+            stat = app.private_key_file.stat()
+            version: tuple[int, int] = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            version = (0, 0)  # load_private_key below reports the problem
+        key = (app, base_url.rstrip("/"), version)
+        with _SHARED_LOCK:
+            tokens = _SHARED.get(key)
+            if tokens is None:
+                tokens = _SHARED[key] = cls(app, base_url, timeout=timeout, retry=retry)
+            return tokens
 
     # -- _Secret -------------------------------------------------------------------------------
 
@@ -164,7 +193,9 @@ class InstallationTokens(_Secret):
         return self._valid().expires_at
 
     def close(self) -> None:
+        """Release the HTTP connections of the token exchange (it reconnects if used again)."""
         self._api.close()
+        self._api = self._new_client()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -179,6 +210,11 @@ class InstallationTokens(_Secret):
         now = int(self.app.clock())
         claims = {"iat": now - JWT_BACKDATE, "exp": now + JWT_LIFETIME, "iss": str(self.app.app_id)}
         return jwt.encode(claims, self._key, algorithm="RS256")
+
+    def refresh(self) -> None:
+        """Mint a new token now (`meshgen doctor` checks the permissions GitHub grants today)."""
+        with self._lock:
+            self._current = self._mint()
 
     def rejected(self) -> None:
         # GitHub revokes installation tokens early (the app's permissions changed, the app was
