@@ -303,6 +303,19 @@ def _ssh_env(identity: SshIdentity) -> dict[str, str]:
 # --------------------------------------------------------------------------------------
 
 
+_SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")  # Debian (the image), Ubuntu, Alpine
+_ca_set = False
+
+
+def _use_system_ca() -> None:
+    """libgit2 in pygit2's wheels brings its own OpenSSL, which does not look at the system's CA
+    bundle: point it there for HTTPS (as the chart's clone init container does)."""
+    global _ca_set
+    if not _ca_set and _SYSTEM_CA.exists():
+        pygit2.settings.set_ssl_cert_locations(str(_SYSTEM_CA), str(_SYSTEM_CA.parent))
+    _ca_set = True
+
+
 class _Rejected(Exception):
     """Raised from the credentials callback when libgit2 asks twice: the server refused the first."""
 
@@ -344,6 +357,7 @@ class RemoteAccess:
 
     def callbacks(self) -> _Callbacks:
         """Fresh libgit2 callbacks for one HTTPS fetch or push (the token is read at its first use)."""
+        _use_system_ca()
         return _Callbacks(self.credential)
 
     # ---- fetch and push (used by meshgen.gitops.envrepo.Mirror / EnvRepo) --------------
