@@ -264,3 +264,33 @@ def test_redact_url() -> None:
     assert redact_url("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
     assert redact_url("redis://user:s3cret@redis:6379/0") == "redis://user:***@redis:6379/0"
     assert redact_url("redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+@pytest.mark.slow  # starts sshd
+def test_ssh_environment_repository(setup: Setup, tmp_path: Path) -> None:
+    """An ssh:// environment repository: checked with the key and known_hosts settings, against sshd."""
+    from gitserver import SshServer
+
+    served = tmp_path / "ssh-srv"
+    BareRepo(served / "env.git")
+    sshd = SshServer(tmp_path / "sshd", served)
+    try:
+        setup.write_config()
+        config = json.loads((setup.root / "meshgen.yaml").read_text())
+        config["envRepo"]["url"] = sshd.url("env.git")
+        (setup.root / "meshgen.yaml").write_text(json.dumps(config))
+        keys = {"MESHGEN_GIT_SSH_KEY_FILE": str(sshd.client_key), "MESHGEN_GIT_KNOWN_HOSTS_FILE": str(sshd.known_hosts)}
+        code, lines = setup.doctor(**keys)
+        assert code == 0, lines
+        assert f"{sshd.url('env.git')}: reachable with these credentials, branch main at" in \
+            _line(lines, "environment repository (fetch)")
+        assert _line(lines, "environment repository (push)").startswith("✔")
+        # a known_hosts file without the server's key: refused, never trusted on first use
+        empty = tmp_path / "known_hosts"
+        empty.write_text("")
+        code, lines = setup.doctor(**{**keys, "MESHGEN_GIT_KNOWN_HOSTS_FILE": str(empty)})
+        assert code == 1
+        fetch = _line(lines, "environment repository (fetch)")
+        assert fetch.startswith("✘") and "MESHGEN_GIT_KNOWN_HOSTS_FILE" in fetch
+    finally:
+        sshd.stop()
