@@ -370,3 +370,6 @@ def test_notes() -> None:
         proc = run_helm("install", RELEASE, str(CHART), "--dry-run=client", "--namespace", "meshgen", *args)
         notes = proc.stdout.split("NOTES:", 1)[1]
         assert says in notes and "rollout restart" not in notes and "blueprints.git.url is not set" not in notes
+    proc = run_helm("install", RELEASE, str(CHART), "--dry-run=client", "--namespace", "meshgen",
+                    "--set", "secrets.gitToken.existingSecret=git", "--set", "blueprints.existingConfigMap=mine")
+    assert "set envRepo.git.tokenFile to that\npath in the meshgen.yaml of ConfigMap mine" in proc.stdout

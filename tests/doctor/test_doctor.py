@@ -294,3 +294,25 @@ def test_ssh_environment_repository(setup: Setup, tmp_path: Path) -> None:
         assert fetch.startswith("✘") and "MESHGEN_GIT_KNOWN_HOSTS_FILE" in fetch
     finally:
         sshd.stop()
+
+
+def test_argocd_kubernetes_mode(setup: Setup, tmp_path: Path) -> None:
+    from argo_fakes import KubernetesServer
+
+    kube = KubernetesServer(ARGO_TOKEN)
+    kube.put(application("api-staging", labels={"app.kubernetes.io/managed-by": "meshgen"}))
+    try:
+        config = json.loads((setup.root / "meshgen.yaml").read_text())
+        config["argocd"] = {"mode": "kubernetes", "namespace": "argocd",
+                            "kubeconfig": str(kube.kubeconfig(tmp_path / "kubeconfig", ARGO_TOKEN))}
+        (setup.root / "meshgen.yaml").write_text(json.dumps(config))
+        code, lines = setup.doctor()
+        assert code == 0, lines
+        assert _line(lines, "Argo CD") == ("✔ Argo CD: Kubernetes namespace argocd (kubernetes): 1 application(s) "
+                                           "labelled app.kubernetes.io/managed-by=meshgen readable")
+        config["argocd"]["kubeconfig"] = str(kube.kubeconfig(tmp_path / "wrong", WRONG_TOKEN))
+        (setup.root / "meshgen.yaml").write_text(json.dumps(config))
+        code, lines = setup.doctor()
+        assert code == 1 and "the credentials in the kubeconfig are not accepted" in _line(lines, "Argo CD")
+    finally:
+        kube.stop()
