@@ -56,6 +56,8 @@ class GitHttpServer:
     log: list[tuple[str, str, str, int]] = field(default_factory=list)
     #: Every Authorization header value seen (tests check what clients sent).
     auth_seen: list[str] = field(default_factory=list)
+    #: Paths of requests whose body came with Transfer-Encoding: chunked (libgit2's pushes do).
+    chunked: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -131,6 +133,8 @@ def _make_http_handler(server: GitHttpServer) -> type[BaseHTTPRequestHandler]:
         def _handle(self) -> None:
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                 body = _dechunk(self.rfile)
+                with server._lock:
+                    server.chunked.append(self.path)
             else:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -254,11 +258,9 @@ class SshServer:
 
         wait_for(up, 10, "sshd to listen")
 
-    def url(self, rel: str, *, scp: bool = False) -> str:
-        path = self.root / rel
-        if scp:  # scp-like syntax has no port: the test's ssh config supplies none, so ssh:// it is
-            raise ValueError("scp-like URLs cannot carry a port; use ssh_config or port 22")
-        return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
+    def url(self, rel: str) -> str:
+        """`ssh://user@127.0.0.1:PORT/abs/path` (scp-like `user@host:path` cannot name a port)."""
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{self.root / rel}"
 
     def stop(self) -> None:
         if self._proc.poll() is None:

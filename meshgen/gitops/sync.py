@@ -27,7 +27,7 @@ from meshgen.gitops.blueprints import BlueprintsSourceError, blueprints_remote, 
 from meshgen.gitops.coordination import IdempotencyMarkers
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity, folder_differs
 from meshgen.gitops.forges import make_forge
-from meshgen.gitops.forges.base import Forge, ForgeError, PRState, PullRequest
+from meshgen.gitops.forges.base import Forge, ForgeError, GitCredential, PRState, PullRequest
 from meshgen.gitops.lifecycle import Progress, SyncReport, SyncResult, branch_for, sync_env
 from meshgen.gitops.transport import blueprints_access, env_repo_access
 from meshgen.gitops.units import Unit, content_hash
@@ -126,6 +126,9 @@ class _TimedForge:
 
     def list(self, state: PRState | None = None) -> list[PullRequest]:
         return self._timed(lambda: self.inner.list(state), writes=False)  # type: ignore[no-any-return]
+
+    def git_credential(self) -> GitCredential | None:
+        return self.inner.git_credential()
 
 
 # ---- the environment repository and the forge, from meshgen.yaml -----------------------

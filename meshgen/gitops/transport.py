@@ -271,9 +271,34 @@ def _askpass_program() -> Path:
     return _ASKPASS
 
 
+_PRIVATE_KEYS: dict[tuple[Path, int, int], Path] = {}
+
+
+def _private_key(path: Path) -> Path:
+    """`path`, or a private copy when OpenSSH would refuse the file as too open.
+
+    ssh ignores a key readable by group or others (Kubernetes mounts secrets 0644, or 0440 with an
+    fsGroup). The copy lives in a 0700 temporary folder, is 0600, and is reused while the key file
+    is unchanged; it holds what the mounted file already holds.
+    """
+    st = path.stat()
+    if st.st_mode & 0o077 == 0 and st.st_uid == os.geteuid():
+        return path
+    key = (path, st.st_mtime_ns, st.st_size)
+    copy = _PRIVATE_KEYS.get(key)
+    if copy is None or not copy.exists():
+        folder = Path(tempfile.mkdtemp(prefix="meshgen-ssh-key-"))  # 0700
+        copy = folder / "key"
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(path.read_bytes())
+        _PRIVATE_KEYS[key] = copy
+    return copy
+
+
 def _ssh_env(identity: SshIdentity) -> dict[str, str]:
     options = [
-        "ssh", "-F", "/dev/null", "-i", str(identity.key_file),
+        "ssh", "-F", "/dev/null", "-i", str(_private_key(identity.key_file)),
         "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
         "-o", f"UserKnownHostsFile={identity.known_hosts_file}", "-o", "GlobalKnownHostsFile=/dev/null",
         "-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=no", "-o", "CheckHostIP=no",
@@ -289,6 +314,10 @@ def _ssh_env(identity: SshIdentity) -> dict[str, str]:
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": "/dev/null",
         "GIT_SSH_VARIANT": "ssh",
+        # meshgen owns the mirror: no background gc/maintenance forked off a fetch
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": "gc.auto", "GIT_CONFIG_VALUE_0": "0",
+        "GIT_CONFIG_KEY_1": "maintenance.auto", "GIT_CONFIG_VALUE_1": "false",
         "GIT_SSH_COMMAND": " ".join(shlex.quote(part) for part in options),
     }
     if identity.passphrase_file is not None:

@@ -32,6 +32,7 @@ def test_fetch_and_leased_push_with_a_token(tmp_path: Path, http_git: GitHttpSer
     sha = push_files(repo, "meshgen/prod/api", {"prod/api/a.yaml": "a: 1\n"}, "one", start="main")
     assert origin.tip("meshgen/prod/api") == sha  # it really reached the server
     assert ("POST", "/env.git/git-receive-pack", "x-access-token", 200) in http_git.log
+    assert "/env.git/git-receive-pack" in http_git.chunked  # libgit2 uploads the pack chunked: de-chunked for CGI
     # The lease holds over HTTPS: someone else moves the branch, our next push is refused.
     other = origin.commit_files("meshgen/prod/api", {"x": "y"}, "someone else")
     new = repo.commit(repo.commit_at("main").tree.id, [repo.tip("main")], "ours")  # type: ignore[union-attr]

@@ -110,3 +110,12 @@ def test_ssh_url_without_key_or_known_hosts_is_a_config_error(tmp_path: Path) ->
         blueprints_access("git@github.com:acme/blueprints.git", settings)
     assert caught.value.reason == "config"
     assert "MESHGEN_GIT_KNOWN_HOSTS_FILE" in str(caught.value) and "first use" in str(caught.value)
+
+
+def test_a_key_mounted_world_readable_still_works(tmp_path: Path, sshd: SshServer, origin: BareRepo) -> None:
+    # Kubernetes mounts secrets 0644 (0440 with an fsGroup); OpenSSH alone would skip such a key.
+    key = tmp_path / "mounted_key"
+    key.write_bytes(sshd.client_key.read_bytes())
+    key.chmod(0o644)
+    assert ls_remote(_access(sshd, key=key))["refs/heads/main"] == origin.tip("main")
+    assert key.stat().st_mode & 0o777 == 0o644  # the mounted file is left as it is

@@ -149,23 +149,43 @@ def _ssh_env(sshd: SshServer, key: Path | None = None, known_hosts: Path | None 
             "MESHGEN_GIT_KNOWN_HOSTS_FILE": str(known_hosts or sshd.known_hosts)}
 
 
-def test_sync_over_ssh(tmp_path: Path, origin: BareRepo, sshd: SshServer, rns: RedisNS) -> None:
+def test_sync_over_ssh(tmp_path: Path, origin: BareRepo, blueprints_repo: BareRepo, sshd: SshServer,
+                       rns: RedisNS) -> None:
     fake = _start("github", origin)  # its REST API opens the pull request; git goes over SSH
     try:
         root = _root(tmp_path, sshd.url("env.git"), _forge_yaml("github", fake))
-        run = _sync(root, rns, MESHGEN_FORGE_TOKEN=TOKEN, **_ssh_env(sshd))
+        env = {"MESHGEN_FORGE_TOKEN": TOKEN, "MESHGEN_BLUEPRINTS_URL": sshd.url("blueprints.git"), **_ssh_env(sshd)}
+        run = _sync(root, rns, **env)
         assert run.returncode == 0, run.stderr
         assert origin.tip("meshgen/production/shop/cart") is not None
         assert [pr.head for pr in fake.prs.values()] == ["meshgen/production/shop/cart"]
-        assert not [entry for entry in fake.git.log if "env.git" in entry[1]]  # nothing went over HTTP
-        assert rns.records.recent_jobs(1)[0].state == "succeeded"
+        assert not fake.git.log  # nothing went over HTTP: both repositories over SSH
+        job = rns.records.recent_jobs(1)[0]
+        assert job.state == "succeeded" and job.blueprint_commit == blueprints_repo.tip("main")
         _no_secret_anywhere(root, run, TOKEN)
-        # a second sync with a changed blueprint force-pushes the branch over SSH, with its lease
+        # a push to the blueprints repository: the next sync force-pushes the branch over SSH, with its lease
         before = origin.tip("meshgen/production/shop/cart")
-        (root / "blueprints" / "cart.yaml").write_text(blueprint("cart", 30))
-        run = _sync(root, rns, MESHGEN_FORGE_TOKEN=TOKEN, **_ssh_env(sshd))
+        blueprints_repo.commit_files("main", {"blueprints/cart.yaml": blueprint("cart", 30)}, "cart: 30")
+        run = _sync(root, rns, **env)
         assert run.returncode == 0, run.stderr
         assert origin.tip("meshgen/production/shop/cart") not in (None, before)
+    finally:
+        fake.stop()
+
+
+def test_a_token_in_the_blueprints_url_is_refused(tmp_path: Path, origin: BareRepo, rns: RedisNS) -> None:
+    fake = _start("github", origin)
+    try:
+        root = _root(tmp_path, fake.git_url, _forge_yaml("github", fake))
+        url = fake.git.url("blueprints.git").replace("http://", f"http://x-access-token:{BLUEPRINTS_TOKEN}@")
+        run = _sync(root, rns, MESHGEN_FORGE_TOKEN=TOKEN, MESHGEN_BLUEPRINTS_URL=url)
+        assert run.returncode == 3
+        assert "MESHGEN_BLUEPRINTS_URL contains credentials" in run.stderr
+        assert "MESHGEN_BLUEPRINTS_TOKEN" in run.stderr and BLUEPRINTS_TOKEN not in run.stderr
+        job = rns.records.recent_jobs(1)[0]
+        assert job.state == "failed" and BLUEPRINTS_TOKEN not in job.model_dump_json()
+        assert not fake.git.log  # refused before anything was sent
+        assert not (root / ".meshgen" / "mirrors").exists() or not any((root / ".meshgen" / "mirrors").iterdir())
     finally:
         fake.stop()
 
