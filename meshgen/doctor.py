@@ -234,7 +234,8 @@ class _Doctor:
             raise _Failed(f"{shown}: Redis refused the credentials; fix the password in MESHGEN_REDIS_URL") from None
         except redis.RedisError as exc:
             raise _Failed(f"{shown}: no answer to PING ({type(exc).__name__}: {exc}); start Redis there or point "
-                          "MESHGEN_REDIS_URL at it (the worker, the API and job records need it)") from None
+                          "MESHGEN_REDIS_URL at it (the worker and the API need it; `meshgen up` and `meshgen sync` "
+                          "run without it, keeping no job records)") from None
         finally:
             client.close()
         return f"{shown} answers PING"
