@@ -241,7 +241,8 @@ class SshServer:
             "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "LogLevel ERROR",
             "MaxStartups 100:30:200", "",
         ]))
-        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory, absent until sshd ran once
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory, absent until sshd ran once
         self._proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
                                       stderr=open(self.dir / "sshd.log", "wb"))  # noqa: SIM115
         pub = self.host_key.with_suffix(".pub").read_text().split()

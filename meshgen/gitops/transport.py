@@ -51,8 +51,9 @@ API used by `meshgen doctor` (exact signatures)
         # SSH: start git-receive-pack, read its ref advertisement, send a flush = no commands).
         # Raises GitTransportError (operation "push") when push would be refused.
     GitTransportError(EnvRepoError): .url (no credentials), .operation ("fetch", "push",
-        "ls-remote"), .reason ("auth", "permission", "not-found", "host-key-unknown",
-        "host-key-changed", "config", "network"), str() = the whole message with the fix.
+        "ls-remote", "configure"), .reason ("auth", "permission", "not-found", "host-key-unknown",
+        "host-key-changed", "rejected" (a server hook or protection rule), "config", "network"),
+        .permanent (False only for "network"), str() = the whole message with the fix.
 
 Both builders raise GitTransportError (reason "config") for incomplete settings (an SSH URL without
 key or known_hosts file, an unreadable token file).

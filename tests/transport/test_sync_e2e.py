@@ -217,3 +217,45 @@ def test_ssh_failures_exit_3_with_the_fix(tmp_path: Path, origin: BareRepo, sshd
         assert not fake.prs and origin.tip("meshgen/production/shop/cart") is None
     finally:
         fake.stop()
+
+
+def _root_with_git(tmp_path: Path, fake: FakeForge, git: str) -> Path:
+    root = _root(tmp_path, fake.git_url, _forge_yaml("github", fake))
+    with open(root / "meshgen.yaml", "a") as handle:
+        handle.write(f"  git: {git}\n")
+    return root
+
+
+def test_separate_git_credential_from_envrepo_git(tmp_path: Path, origin: BareRepo, rns: RedisNS) -> None:
+    fake = _start("github", origin)
+    git_token = "mgtok_deploy_5a6b9f3c1a7e5b2d4c6e8a0b1c2d3e4f"
+    fake.git.accounts.append(Account(git_token, "deploy-bot"))
+    try:
+        (tmp_path / "git.token").write_text(git_token + "\n")
+        root = _root_with_git(tmp_path, fake, f"{{tokenFile: {tmp_path / 'git.token'}, username: deploy-bot}}")
+        run = _sync(root, rns, MESHGEN_FORGE_TOKEN=TOKEN)
+        assert run.returncode == 0, run.stderr
+        assert origin.tip("meshgen/production/shop/cart") is not None
+        users = {user for method, path, user, status in fake.git.log if status == 200}
+        assert users == {"deploy-bot"}  # git used the separate credential, the API the forge token
+        _no_secret_anywhere(root, run, TOKEN, git_token)
+    finally:
+        fake.stop()
+
+
+def test_token_without_push_access_fails_clearly_exit_3(tmp_path: Path, origin: BareRepo, rns: RedisNS) -> None:
+    fake = _start("github", origin)
+    read_only = "mgtok_readonly_e8a0b1c2d3e4f5a6b9f3c1a7e5b2d4c6"
+    fake.git.accounts.append(Account(read_only, "x-access-token", write=False))
+    try:
+        root = _root_with_git(tmp_path, fake, "{tokenEnv: MG_GIT_TOKEN}")
+        run = _sync(root, rns, MESHGEN_FORGE_TOKEN=TOKEN, MG_GIT_TOKEN=read_only)
+        assert run.returncode == 3
+        assert f"push environment repository {fake.git_url}: push refused (HTTP 403)" in run.stderr
+        assert "write access" in run.stderr
+        job = rns.records.recent_jobs(1)[0]
+        assert job.state == "failed" and "push refused (HTTP 403)" in job.errors[0]
+        assert origin.tip("meshgen/production/shop/cart") is None and not fake.prs
+        _no_secret_anywhere(root, run, read_only)
+    finally:
+        fake.stop()
