@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _SECRET_FIELDS = (
@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     webhook_secret_gitea: SecretStr | None = Field(default=None, description="Secret for X-Gitea-Signature.")
     forge_token: SecretStr | None = Field(default=None, description="Token for the forge of the environment repository.")
     argocd_token: SecretStr | None = Field(default=None, description="Bearer token for Argo CD's REST API.")
+    github_app_private_key_file: Path | None = Field(default=None, description="PEM private key of the GitHub App in meshgen.yaml envRepo.forge.app (a mounted secret).")
     log_level: str = Field(default="INFO", description="Python logging level.")
     # Sync worker and webhooks (added with the worker; all optional, defaults suit one replica).
     blueprints_branch: str = Field(default="main", description="Only pushes to this branch of the blueprints repository trigger a sync.")
@@ -59,6 +60,12 @@ class Settings(BaseSettings):
     git_ssh_key_file: Path | None = Field(default=None, description="Private key for ssh:// and git@host:path remotes (environment and blueprints repositories).")
     git_ssh_key_passphrase_file: Path | None = Field(default=None, description="File holding the SSH key's passphrase, if it has one.")
     git_known_hosts_file: Path | None = Field(default=None, description="known_hosts file the SSH servers' host keys are checked against; unknown or changed keys are refused.")
+
+    @field_validator("github_app_private_key_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: object) -> object:
+        # MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE= (empty) means "not set", not the current directory.
+        return None if value == "" else value
 
     @model_validator(mode="before")
     @classmethod

@@ -73,6 +73,14 @@ class LinkerdSettings(Strict):
         return version_tuple(self.version)
 
 
+class GitHubAppSettings(Strict):
+    """A GitHub App installation meshgen acts as (instead of a token); the private key is a process
+    setting (MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE), never in meshgen.yaml."""
+
+    id: int | str  # the app id (a number) or its client id (Iv1...): GitHub accepts either as the JWT issuer
+    installation_id: int = Field(alias="installationId", gt=0)
+
+
 class ForgeSettings(Strict):
     """Where pull requests are opened. `local`: the environment repository itself keeps them."""
 
@@ -83,9 +91,12 @@ class ForgeSettings(Strict):
     project: str | None = None  # GitLab project path or id
     token_env: str = Field(default="MESHGEN_FORGE_TOKEN", alias="tokenEnv")
     token_file: str | None = Field(default=None, alias="tokenFile")
+    app: GitHubAppSettings | None = None  # GitHub only: authenticate as a GitHub App installation
 
     @model_validator(mode="after")
     def _complete(self) -> ForgeSettings:
+        if self.app is not None and self.kind != "github":
+            raise fail("forge", f"forge.app (a GitHub App) needs forge kind 'github', not {self.kind!r}")
         missing = {
             "github": [k for k in ("owner", "repo") if getattr(self, k) is None],
             "gitea": [k for k in ("base_url", "owner", "repo") if getattr(self, k) is None],

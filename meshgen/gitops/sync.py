@@ -168,6 +168,15 @@ def _state_path(root: Path, settings: Settings) -> Path:
 
 def _token_kwargs(root: Path, fs: ForgeSettings, settings: Settings) -> dict[str, Any]:
     # The token itself only goes to the forge client (which redacts it); never into logs or records.
+    if fs.app is not None:
+        from meshgen.gitops.forges.github_app import GitHubApp
+
+        key = settings.github_app_private_key_file
+        if key is None:
+            raise ForgeError("envRepo.forge.app (a GitHub App) is set but MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE is "
+                             "not: set it to the path of the app's private key (.pem)")
+        return {"app": GitHubApp(app_id=str(fs.app.id), installation_id=fs.app.installation_id,
+                                 private_key_file=key)}
     if fs.token_file:
         path = Path(fs.token_file)
         return {"token_file": path if path.is_absolute() else root / path}

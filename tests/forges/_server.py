@@ -221,6 +221,10 @@ class FakeForge:
     def expected_auth(self) -> str:
         raise NotImplementedError
 
+    def authorized(self, template: str, presented: str) -> bool:
+        """Does `presented` (the auth header) open `template`? One fixed token unless a fake says more."""
+        return presented == self.expected_auth()
+
     # -- dispatch ------------------------------------------------------------------------------
 
     def dispatch(self, method: str, raw_target: str, headers: dict[str, str], raw_body: bytes
@@ -242,7 +246,7 @@ class FakeForge:
         with self.lock:
             self.hits[key] += 1
         presented = headers.get(self.auth_header, "")
-        if presented != self.expected_auth():
+        if not self.authorized(candidate.template, presented):
             return 401, self.unauthorized_body(presented), {}
         active: Fault | None = None
         with self.lock:

@@ -59,6 +59,10 @@ class _Secret:
         """`text` with every occurrence of the token replaced."""
         return text.replace(self._value, "<redacted>") if self._value else text
 
+    def rejected(self) -> None:
+        """The forge answered 401 to this token. A fixed token can do nothing about it; a rotating
+        one (GitHub App installation token) drops it so the next call gets a fresh one."""
+
     def __repr__(self) -> str:
         return "<token redacted>"
 
@@ -205,6 +209,8 @@ class _ApiClient:
         headers = {"Accept": "application/json", "User-Agent": "meshgen", **(extra_headers or {})}
         # follow_redirects: GitHub answers renamed repositories with 301/307. httpx drops the
         # Authorization header when a redirect leaves the origin, so the token stays with the forge.
+        # auth: the header is set on every request, not once, because some secrets rotate
+        # (a GitHub App's installation token is re-minted before it expires).
         self._http = httpx.Client(
             base_url=self.base_url + "/", headers=headers, timeout=timeout, follow_redirects=True,
             auth=_TokenAuth(self),
@@ -352,6 +358,7 @@ class _ApiClient:
     def _fail_status(self, operation: str, response: httpx.Response) -> NoReturn:
         status = response.status_code
         if status == 401:
+            self._secret.rejected()
             hint = f"the token was rejected; {self._hint_auth}"
         elif status == 403:
             hint = f"the token lacks permission for this; {self._hint_auth}"

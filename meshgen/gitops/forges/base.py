@@ -81,6 +81,10 @@ class Forge(Protocol):
     def list(self, state: PRState | None = None) -> list[PullRequest]:
         """Pull requests opened by meshgen (head branch under meshgen/), newest first."""
 
+    def check_access(self) -> str:
+        """Whether this credential can push branches and open pull requests on the repository
+        (`meshgen doctor`): a sentence saying what was verified, or ForgeError with the fix."""
+
     def git_credential(self) -> GitCredential | None:
         """The forge's token as HTTPS git credentials, in the forge's username convention.
 

@@ -68,6 +68,18 @@ class GiteaForge(_HTTPForge):
     def __repr__(self) -> str:
         return f"GiteaForge(base_url={self._api.base_url!r}, repo='{self.owner}/{self.repo}')"
 
+    def check_access(self) -> str:
+        """Whether meshgen can push branches and open pull requests here (for `meshgen doctor`):
+        GET /repos/{owner}/{repo} and its `permissions.push`. A sentence, or ForgeError with the fix."""
+        data = self._api.call(f"read repository {self.owner}/{self.repo}", "GET", self._repo_path, parse=dict)
+        where = f"{self.owner}/{self.repo}"
+        permissions = data.get("permissions")
+        if not isinstance(permissions, dict) or not permissions.get("push"):
+            raise ForgeError(f"Gitea: the token can read {where} but not push to it, so meshgen cannot push "
+                             "branches or open pull requests; give the token's user write access to the repository "
+                             "(and the token the write:repository and write:issue scopes)")
+        return f"{where}: the token can push and open pull requests"
+
     # -- Forge protocol ------------------------------------------------------------------------
 
     def find_open(self, branch: str) -> PullRequest | None:

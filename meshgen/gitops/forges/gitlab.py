@@ -17,6 +17,7 @@ from .base import ForgeError, PRState, PullRequest
 
 _PREFIX = "meshgen/"
 _PAGE = 100  # GitLab's maximum per_page
+_DEVELOPER = 30  # GitLab access level that may push new branches and open merge requests
 # "locked" is the short-lived state while GitLab performs a merge: still open for us.
 _STATES: dict[str, PRState] = {"opened": "open", "locked": "open", "merged": "merged", "closed": "closed"}
 
@@ -68,6 +69,24 @@ class GitLabForge(_HTTPForge):
 
     def __repr__(self) -> str:
         return f"GitLabForge(base_url={self._api.base_url!r}, project={str(self.project)!r})"
+
+    def check_access(self) -> str:
+        """Whether meshgen can push branches and open merge requests here (for `meshgen doctor`):
+        GET /projects/:id and the token user's access level in `permissions` (project or group
+        membership): Developer (30) or more may push new branches and open merge requests."""
+        data = self._api.call(f"read project {self.project}", "GET", f"projects/{_segment(self.project)}",
+                              parse=dict)
+        permissions = data.get("permissions") or {}
+        levels = [int(access["access_level"]) for access in (permissions.get("project_access"),
+                                                             permissions.get("group_access"))
+                  if isinstance(access, dict) and "access_level" in access]
+        level = max(levels, default=0)
+        where = data.get("path_with_namespace") or str(self.project)
+        if level < _DEVELOPER:
+            raise ForgeError(f"GitLab: the token's user has access level {level} on {where}; pushing branches and "
+                             f"opening merge requests needs Developer ({_DEVELOPER}) or more: add it to the project "
+                             "as Developer or Maintainer (a project access token: create it with that role)")
+        return f"{where}: the token (access level {level}) can push and open merge requests"
 
     # -- Forge protocol ------------------------------------------------------------------------
 
