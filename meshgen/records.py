@@ -36,7 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
-PRAction = Literal["opened", "updated", "unchanged", "closed", "merged"]
+PRAction = Literal["opened", "updated", "unchanged", "closed", "merged", "rejected"]
 RenderState = Literal["rendering", "render-failed", "rendered"]
 
 

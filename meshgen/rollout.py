@@ -223,7 +223,8 @@ def decide(
         return Decision("awaiting-review", f"pull request #{pr.number} waits for review and merge")
     if pr is not None and pr.state == "closed" and not unit.up_to_date:
         return Decision("rejected", f"pull request #{pr.number} was closed without merging; "
-                                    "change the blueprint or re-run a sync to open a new one")
+                                    "change the blueprint to open a new one, or retry this rendering with "
+                                    "`meshgen sync --retry-rejected`")
 
     if pr is None or pr.state != "merged":
         if not unit.up_to_date:

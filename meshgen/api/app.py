@@ -309,7 +309,8 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
         _authorize(request, "write")
         body = body or SyncBody()
         try:
-            job = enqueue(SyncRequest(trigger="api", blueprint_commit=body.blueprint_commit, env=body.env))
+            job = enqueue(SyncRequest(trigger="api", blueprint_commit=body.blueprint_commit, env=body.env,
+                                      retry_rejected=body.retry_rejected))
         except (redis.RedisError, OSError) as exc:
             raise Problem(503, "Service Unavailable", f"could not queue the sync ({exc}); check Redis "
                           "(MESHGEN_REDIS_URL) and retry", slug="queue-unavailable") from exc

@@ -12,6 +12,12 @@ Invariants this module keeps, also under retries and concurrent runs:
 * Nothing to change → no pull request; an open one whose change has gone is closed with a
   comment saying why. Open meshgen pull requests no group claims any more are closed as
   superseded.
+* No churn: an open pull request's branch is rewritten only when the group's rendering changes
+  or its head no longer merges cleanly into the base (`_head_still_fits`).
+* Reviewer decisions stick: a pull request a person closed without merging rejects that
+  rendering (the content hash in its description marker); the group is reported `rejected`
+  and nothing is pushed or opened for it until its rendering changes (or `retry_rejected`).
+  Pull requests meshgen closes itself carry `closed-by=meshgen` in the marker and reject nothing.
 
 `units` must be the complete rendering of the environment: an owned folder without a unit
 is a deleted blueprint and is removed.
@@ -42,7 +48,7 @@ from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
 from meshgen.gitops.units import MESH_SERVICE, Unit, content_hash
 
 Grouping = Literal["service", "team", "env"]
-Action = Literal["opened", "updated", "unchanged", "closed", "merged"]
+Action = Literal["opened", "updated", "unchanged", "closed", "merged", "rejected"]
 #: (old files, new files), each {repo-relative path: YAML bytes} -> reviewer lines.
 Describe = Callable[[Mapping[str, bytes], Mapping[str, bytes]], list[str]]
 Progress = Callable[[str, int, int], None]  # (environment, groups done, groups in all)
@@ -186,6 +192,8 @@ class _Ctx:
     auto_merge: bool
     templates: jinja2.Environment
     max_attempts: int
+    retry_rejected: bool = False
+    closed_prs: list[PullRequest] | None = None  # this env's closed PRs, listed on first need
 
 
 def sync_env(
@@ -205,6 +213,7 @@ def sync_env(
     template_dir: Path | None = None,
     max_attempts: int = 5,
     progress: Progress | None = None,
+    retry_rejected: bool = False,
 ) -> SyncReport:
     """Bring the pull requests of environment `env` in line with `units` (its complete rendering).
 
@@ -226,6 +235,7 @@ def sync_env(
         auto_merge=auto_merge,
         templates=_templates(template_dir),
         max_attempts=max_attempts,
+        retry_rejected=retry_rejected,
     )
     for unit in units:
         _check_unit(ctx, unit)
@@ -313,16 +323,24 @@ def _sync_group(ctx: _Ctx, branch: str, units: list[Unit], listed: PullRequest |
             comment = _render(
                 ctx.templates, "closed.md.j2", **_close_context(ctx, branch, "no-diff", base_commit)
             )
-            closed = ctx.forge.close(existing.number, comment=comment)
+            closed = _close_as_meshgen(ctx, existing, comment)
             return SyncResult(branch, "closed", closed.number, closed.url, closed.head_sha or None)
 
-        tree = write_tree(ctx.repo.repo, base_tree, changed)  # unchanged units would rewrite equal folders
+        if existing is None and not ctx.retry_rejected:
+            rejected = _rejected_by(ctx, branch, content_hash(units))
+            if rejected is not None:
+                return SyncResult(branch, "rejected", rejected.number, rejected.url, rejected.head_sha or None)
         tip = ctx.repo.tip(branch)
         head = ctx.repo.repo[tip].peel(pygit2.Commit) if tip is not None else None
         pushed = False
+        # No churn: an open PR whose head already carries exactly this rendering and still merges
+        # cleanly into the base keeps its head commit (a push reruns CI and can dismiss reviews).
+        keep = existing is not None and head is not None and _head_still_fits(ctx, branch, head, base_commit, units)
         # Idempotence: the branch is a pure function of (base commit, units), so "same tree on
         # the same parent" means a previous run (or a concurrent one) already did this work.
-        if head is None or head.tree_id != tree or head.parent_ids != [base_commit.id]:
+        tree = None if keep else write_tree(ctx.repo.repo, base_tree, changed)
+        if not keep and (head is None or head.tree_id != tree or head.parent_ids != [base_commit.id]):
+            assert tree is not None
             message = _commit_message(ctx, branch, units, changed)
             new = ctx.repo.commit(tree, [base_commit.id], message)
             try:
@@ -366,6 +384,76 @@ def _sync_group(ctx: _Ctx, branch: str, units: list[Unit], listed: PullRequest |
         f"branch {branch!r} kept moving during {ctx.max_attempts} attempts (another process pushes to it); "
         "stop the other writer or retry later"
     )
+
+
+_MARKER = re.compile(r"<!-- meshgen: branch=(?P<branch>\S+) content=(?P<content>sha256:[0-9a-f]{64})"
+                     r"(?P<closed> closed-by=meshgen)? -->")
+
+
+def marker(branch: str, content: str) -> str:
+    """The hidden line every description ends with: which rendering the pull request carries."""
+    return f"<!-- meshgen: branch={branch} content={content} -->"
+
+
+def carried_content(body: str) -> tuple[str | None, bool]:
+    """(content hash a description's marker names, whether meshgen itself closed the PR)."""
+    found = None
+    for found in _MARKER.finditer(body):
+        pass  # the last marker wins: a template could quote an earlier one
+    if found is None:
+        return None, False
+    return found["content"], bool(found["closed"])
+
+
+def _close_as_meshgen(ctx: _Ctx, pr: PullRequest, comment: str) -> PullRequest:
+    """Close with a comment, first marking the description so the close never counts as a rejection."""
+    content, _ = carried_content(pr.body)
+    if content is not None:
+        body = pr.body.replace(marker(pr.branch, content), marker(pr.branch, content)[:-4] + " closed-by=meshgen -->")
+        if body != pr.body:
+            ctx.forge.update(pr.number, title=pr.title, body=body, labels=pr.labels)
+    return ctx.forge.close(pr.number, comment=comment)
+
+
+def _rejected_by(ctx: _Ctx, branch: str, content: str) -> PullRequest | None:
+    """The newest pull request a person closed without merging that carried exactly `content`."""
+    if ctx.closed_prs is None:
+        ctx.closed_prs = [p for p in ctx.forge.list("closed") if p.branch.startswith(f"meshgen/{ctx.env}/")]
+    for pr in ctx.closed_prs:  # newest first
+        if pr.branch != branch or pr.state != "closed":
+            continue
+        carried, by_meshgen = carried_content(pr.body)
+        if carried == content and not by_meshgen:
+            return pr
+    return None
+
+
+def _head_still_fits(
+    ctx: _Ctx, branch: str, head: pygit2.Commit, base_commit: pygit2.Commit, units: Sequence[Unit]
+) -> bool:
+    """Whether `head` (the open PR's branch) may stay as it is against `base_commit`.
+
+    True when it is one meshgen commit on a past (or the current) base, changes no owned folder
+    outside this group, holds exactly the group's rendering, and merging it into the base is clean
+    and leaves every folder of the group as rendered. Anything else means a rebuild.
+    """
+    repo = ctx.repo.repo
+    if len(head.parent_ids) != 1:
+        return False
+    parent = head.parent_ids[0]
+    if parent != base_commit.id and not repo.descendant_of(base_commit.id, parent):
+        return False
+    if any(folder_differs(repo, head.tree, u) for u in units):
+        return False
+    if not set(_pr_folders(ctx, branch)) <= {u.folder for u in units}:
+        return False
+    if parent == base_commit.id:
+        return True
+    merged = repo.merge_commits(base_commit, head)
+    if merged.conflicts is not None:
+        return False
+    merged_tree = repo[merged.write_tree(repo)].peel(pygit2.Tree)
+    return not any(folder_differs(repo, merged_tree, u) for u in units)
 
 
 def _commit_message(ctx: _Ctx, branch: str, units: list[Unit], changed: list[Unit]) -> str:
@@ -431,7 +519,8 @@ def _describe_pr(
         "content_hash": content_hash(units),
     }
     title = _one_line(_render(ctx.templates, "title.txt.j2", **context))
-    body = _render(ctx.templates, "body.md.j2", **context)
+    # The marker is added here, not by the template, so an override cannot lose it.
+    body = _render(ctx.templates, "body.md.j2", **context) + marker(branch, content_hash(units)) + "\n"
     return title, body, labels
 
 
@@ -476,7 +565,7 @@ def _close_superseded(
         comment = _render(
             ctx.templates, "closed.md.j2", **_close_context(ctx, pr.branch, reason, replaced_by=replaced)
         )
-        closed = ctx.forge.close(pr.number, comment=comment)
+        closed = _close_as_meshgen(ctx, pr, comment)
         out.append(SyncResult(pr.branch, "closed", closed.number, closed.url, closed.head_sha or None))
     return out
 

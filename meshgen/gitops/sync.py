@@ -224,7 +224,7 @@ def _pr_ref(repo: EnvRepo, result: SyncResult) -> PRRef | None:
     if result.number is None:
         return None
     action = result.action
-    state: PRState = "merged" if action == "merged" else "closed" if action == "closed" else "open"
+    state: PRState = "merged" if action == "merged" else "closed" if action in ("closed", "rejected") else "open"
     head = result.head_sha
     if not head:
         tip = repo.tip(result.branch)
@@ -348,7 +348,17 @@ def record_merged(records: Records, pr: PullRequest) -> int:
     What `meshgen pr merge` calls so the rollout API shows awaiting-sync without waiting for the
     next sync (which would record the same). Returns how many units were updated. Raises RedisError.
     """
-    if pr.state != "merged":
+    return record_pr_state(records, pr) if pr.state == "merged" else 0
+
+
+def record_pr_state(records: Records, pr: PullRequest) -> int:
+    """Record that `pr` (matched by number, URL and branch) is now merged or closed, on every unit carrying it.
+
+    `meshgen pr merge|close` and the forge's pull_request webhooks call this so the rollout API
+    answers awaiting-sync / rejected at once; the next sync records the same. Returns how many
+    units changed. Raises RedisError.
+    """
+    if pr.state not in ("merged", "closed"):
         return 0
     ref = _ref_of(pr)
     updated = 0
@@ -356,9 +366,10 @@ def record_merged(records: Records, pr: PullRequest) -> int:
         old = unit.pr
         if old is None or old.number != pr.number or old.url != pr.url or old.branch != pr.branch:
             continue
-        if old.state == "merged" and old.merge_sha == pr.merge_sha:
+        if old.state == pr.state and old.merge_sha == ref.merge_sha:
             continue
-        records.save_unit(unit.model_copy(update={"pr": ref, "up_to_date": True, "updated_at": time.time()}))
+        records.save_unit(unit.model_copy(update={"pr": ref, "up_to_date": pr.state == "merged" or unit.up_to_date,
+                                                  "updated_at": time.time()}))
         updated += 1
     return updated
 
@@ -393,6 +404,7 @@ def sync_repository(
     forge_options: Mapping[str, Any] | None = None,
     skip_if_synced: bool = False,
     progress: Progress | None = None,
+    retry_rejected: bool = False,
 ) -> JobRecord:
     """Render ROOT and sync every environment (or `env`) to the environment repository.
 
@@ -407,6 +419,9 @@ def sync_repository(
     directory (see `_checkout`); `blueprint_commit` must then be on that branch, else
     BlueprintsSourceError (recorded as a failed job first). ROOT still anchors the state
     directory and the relative paths of meshgen.yaml (envRepo.url, templates, token files).
+
+    A rendering a reviewer rejected (closed its pull request without merging) is not opened again
+    (reported `rejected` in job.prs, with a warning) unless `retry_rejected`.
     """
     root = Path(root)
     job = job or JobRecord(id=new_job_id(), trigger=trigger)
@@ -442,7 +457,8 @@ def sync_repository(
     render_s = time.perf_counter() - render_started
     job.warnings = [*job.warnings, *(str(d) for d in result.warnings)]  # keep notes of earlier attempts
     try:
-        _sync_rendered(root, settings, result, env, job, recorder, fence, forge_options, skip_if_synced, progress)
+        _sync_rendered(root, settings, result, env, job, recorder, fence, forge_options,
+                       skip_if_synced and not retry_rejected, progress, retry_rejected)
     except (EnvRepoError, ForgeError) as exc:
         job.errors.append(str(exc))
         _finish(job, "failed", clock, started, render=render_s)
@@ -496,7 +512,7 @@ def _finish(job: JobRecord, state: str, clock: _Clock, started: float, *, render
 
 def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: str | None, job: JobRecord,
                    recorder: _Recorder, fence: Fence | None, forge_options: Mapping[str, Any] | None,
-                   skip_if_synced: bool, progress: Progress | None = None) -> None:
+                   skip_if_synced: bool, progress: Progress | None = None, retry_rejected: bool = False) -> None:
     config = result.config
     settings_er = config.env_repo
     identity = Identity(settings_er.author.name, settings_er.author.email)
@@ -517,7 +533,8 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
         for unit in result.units:
             by_env.setdefault(unit.env, []).append(unit)
         for name in envs:
-            report = _sync_one_env(root, config, repo, forge, name, by_env[name], result, job, progress)
+            report = _sync_one_env(root, config, repo, forge, name, by_env[name], result, job, progress,
+                                   retry_rejected)
 
             def record(r: Records, env_name: str = name, rep: SyncReport = report) -> None:
                 _record_units(r, repo, forge, config, env_name, by_env[env_name], rep, job)
@@ -551,7 +568,8 @@ def _already_synced(recorder: _Recorder, repo: EnvRepo, branch: str, content: st
 
 
 def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: str, units: list[Unit],
-                  result: RenderResult, job: JobRecord, progress: Progress | None = None) -> SyncReport:
+                  result: RenderResult, job: JobRecord, progress: Progress | None = None,
+                  retry_rejected: bool = False) -> SyncReport:
     er = config.env_repo
     by_file: dict[str, list[str]] = {}
     for d in result.warnings:
@@ -564,9 +582,17 @@ def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: 
         repo, forge, units, env=env, env_path=config.env_path(env), base=er.branch, grouping=er.grouping,
         describe=semantic_diff, blueprint_commit=job.blueprint_commit, blueprint_author=job.blueprint_author,
         validation=validation, auto_merge=env in er.auto_merge, template_dir=templates, progress=progress,
+        retry_rejected=retry_rejected,
     )
     job.prs.extend(JobPR(env=env, branch=r.branch, action=r.action, number=r.number, url=r.url)
                    for r in report.results)
+    for r in report.results:
+        if r.action == "rejected":
+            note = (f"{env}: {r.branch}: this rendering was rejected in pull request #{r.number} (closed without "
+                    "merging); nothing opened. Change the blueprint, or run `meshgen sync --retry-rejected` "
+                    "(API: POST /api/v1/syncs {\"retry_rejected\": true}) to open it again")
+            if note not in job.warnings:
+                job.warnings.append(note)
     return report
 
 
