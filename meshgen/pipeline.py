@@ -37,11 +37,26 @@ from meshgen.render.features import used_features, used_mesh_features, used_name
 from meshgen.render.yamlout import dump
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """A unit a failing blueprint would render (partial rendering): it is left exactly as it is."""
+
+    env: str
+    namespace: str  # "" for the mesh-wide unit
+    service: str  # or _namespace / _mesh
+    file: str
+    error: str  # the file's first error, `file:line:col: path: message`
+
+
 @dataclass
 class RenderResult:
     config: Config
     units: list[Unit] = field(default_factory=list)
     warnings: list[Diagnostic] = field(default_factory=list)
+    # Partial rendering only (`render_repository(partial=True)`): what did not render, and why.
+    errors: list[Diagnostic] = field(default_factory=list)
+    failed_files: dict[str, str] = field(default_factory=dict)  # blueprint path -> its first error
+    blocked: list[Blocked] = field(default_factory=list)
 
     def files(self) -> dict[str, bytes]:
         return {f"{u.folder}/{name}": data for u in self.units for name, data in u.files.items()}
@@ -190,14 +205,18 @@ def _files(resources: Iterable[Resource], folder: str) -> dict[str, bytes]:
 
 
 def render_repository(root: Path, *, env: str | None = None, mesh: str | None = None,
-                      config_root: Path | None = None) -> RenderResult:
+                      config_root: Path | None = None, partial: bool = False) -> RenderResult:
     """Render every blueprint under ROOT. Raises BlueprintError with all errors of the run.
 
     `config_root`: read meshgen.yaml from there instead of ROOT (a blueprints checkout rendered
-    with the meshgen.yaml of MESHGEN_ROOT, see meshgen.gitops.sync)."""
+    with the meshgen.yaml of MESHGEN_ROOT, see meshgen.gitops.sync).
+
+    `partial` (the syncs): a blueprint that fails to load, check or render, or that conflicts with
+    another (both sides), only drops its own units, listed in `blocked`, with the errors in
+    `errors`; everything else is returned. meshgen.yaml errors still raise."""
     config, _ = load_config(config_root if config_root is not None else root)
     check_selection(config, env, mesh)
-    return assemble(config, render_files(root, discover(root), config, env=env, mesh=mesh))
+    return assemble(config, render_files(root, discover(root), config, env=env, mesh=mesh), partial=partial)
 
 
 PARALLEL_MIN_FILES = 500
@@ -445,13 +464,30 @@ def check_selection(config: Config, env: str | None, mesh: str | None) -> None:
                                          f"--env {env}: no such environment (environments: {', '.join(config.environments)})")])
 
 
-def assemble(config: Config, outcomes: Iterable[FileOutcome]) -> RenderResult:
-    """Join per-file outcomes, run the fleet checks, and fail with every error if any."""
+def assemble(config: Config, outcomes: Iterable[FileOutcome], *, partial: bool = False) -> RenderResult:
+    """Join per-file outcomes, run the fleet checks, and fail with every error if any (unless `partial`)."""
     outcomes = sorted(outcomes, key=lambda o: o.path)
     diagnostics = [d for o in outcomes for d in o.diagnostics]
     diagnostics.extend(check_fleet([f for o in outcomes for f in o.facts]))
     errors = [d for d in diagnostics if d.severity == "error"]
-    if errors:
+    if errors and not partial:
         raise BlueprintError(diagnostics)
-    units = sorted((u for o in outcomes for u in o.units), key=lambda u: u.folder)
-    return RenderResult(config, units, sorted(set(d for d in diagnostics if d.severity == "warning")))
+    failed: dict[str, str] = {}
+    for d in sorted(errors):
+        failed.setdefault(d.file, str(d))
+    units = sorted((u for o in outcomes if o.path not in failed for u in o.units), key=lambda u: u.folder)
+    blocked = sorted({
+        Blocked(f.env, *_unit_key(f), o.path, failed[o.path])
+        for o in outcomes if o.path in failed for f in o.facts
+    }, key=lambda b: (b.env, b.namespace, b.service, b.file))
+    return RenderResult(config, units, sorted(set(d for d in diagnostics if d.severity == "warning")),
+                        errors=sorted(errors), failed_files=failed, blocked=blocked)
+
+
+def _unit_key(f: Facts) -> tuple[str, str]:
+    """(namespace, service) of the unit a blueprint's facts describe."""
+    if f.kind == "Namespace":
+        return f.namespace, NAMESPACE_FOLDER
+    if f.kind == "Mesh":
+        return "", MESH_FOLDER
+    return f.namespace, f.service

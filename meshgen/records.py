@@ -35,7 +35,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-JobState = Literal["queued", "running", "succeeded", "failed"]
+#: partial: some blueprints did not render (job.errors); every other unit was synced.
+JobState = Literal["queued", "running", "succeeded", "partial", "failed"]
 PRAction = Literal["opened", "updated", "unchanged", "closed", "merged", "rejected"]
 RenderState = Literal["rendering", "render-failed", "rendered"]
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meshgen.diagnostics import BlueprintError
 from meshgen.records import JobRecord, Records
 from meshgen.settings import Settings
 
@@ -91,6 +92,8 @@ class JobRunner:
                 trigger, job = self._wanted.get_nowait()
             try:
                 self.run(trigger, job)
+            except BlueprintError:
+                pass  # already printed as diagnostics by _sync_once: a traceback would only hide them
             except Exception:  # a failed sync is recorded in its job; the loop goes on
                 log.exception("sync failed")
 
@@ -155,6 +158,11 @@ def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, j
         raise
     finally:
         bar.close()
+    for error in done.errors:
+        log.error("%s", error)
+    if done.state == "partial":
+        log.error("%d blueprint error(s): only the units of the failing blueprints were held back; "
+                  "fix them and save: meshgen syncs again", len(done.errors))
     actions = Counter(pr.action for pr in done.prs)
     summary = ", ".join(f"{n} {action}" for action, n in sorted(actions.items())) or "no changes"
     log.info("sync done in %.1fs: pull requests %s", time.perf_counter() - started, summary)
@@ -191,7 +199,9 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
     # The first sync runs before the server starts, so the status page opens on real data.
     try:
         _sync_once(root, settings, records, "up", None)
-    except Exception as exc:  # blueprint or repository errors are logged; the server still starts
+    except BlueprintError:
+        pass  # printed as diagnostics by _sync_once; the server still starts
+    except Exception as exc:  # repository errors are logged; the server still starts
         log.error("first sync did not complete: %s", exc)
     runner.start()
     stop = threading.Event()

@@ -26,7 +26,7 @@ is a deleted blueprint and is removed.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -214,12 +214,18 @@ def sync_env(
     max_attempts: int = 5,
     progress: Progress | None = None,
     retry_rejected: bool = False,
+    blocked: Collection[tuple[str, str]] = (),
+    failed_files: Collection[str] = (),
 ) -> SyncReport:
     """Bring the pull requests of environment `env` in line with `units` (its complete rendering).
 
     `describe` turns old/new files into reviewer lines (meshgen.diff.semantic_diff);
     without it the description lists changed files. `validation` maps a unit folder to
     validation result lines shown in the description.
+
+    Blast radius: `blocked` (namespace, service) units and the folders rendered from `failed_files`
+    (blueprints that did not render this time) are frozen: their folders are neither removed nor
+    changed, and an open pull request keeps carrying what it carried (`_frozen_unit`).
     """
     ctx = _Ctx(
         repo=repo,
@@ -242,18 +248,36 @@ def sync_env(
 
     repo.fetch()
     base_tree = _base_commit(ctx).tree
-    removals = [
-        _removal(ctx, folder)
-        for folder in stale_folders(repo.repo, base_tree, ctx.env_path, [u.folder for u in units])
-    ]
+    frozen = sorted({_folder_of(ctx, ns, svc) for ns, svc in blocked} - {u.folder for u in units})
+    stale = stale_folders(repo.repo, base_tree, ctx.env_path, [*(u.folder for u in units), *frozen])
+    failed = set(failed_files)
+    if failed:
+        # A blueprint that failed to load names no service: its folders are found by their annotation.
+        mine = [f for f in stale if _blueprint_of(repo.repo, base_tree, f) in failed]
+        stale = [f for f in stale if f not in mine]
+        frozen = sorted({*frozen, *mine})
+    removals = [_removal(ctx, folder) for folder in stale]
     # One listing instead of a find_open per group: with per-service grouping a fleet has
     # thousands of groups, and on a remote forge each lookup is an API call.
     prefix = f"meshgen/{env}/"
     open_prs = {
         pr.branch: pr for pr in forge.list("open") if pr.branch.startswith(prefix) and pr.base == base
     }
+    if failed_files:
+        # ... and so are the folders their open pull requests change (not in the base yet).
+        claimed = {branch_for(u, grouping) for u in units}
+        for branch in sorted(open_prs.keys() - claimed):
+            tip = repo.tip(branch)
+            if tip is None:
+                continue
+            head_tree = repo.repo[tip].peel(pygit2.Commit).tree
+            for folder in _pr_folders(ctx, branch):
+                if folder not in frozen and _blueprint_of(repo.repo, head_tree, folder) in failed:
+                    frozen.append(folder)
+                    removals = [r for r in removals if r.folder != folder]
+    held = [_frozen_unit(ctx, folder, base_tree, open_prs) for folder in sorted(frozen)]
     groups: dict[str, list[Unit]] = {}
-    for unit in [*units, *removals]:
+    for unit in [*units, *held, *removals]:
         groups.setdefault(branch_for(unit, grouping), []).append(unit)
 
     results: list[SyncResult] = []
@@ -298,6 +322,46 @@ def _removal(ctx: _Ctx, folder: str) -> Unit:
     rel = folder[len(ctx.env_path) + 1 :] if ctx.env_path else folder
     namespace, _, service = rel.rpartition("/")
     return Unit(env=ctx.env, namespace=namespace, service=service, team=None, folder=folder, files={})
+
+
+def _folder_of(ctx: _Ctx, namespace: str, service: str) -> str:
+    prefix = f"{ctx.env_path}/" if ctx.env_path else ""
+    return f"{prefix}{MESH_SERVICE}" if service == MESH_SERVICE else f"{prefix}{namespace}/{service}"
+
+
+_SOURCE_RE = re.compile(rb"""meshgen\.dev/blueprint["']?:[ \t]*["']?([^"'\s]+)""")
+_TEAM_RE = re.compile(rb"""meshgen\.dev/team["']?:[ \t]*["']?([^"'\s]+)""")
+
+
+def _annotation(repo: pygit2.Repository, tree: pygit2.Tree | None, folder: str, pattern: re.Pattern[bytes]) -> str | None:
+    for data in managed_files(repo, tree, folder).values():
+        found = pattern.search(data)
+        if found:
+            return found.group(1).decode("utf-8", "replace")
+    return None
+
+
+def _blueprint_of(repo: pygit2.Repository, tree: pygit2.Tree | None, folder: str) -> str | None:
+    """The blueprint file an owned folder was rendered from (its meshgen.dev/blueprint annotation)."""
+    return _annotation(repo, tree, folder, _SOURCE_RE)
+
+
+def _frozen_unit(ctx: _Ctx, folder: str, base_tree: pygit2.Tree, open_prs: Mapping[str, PullRequest]) -> Unit:
+    """A unit whose blueprint did not render this time, held as it is: as its open PR carries it, else as the base has it."""
+    rel = folder[len(ctx.env_path) + 1 :] if ctx.env_path else folder
+    namespace, _, service = rel.rpartition("/")
+    repo = ctx.repo.repo
+    team = _annotation(repo, base_tree, folder, _TEAM_RE)
+    tree: pygit2.Tree | None = base_tree
+    stub = Unit(env=ctx.env, namespace=namespace, service=service, team=team, folder=folder, files={})
+    branch = branch_for(stub, ctx.grouping)
+    tip = ctx.repo.tip(branch) if branch in open_prs else None
+    if tip is not None:
+        tree = repo[tip].peel(pygit2.Commit).tree
+        team = team or _annotation(repo, tree, folder, _TEAM_RE)
+    files = managed_files(repo, tree, folder)
+    return Unit(env=ctx.env, namespace=namespace, service=service, team=team, folder=folder, files=files,
+                blueprint_path=_blueprint_of(repo, tree, folder) or "")
 
 
 def _base_commit(ctx: _Ctx) -> pygit2.Commit:

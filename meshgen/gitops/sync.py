@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +30,7 @@ from meshgen.gitops.forges import make_forge
 from meshgen.gitops.forges.base import Forge, ForgeError, PRState, PullRequest
 from meshgen.gitops.lifecycle import Progress, SyncReport, SyncResult, branch_for, sync_env
 from meshgen.gitops.units import Unit, content_hash
-from meshgen.pipeline import RenderResult, render_repository
+from meshgen.pipeline import Blocked, RenderResult, render_repository
 from meshgen.records import JobPR, JobRecord, PRRef, Records, UnitRecord
 from meshgen.settings import Settings
 
@@ -289,7 +289,8 @@ def _settled_prs(forge: Forge, env: str, base: str, branches: Mapping[tuple[str,
 
 
 def _record_units(records: Records, repo: EnvRepo, forge: Forge, config: Config, env: str, units: Sequence[Unit],
-                  report: SyncReport, job: JobRecord) -> None:
+                  report: SyncReport, job: JobRecord, blocked: Sequence[Blocked] = (),
+                  failed_files: Collection[str] = ()) -> None:
     """One UnitRecord per rendered (env, ns, svc); records of deleted blueprints follow their removal PR.
 
     A unit without a pull-request change this sync keeps its branch's last pull request: a merged
@@ -331,7 +332,9 @@ def _record_units(records: Records, repo: EnvRepo, forge: Forge, config: Config,
             blueprint_path=unit.blueprint_path, blueprint_commit=job.blueprint_commit, job_id=job.id,
             render_state="rendered", up_to_date=up_to_date[key], pr=prs[key],
         ))
-    for old in [u for k, u in previous.items() if k not in live]:
+    held = {(b.namespace, b.service) for b in blocked}
+    for old in [u for k, u in previous.items() if k not in live and k not in held
+                and u.blueprint_path not in failed_files]:
         stub = Unit(env, old.namespace, old.service, None, "", {})
         result = results.get(branch_for(stub, grouping))
         if result is None or result.action == "closed":
@@ -372,6 +375,24 @@ def record_pr_state(records: Records, pr: PullRequest) -> int:
                                                   "updated_at": time.time()}))
         updated += 1
     return updated
+
+
+def _record_blocked(records: Records, result: RenderResult, job: JobRecord) -> None:
+    """render-failed, with the file's first error, on every unit a failing blueprint would render."""
+    now = time.time()
+    seen = set()
+    for b in result.blocked:
+        seen.add((b.env, b.namespace, b.service))
+        old = records.get_unit(b.env, b.namespace, b.service)
+        base = old or UnitRecord(env=b.env, namespace=b.namespace, service=b.service)
+        records.save_unit(base.model_copy(update={
+            "blueprint_path": b.file, "render_state": "render-failed", "render_error": b.error,
+            "job_id": job.id, "updated_at": now}))
+    for unit in records.iter_units():  # files that failed to load name no unit: match the recorded path
+        if unit.blueprint_path in result.failed_files and (unit.env, unit.namespace, unit.service) not in seen:
+            records.save_unit(unit.model_copy(update={
+                "render_state": "render-failed", "render_error": result.failed_files[unit.blueprint_path],
+                "job_id": job.id, "updated_at": now}))
 
 
 def _record_render_failure(records: Records, exc: BlueprintError, job: JobRecord) -> None:
@@ -445,8 +466,9 @@ def sync_repository(
             raise
     render_started = time.perf_counter()
     try:
-        result = render_repository(render_root, env=env, config_root=config_root)
-    except BlueprintError as exc:
+        # Partial: one team's broken blueprint blocks only its own units (see render_repository).
+        result = render_repository(render_root, env=env, config_root=config_root, partial=True)
+    except BlueprintError as exc:  # meshgen.yaml itself (or --env) is wrong: nothing can render
         job.errors = [str(d) for d in exc.diagnostics if d.severity == "error"]
         job.warnings = [*job.warnings, *(str(d) for d in exc.diagnostics if d.severity == "warning")]
         _finish(job, "failed", clock, started, render=time.perf_counter() - render_started)
@@ -456,6 +478,10 @@ def sync_repository(
         raise
     render_s = time.perf_counter() - render_started
     job.warnings = [*job.warnings, *(str(d) for d in result.warnings)]  # keep notes of earlier attempts
+    job.errors = [str(d) for d in result.errors]
+    if result.blocked or result.failed_files:
+        rendered = result
+        recorder.run("render failures", lambda r: _record_blocked(r, rendered, job))
     try:
         _sync_rendered(root, settings, result, env, job, recorder, fence, forge_options,
                        skip_if_synced and not retry_rejected, progress, retry_rejected)
@@ -464,7 +490,7 @@ def sync_repository(
         _finish(job, "failed", clock, started, render=render_s)
         recorder.job(job)
         raise
-    _finish(job, "succeeded", clock, started, render=render_s)
+    _finish(job, "partial" if result.errors else "succeeded", clock, started, render=render_s)
     recorder.job(job)
     return job
 
@@ -537,7 +563,8 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
                                    retry_rejected)
 
             def record(r: Records, env_name: str = name, rep: SyncReport = report) -> None:
-                _record_units(r, repo, forge, config, env_name, by_env[env_name], rep, job)
+                _record_units(r, repo, forge, config, env_name, by_env[env_name], rep, job,
+                              [b for b in result.blocked if b.env == env_name], result.failed_files)
 
             recorder.run(f"units of {name}", record)
         tip = repo.tip(settings_er.branch)
@@ -583,6 +610,8 @@ def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: 
         describe=semantic_diff, blueprint_commit=job.blueprint_commit, blueprint_author=job.blueprint_author,
         validation=validation, auto_merge=env in er.auto_merge, template_dir=templates, progress=progress,
         retry_rejected=retry_rejected,
+        blocked=[(b.namespace, b.service) for b in result.blocked if b.env == env],
+        failed_files=list(result.failed_files),
     )
     job.prs.extend(JobPR(env=env, branch=r.branch, action=r.action, number=r.number, url=r.url)
                    for r in report.results)

@@ -83,9 +83,16 @@ def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_j
         click.echo(warning, err=True)
     if as_json:
         click.echo(json.dumps(job.model_dump(mode="json"), indent=2))
-        return
-    for line in format_report(job):
-        click.echo(line)
+    else:
+        for line in format_report(job):
+            click.echo(line)
+    if job.state == "partial":
+        # The healthy units were delivered; the broken blueprints blocked only their own units.
+        for error in job.errors:
+            click.echo(error, err=True)
+        click.echo(f"meshgen: {len(job.errors)} error(s); only the units of the failing blueprints were held back",
+                   err=True)
+        sys.exit(1)
 
 
 @click.command("worker", context_settings={"ignore_unknown_options": True})
