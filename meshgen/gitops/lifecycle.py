@@ -136,6 +136,14 @@ def _md_text(value: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", _one_line(value))
 
 
+def _md_url(value: object) -> str:
+    """A link target inside `<...>`: only http(s) URLs, and no character that could end the target."""
+    text = _one_line(value)
+    if not re.match(r"https?://", text):
+        return "#"
+    return re.sub(r"[<>\s`]", lambda m: f"%{ord(m.group()):02X}", text)
+
+
 def _md_fence(lines: Sequence[object], info: str = "") -> str:
     """A fenced code block whose fence is longer than any backtick run inside it."""
     body = "\n".join(str(line).replace("\r", "") for line in lines)
@@ -161,7 +169,7 @@ def _templates(template_dir: Path | None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(code=_md_code, text=_md_text, fence=_md_fence)
+    env.filters.update(code=_md_code, text=_md_text, fence=_md_fence, urlsafe=_md_url)
     return env
 
 
@@ -188,6 +196,8 @@ class _Ctx:
     describe: Describe | None
     blueprint_commit: str | None
     blueprint_author: str | None
+    blueprint_subject: str | None
+    blueprint_url: str | None  # web address of the blueprints repository, for commit links
     validation: Mapping[str, Sequence[str]]
     auto_merge: bool
     templates: jinja2.Environment
@@ -208,6 +218,8 @@ def sync_env(
     describe: Describe | None = None,
     blueprint_commit: str | None = None,
     blueprint_author: str | None = None,
+    blueprint_subject: str | None = None,
+    blueprint_url: str | None = None,
     validation: Mapping[str, Sequence[str]] | None = None,
     auto_merge: bool = False,
     template_dir: Path | None = None,
@@ -237,6 +249,8 @@ def sync_env(
         describe=describe,
         blueprint_commit=blueprint_commit,
         blueprint_author=blueprint_author,
+        blueprint_subject=blueprint_subject,
+        blueprint_url=blueprint_url.rstrip("/").removesuffix(".git") if blueprint_url else None,
         validation=validation or {},
         auto_merge=auto_merge,
         templates=_templates(template_dir),
@@ -403,9 +417,12 @@ def _sync_group(ctx: _Ctx, branch: str, units: list[Unit], listed: PullRequest |
         # Idempotence: the branch is a pure function of (base commit, units), so "same tree on
         # the same parent" means a previous run (or a concurrent one) already did this work.
         tree = None if keep else write_tree(ctx.repo.repo, base_tree, changed)
+        since: list[dict[str, Any]] = []
         if not keep and (head is None or head.tree_id != tree or head.parent_ids != [base_commit.id]):
             assert tree is not None
-            message = _commit_message(ctx, branch, units, changed)
+            if existing is not None and head is not None:
+                since = _since(ctx, head, changed)
+            message = _commit_message(ctx, branch, units, changed, since)
             new = ctx.repo.commit(tree, [base_commit.id], message)
             try:
                 ctx.repo.push(branch, new, expected=tip)
@@ -414,7 +431,11 @@ def _sync_group(ctx: _Ctx, branch: str, units: list[Unit], listed: PullRequest |
                 continue
             pushed = True
 
-        title, body, labels = _describe_pr(ctx, branch, units, changed, base_tree)
+        # The description follows the branch's head commit: a head kept as it is keeps its provenance
+        # and its "changed since the last push" section, so an unrelated sync edits no text.
+        described = ctx.repo.tip(branch)
+        provenance = _head_facts(ctx.repo.repo[described].peel(pygit2.Commit)) if described is not None else {}
+        title, body, labels = _describe_pr(ctx, branch, units, changed, base_tree, provenance)
         pr: PullRequest | None = None
         action: Action
         if existing is None:
@@ -520,20 +541,73 @@ def _head_still_fits(
     return not any(folder_differs(repo, merged_tree, u) for u in units)
 
 
-def _commit_message(ctx: _Ctx, branch: str, units: list[Unit], changed: list[Unit]) -> str:
+_SINCE_HEADER = "Changed since the last push:"
+
+
+def _since(ctx: _Ctx, head: pygit2.Commit, changed: Sequence[Unit]) -> list[dict[str, Any]]:
+    """Per unit, the reviewer lines between the PR's previous head and what is pushed now."""
+    out = []
+    for unit in sorted(changed, key=lambda u: u.folder):
+        old = {f"{unit.folder}/{n}": d for n, d in managed_files(ctx.repo.repo, head.tree, unit.folder).items()}
+        new = {f"{unit.folder}/{n}": d for n, d in unit.files.items()}
+        if old == new:
+            continue
+        lines = list(ctx.describe(old, new)) if ctx.describe is not None else _file_summary(old, new)
+        out.append({"name": unit.display_name, "diff": [_one_line(line) for line in lines]})
+    return out
+
+
+def _head_facts(head: pygit2.Commit) -> dict[str, Any]:
+    """What a meshgen head commit says about itself: blueprint trailers and the since-last-push lines."""
+    facts: dict[str, Any] = {"since": []}
+    entries: dict[str, list[str]] = {}
+    in_since = False
+    for line in head.message.splitlines():
+        if line == _SINCE_HEADER:
+            in_since = True
+            continue
+        if in_since and line.startswith("  ") and ": " in line:
+            name, text = line[2:].split(": ", 1)
+            entries.setdefault(name, []).append(text)
+            continue
+        in_since = False
+        for key, field_ in (("Blueprint-Commit: ", "commit"), ("Blueprint-Author: ", "author"),
+                            ("Blueprint-Subject: ", "subject")):
+            if line.startswith(key):
+                facts[field_] = line[len(key):]
+    facts["since"] = [{"name": n, "diff": d} for n, d in entries.items()]
+    return facts
+
+
+def _verb(unit: Unit, base_tree: pygit2.Tree | None) -> str:
+    return {"added": "add", "removed": "remove"}.get(_status(base_tree, unit), "update") if base_tree is not None \
+        else ("remove" if not unit.files else "update")
+
+
+def _commit_message(
+    ctx: _Ctx, branch: str, units: list[Unit], changed: list[Unit], since: Sequence[Mapping[str, Any]] = ()
+) -> str:
     """Deterministic: no timestamps, sorted lists; trailers let a retry recognise its own work."""
+    base_tree = _base_commit(ctx).tree
     if len(changed) == 1:
         unit = changed[0]
-        verb = "remove" if not unit.files else "update"
-        subject = f"meshgen({ctx.env}): {verb} {unit.display_name}"
+        subject = f"meshgen({ctx.env}): {_verb(unit, base_tree)} {unit.display_name}"
     else:
         subject = f"meshgen({ctx.env}): update {len(changed)} folders"
     lines = [subject, ""]
     for unit in sorted(changed, key=lambda u: u.folder):
         lines.append(f"- {unit.folder}{' (removed)' if not unit.files else ''}")
     lines.append("")
+    if since:
+        lines.append(_SINCE_HEADER)
+        lines.extend(f"  {entry['name']}: {line}" for entry in since for line in entry["diff"])
+        lines.append("")
     if ctx.blueprint_commit:
         lines.append(f"Blueprint-Commit: {ctx.blueprint_commit}")
+    if ctx.blueprint_author:
+        lines.append(f"Blueprint-Author: {_one_line(ctx.blueprint_author)}")
+    if ctx.blueprint_subject:
+        lines.append(f"Blueprint-Subject: {_one_line(ctx.blueprint_subject)}")
     lines.append(f"Meshgen-Branch: {branch}")
     lines.append(f"Meshgen-Content: {content_hash(units)}")
     return "\n".join(lines) + "\n"
@@ -546,7 +620,12 @@ def _status(base_tree: pygit2.Tree, unit: Unit) -> str:
 
 
 def _describe_pr(
-    ctx: _Ctx, branch: str, units: list[Unit], changed: list[Unit], base_tree: pygit2.Tree
+    ctx: _Ctx,
+    branch: str,
+    units: list[Unit],
+    changed: list[Unit],
+    base_tree: pygit2.Tree,
+    provenance: Mapping[str, Any] | None = None,
 ) -> tuple[str, str, tuple[str, ...]]:
     repo = ctx.repo.repo
     entries = []
@@ -563,6 +642,7 @@ def _describe_pr(
                 "folder": unit.folder,
                 "blueprint_path": unit.blueprint_path,
                 "status": _status(base_tree, unit),
+                "verb": _verb(unit, base_tree),
                 "diff": diff,
                 "warnings": list(unit.warnings),
                 "validation": list(ctx.validation.get(unit.folder, ())),
@@ -578,10 +658,17 @@ def _describe_pr(
         "units": entries,
         "teams": teams,
         "labels": labels,
-        "blueprint_commit": ctx.blueprint_commit,
-        "blueprint_author": ctx.blueprint_author,
         "content_hash": content_hash(units),
     }
+    facts = provenance or {}
+    commit = facts.get("commit") if provenance else ctx.blueprint_commit
+    context.update({
+        "blueprint_commit": commit,
+        "blueprint_author": facts.get("author") if provenance else ctx.blueprint_author,
+        "blueprint_subject": facts.get("subject") if provenance else ctx.blueprint_subject,
+        "blueprint_commit_url": f"{ctx.blueprint_url}/commit/{commit}" if ctx.blueprint_url and commit else None,
+        "since_last_push": list(facts.get("since") or []),
+    })
     title = _one_line(_render(ctx.templates, "title.txt.j2", **context))
     # The marker is added here, not by the template, so an override cannot lose it.
     body = _render(ctx.templates, "body.md.j2", **context) + marker(branch, content_hash(units)) + "\n"

@@ -464,6 +464,7 @@ def sync_repository(
             _finish(job, "failed", clock, started, render=0.0)
             recorder.job(job)
             raise
+    _fill_provenance(job, root, settings)
     render_started = time.perf_counter()
     try:
         # Partial: one team's broken blueprint blocks only its own units (see render_repository).
@@ -521,6 +522,56 @@ def _checkout(root: Path, settings: Settings, job: JobRecord, clock: _Clock) -> 
     return path, (root if (root / "meshgen.yaml").is_file() else None)
 
 
+def _fill_provenance(job: JobRecord, root: Path, settings: Settings) -> None:
+    """Author and subject of the blueprint commit, from the blueprints mirror or ROOT's own git repository.
+
+    Without a commit (a plain `meshgen sync` of a working tree), ROOT's HEAD counts only when
+    nothing under ROOT differs from it: uncommitted edits are never attributed to a commit.
+    """
+    repo: pygit2.Repository | None = None
+    try:
+        if settings.blueprints_url:
+            from meshgen.gitops.blueprints import _BlueprintsMirror
+
+            repo = _BlueprintsMirror(blueprints_remote(settings.blueprints_url, root),
+                                     cache_dir=_state_path(root, settings), prefix="blueprints-").repo
+        else:
+            found = pygit2.discover_repository(str(root))
+            repo = pygit2.Repository(found) if found else None
+        if repo is None:
+            return
+        if job.blueprint_commit:
+            commit = repo.revparse_single(job.blueprint_commit).peel(pygit2.Commit)
+        elif settings.blueprints_url or repo.is_bare or repo.head_is_unborn:
+            return
+        else:
+            workdir = Path(repo.workdir).resolve()
+            inside = root.resolve().relative_to(workdir).as_posix()
+            prefix = "" if inside == "." else inside + "/"
+            state = (_state_path(root, settings).resolve().relative_to(workdir).as_posix() + "/"
+                     if _state_path(root, settings).resolve().is_relative_to(workdir) else None)
+            dirty = [p for p, flags in repo.status(untracked_files="all").items()
+                     if p.startswith(prefix) and flags != pygit2.GIT_STATUS_IGNORED
+                     and not (state and p.startswith(state))]
+            if dirty:
+                return
+            commit = repo.head.peel(pygit2.Commit)
+            job.blueprint_commit = str(commit.id)
+    except (pygit2.GitError, KeyError, ValueError, EnvRepoError, OSError):
+        return  # provenance is a courtesy: a sync never fails for it
+    job.blueprint_author = job.blueprint_author or commit.author.name
+    job.blueprint_subject = job.blueprint_subject or commit.message.split("\n", 1)[0].strip()
+
+
+def _web_url(url: str | None) -> str | None:
+    """The blueprints repository's web address (commit links), when its URL is http(s); credentials dropped."""
+    if not url or not url.startswith(("https://", "http://")):
+        return None
+    scheme, rest = url.split("://", 1)
+    host_path = rest.split("@", 1)[-1] if "@" in rest.split("/", 1)[0] else rest
+    return f"{scheme}://{host_path}".rstrip("/").removesuffix(".git")
+
+
 def _finish(job: JobRecord, state: str, clock: _Clock, started: float, *, render: float) -> None:
     total = time.perf_counter() - started
     job.state = state  # type: ignore[assignment]
@@ -560,7 +611,7 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
             by_env.setdefault(unit.env, []).append(unit)
         for name in envs:
             report = _sync_one_env(root, config, repo, forge, name, by_env[name], result, job, progress,
-                                   retry_rejected)
+                                   retry_rejected, settings.blueprints_url)
 
             def record(r: Records, env_name: str = name, rep: SyncReport = report) -> None:
                 _record_units(r, repo, forge, config, env_name, by_env[env_name], rep, job,
@@ -596,7 +647,7 @@ def _already_synced(recorder: _Recorder, repo: EnvRepo, branch: str, content: st
 
 def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: str, units: list[Unit],
                   result: RenderResult, job: JobRecord, progress: Progress | None = None,
-                  retry_rejected: bool = False) -> SyncReport:
+                  retry_rejected: bool = False, blueprints_url: str | None = None) -> SyncReport:
     er = config.env_repo
     by_file: dict[str, list[str]] = {}
     for d in result.warnings:
@@ -608,6 +659,7 @@ def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: 
     report = sync_env(
         repo, forge, units, env=env, env_path=config.env_path(env), base=er.branch, grouping=er.grouping,
         describe=semantic_diff, blueprint_commit=job.blueprint_commit, blueprint_author=job.blueprint_author,
+        blueprint_subject=job.blueprint_subject, blueprint_url=_web_url(blueprints_url),
         validation=validation, auto_merge=env in er.auto_merge, template_dir=templates, progress=progress,
         retry_rejected=retry_rejected,
         blocked=[(b.namespace, b.service) for b in result.blocked if b.env == env],

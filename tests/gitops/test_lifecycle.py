@@ -54,7 +54,7 @@ def test_change_opens_pr_with_labels_and_description(
     pr = forge.get(report.results[0].number)
     assert pr.state == "open" and pr.branch == API and pr.base == "main"
     assert set(pr.labels) == {"meshgen", "env/staging", "team/payments"}
-    assert pr.title == "meshgen(staging): update production/api"
+    assert pr.title == "meshgen(staging): add production/api"
     for expected in (
         "`0123456789abcdef`",
         "Jane Doe",
@@ -81,6 +81,36 @@ def test_second_change_updates_the_same_pr(origin: Origin, env_repo: EnvRepo, fo
     assert origin.tip(API).id != head1
     assert b"weight: 25" in origin.files(API)["staging/production/api/virtualservice.yaml"]
     assert forge.get(1).head_sha == str(origin.tip(API).id)
+
+
+def test_description_provenance_verbs_and_changes_since_the_last_push(
+    origin: Origin, env_repo: EnvRepo, forge: LocalForge
+) -> None:
+    sha1, sha2 = "1" * 40, "2" * 40
+    first = _sync(env_repo, forge, [make_unit("api", weight=10)], blueprint_commit=sha1, blueprint_author="Ada",
+                  blueprint_subject="Canary 10%", blueprint_url="https://git.example.com/acme/blueprints.git")
+    pr = forge.get(first.results[0].number)
+    assert pr.title == "meshgen(staging): add production/api"
+    assert f"[`{sha1[:12]}`](<https://git.example.com/acme/blueprints/commit/{sha1}>) by Ada: Canary 10%" in pr.body
+    assert "Changed since the last push" not in pr.body
+    # The reviewer's next view: what changed since the head they reviewed, not since main.
+    _sync(env_repo, forge, [make_unit("api", weight=25)], blueprint_commit=sha2, blueprint_author="Bob",
+          blueprint_subject="Canary 25%")
+    pr = forge.get(pr.number)
+    assert pr.title == "meshgen(staging): add production/api"
+    assert f"`{sha2}` by Bob: Canary 25%" in pr.body
+    since = pr.body.split("### Changed since the last push", 1)[1]
+    assert "`production/api`:" in since and "virtualservice.yaml: changed" in since
+    # A later sync from another blueprint commit that does not touch this unit changes neither head nor text.
+    head = origin.tip(API).id
+    again = _sync(env_repo, forge, [make_unit("api", weight=25)], blueprint_commit="3" * 40, blueprint_author="Cy")
+    assert again.actions() == {API: "unchanged"} and origin.tip(API).id == head
+    assert forge.get(pr.number).body == pr.body
+    # Once merged, the removal reads "remove"; a change to an existing folder reads "update".
+    _merge_to_main(origin, API)
+    forge.close(pr.number)
+    assert forge.get(_sync(env_repo, forge, [make_unit("api", weight=30)]).results[0].number).title == \
+        "meshgen(staging): update production/api"
 
 
 def test_reverted_change_closes_pr_with_comment(origin: Origin, env_repo: EnvRepo, forge: LocalForge) -> None:
@@ -239,7 +269,7 @@ def test_template_override(origin: Origin, env_repo: EnvRepo, forge: LocalForge,
     pr = forge.get(1)
     # The template decides the text; the hidden marker naming the rendering is always appended.
     assert pr.body.startswith("Custom for `staging`: `production/api`\n<!-- meshgen: branch=")
-    assert pr.title == "meshgen(staging): update production/api"  # default title still used
+    assert pr.title == "meshgen(staging): add production/api"  # default title still used
 
 
 def test_closed_pr_rejects_that_rendering(origin: Origin, env_repo: EnvRepo, forge: LocalForge) -> None:

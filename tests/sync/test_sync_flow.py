@@ -213,3 +213,21 @@ def test_same_content_on_same_base_is_skipped_when_asked(root: Path, settings: S
     set_split(root, "cart", 30)
     changed = sync_repository(root, settings, records=rns.records, skip_if_synced=True)
     assert [p.action for p in changed.prs if p.branch.endswith("/cart")] == ["updated"]
+
+
+def test_descriptions_name_the_blueprint_commit_of_a_clean_checkout(root: Path, settings: Settings) -> None:
+    repo = pygit2.init_repository(str(root), initial_head="main")
+    (root / ".gitignore").write_text(".meshgen/\n")
+    repo.index.add_all()
+    repo.index.write()
+    author = pygit2.Signature("Grace Hopper", "grace@example.com")
+    sha = repo.create_commit("HEAD", author, author, "cart: canary 10%\n\nbody\n", repo.index.write_tree(), [])
+    job = sync_repository(root, settings)
+    assert job.blueprint_commit == str(sha) and job.blueprint_author == "Grace Hopper"
+    assert job.blueprint_subject == "cart: canary 10%"
+    body = LocalForge(env_repo(root)).get(prs_for(root, "cart")[0].number).body
+    assert f"`{sha}` by Grace Hopper: cart: canary 10%" in body
+    # Uncommitted edits are never attributed to HEAD.
+    set_split(root, "cart", 30)
+    dirty = sync_repository(root, settings)
+    assert dirty.blueprint_commit is None and dirty.blueprint_author is None
