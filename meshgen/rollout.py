@@ -244,7 +244,8 @@ def decide(
 
     # A merged pull request: is its merge commit in what Argo CD synced?
     if not argocd_configured:
-        return Decision("unknown", "pull request merged; configure `argocd` in meshgen.yaml to see the rollout")
+        return Decision("awaiting-sync", f"pull request #{pr.number} is merged; without `argocd` in meshgen.yaml "
+                                         "meshgen cannot see the cluster, so the rollout stops here", live=None)
     if app is None:
         name = app_name or "(none)"
         return Decision("unknown", f"no Argo CD application {name} was found; check argocd.nameTemplate or "

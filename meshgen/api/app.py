@@ -162,6 +162,9 @@ def create_app(settings: Settings | None = None, *, records: Records | None = No
     from meshgen.api.webhooks import router as webhooks_router
 
     app.include_router(webhooks_router, prefix="/api/v1/webhooks")
+    from meshgen.api.prhooks import router as prhooks_router
+
+    app.include_router(prhooks_router, prefix="/api/v1/webhooks")
     _problem_openapi(app)
     return app
 
