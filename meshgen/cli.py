@@ -101,6 +101,8 @@ LAZY_COMMANDS = {
     "worker": ("meshgen.gitops.synccli:worker",
                "Run the Celery sync worker (Redis from MESHGEN_REDIS_URL); extra arguments go to Celery."),
     "bootstrap": ("meshgen.bootstrap:bootstrap", "Objects that connect meshgen to the platform around it (Argo CD)."),
+    "plan": ("meshgen.plan:plan",
+             "Show what a blueprints change does to each environment: changes, findings, warnings, errors."),
     "serve": ("meshgen.api.serve:serve",
               "Serve the rollout API (/api/v1), the status page (/) and /healthz, /readyz, /metrics."),
 }
