@@ -329,6 +329,7 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
              responses=problem_responses(401, 403, 422, 503))(post_sync)
 
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True)
+    templates.filters["pr_link"] = _pr_link
 
     @app.get("/", response_class=HTMLResponse, tags=["status page"], openapi_extra=_SECURITY,
              summary="Status page: services x environments",
@@ -341,6 +342,15 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
         _ensure_view(st)
         html = _render_page(templates, st, team or None)
         return HTMLResponse(html)
+
+
+def _pr_link(url: str) -> str:
+    """Local-forge pull requests (`file://...#pr-N`) open on this server's /prs/N; others as they are."""
+    if url.startswith("file://") and "#pr-" in url:
+        number = url.rsplit("#pr-", 1)[1]
+        if number.isdigit():
+            return f"/prs/{number}"
+    return url
 
 
 def _render_page(templates: jinja2.Environment, st: ApiState, team: str | None) -> str:
