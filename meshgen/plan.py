@@ -238,6 +238,23 @@ def make_plan(root: Path, base: str, head: str | None = None, *, env: str | None
     else:
         head_commit = _commit(repo, head)
         head_files, head_name = _files_at(repo, head_commit, prefix), str(head_commit.id)
+    return _plan_files(root, root / _CACHE, base_files, str(base_commit.id), head_files, head_name, env)
+
+
+def plan_commits(repo: pygit2.Repository, base: str, head: str, cache_dir: Path, *, env: str | None = None,
+                 config_override: bytes | None = None) -> Plan:
+    """Plan between two commits of any repository (a bare blueprints mirror): the pull-request service side.
+
+    `config_override`: a meshgen.yaml that shadows both commits' (the chart's ConfigMap)."""
+    base_commit, head_commit = _commit(repo, base), _commit(repo, head)
+    base_files, head_files = _files_at(repo, base_commit, ""), _files_at(repo, head_commit, "")
+    if config_override is not None:
+        base_files[CONFIG_FILE] = head_files[CONFIG_FILE] = config_override
+    return _plan_files(cache_dir, cache_dir, base_files, str(base_commit.id), head_files, str(head_commit.id), env)
+
+
+def _plan_files(root: Path, cache_dir: Path, base_files: dict[str, bytes], base_name: str,
+                head_files: dict[str, bytes], head_name: str, env: str | None) -> Plan:
     head_config, head_digest = _config(head_files.get(CONFIG_FILE))
     check_selection(head_config, env, None)
     try:
@@ -249,7 +266,6 @@ def make_plan(root: Path, base: str, head: str | None = None, *, env: str | None
     rels = (base_files.keys() | head_files.keys()) - {CONFIG_FILE}
     # Files whose bytes differ render in full on both sides; with another meshgen.yaml, every file does.
     full = {r for r in rels if base_files.get(r) != head_files.get(r)} if same_config else set(rels)
-    cache_dir = root / _CACHE
     head_cache = _FactsCache(cache_dir, f"{_FORMAT}|{__version__}|{head_digest}|{env}")
     base_cache = head_cache if same_config else None
     new = _side(root, head_files, head_config, full, head_cache, env)
@@ -291,7 +307,7 @@ def make_plan(root: Path, base: str, head: str | None = None, *, env: str | None
         keys = keys_by_file.get(file) or keys_by_file.get(f"base:{file}") or {("", "", "")}
         for key in keys:
             plan_for(key).errors = sorted({*plan_for(key).errors, *(str(d) for d in errors if d.file == file)})
-    return Plan(str(base_commit.id), head_name, [plans[k] for k in sorted(plans)], errors)
+    return Plan(base_name, head_name, [plans[k] for k in sorted(plans)], errors)
 
 
 def format_markdown(plan: Plan) -> str:
@@ -321,7 +337,7 @@ def format_markdown(plan: Plan) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-__all__ = ["Plan", "PlanError", "UnitPlan", "format_markdown", "make_plan"]
+__all__ = ["Plan", "PlanError", "UnitPlan", "format_markdown", "make_plan", "plan_commits"]
 
 
 # ---- the command ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ _SECRET_FIELDS = (
     "webhook_secret_gitea",
     "forge_token",
     "argocd_token",
+    "blueprints_forge_token",
 )
 
 
@@ -52,6 +53,9 @@ class Settings(BaseSettings):
     lock_wait: float = Field(default=600.0, description="How long (s) a sync waits for another writer before the task is retried.")
     visibility_timeout: int = Field(default=3600, description="Seconds before Redis redelivers an unacknowledged task (a killed worker's task).")
     webhook_dedupe_ttl: int = Field(default=86400, description="Seconds a webhook delivery id is remembered to ignore replays.")
+    # Plans on blueprints pull requests (issue 10): where to comment and set the meshgen/plan status.
+    blueprints_forge_url: str | None = Field(default=None, description="API root of the blueprints repository's forge (https://api.github.com, https://HOST/api/v3, a GitLab or Gitea root); with blueprints_url, pull_request webhooks get a plan comment and a meshgen/plan commit status.")
+    blueprints_forge_token: SecretStr | None = Field(default=None, description="Token for the blueprints repository's forge (comments and commit statuses).")
 
     @model_validator(mode="before")
     @classmethod

@@ -62,3 +62,14 @@ class Forge(Protocol):
 
     def list(self, state: PRState | None = None) -> list[PullRequest]:
         """Pull requests opened by meshgen (head branch under meshgen/), newest first."""
+
+
+@runtime_checkable
+class PlanReporter(Protocol):
+    """What `meshgen plan` needs from the blueprints repository's forge (GitHub, GitLab, Gitea)."""
+
+    def upsert_comment(self, number: int, marker: str, body: str) -> int:
+        """Edit the pull request's comment that contains `marker` in place, or add it; its id."""
+
+    def set_status(self, sha: str, state: str, description: str, context: str) -> None:
+        """Set a commit status (success, failure, pending, error) named `context` on `sha`."""
