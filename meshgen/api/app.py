@@ -163,8 +163,10 @@ def create_app(settings: Settings | None = None, *, records: Records | None = No
 
     app.include_router(webhooks_router, prefix="/api/v1/webhooks")
     from meshgen.api.prhooks import router as prhooks_router
+    from meshgen.api.prpages import router as prpages_router
 
     app.include_router(prhooks_router, prefix="/api/v1/webhooks")
+    app.include_router(prpages_router)
     _problem_openapi(app)
     return app
 
@@ -338,7 +340,13 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
         request: Request,
         team: Annotated[str | None, Query(max_length=63, description="Only this team.")] = None,
     ) -> HTMLResponse:
-        st = _authorize(request, "read")
+        st: ApiState = request.app.state.meshgen
+        # A browser logged in at /login (meshgen.api.prpages) carries its token in a cookie.
+        from meshgen.api.prpages import COOKIE
+
+        cookie = request.cookies.get(COOKIE)
+        header = request.headers.get("authorization") or (f"Bearer {cookie}" if cookie else None)
+        st.auth.check(header, "read")
         _ensure_view(st)
         html = _render_page(templates, st, team or None)
         return HTMLResponse(html)

@@ -132,6 +132,10 @@ async def _handle_env_pr(name: str, request: Request, settings: Settings, record
         log.exception("could not record %s pull request #%s", name, pr.number)
         return problem(503, "Service Unavailable", "could not record the pull request (is Redis reachable?); "
                        "the forge retries the delivery, and the next sync records it too")
+    state = getattr(request.app.state, "meshgen", None)
+    if updated and state is not None:
+        # This replica answers with the new state now; others notice the version bump within check_interval.
+        await run_in_threadpool(lambda: state.view.refresh(force=True))
     return _accepted("recorded", number=pr.number, state=pr.state, units=updated)
 
 

@@ -131,15 +131,24 @@ def list_(ctx: click.Context, state: str | None, as_json: bool) -> None:
 @pr.command("show")
 @click.argument("number", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--diff", "with_diff", is_flag=True, help="Print the per-file YAML diff of the pull request.")
 @click.pass_context
-def show(ctx: click.Context, number: int, as_json: bool) -> None:
-    """One pull request with its description and conversation."""
+def show(ctx: click.Context, number: int, as_json: bool, with_diff: bool) -> None:
+    """One pull request with its description and conversation (--diff: its YAML diff)."""
     forge = _forge(ctx)
     try:
         p = forge.get(number)
         comments = forge.comments(number)
     except ForgeError as exc:
         raise click.ClickException(str(exc)) from exc
+    if with_diff:
+        from meshgen.gitops.prdiff import pr_diff
+
+        change = pr_diff(forge.repo, p)
+        click.echo(change.patch, nl=False)
+        if change.truncated:
+            click.echo(f"\n(diff cut at {len(change.patch)} bytes)", err=True)
+        return
     if as_json:
         _echo_json(pr_json(p))
         return
