@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
+import pytest
 from fastapi.testclient import TestClient
 from forges._github_plan_fake import GitHubPlanFake
 from forges._gitrepo import BareRepo
@@ -103,6 +104,64 @@ def test_a_blueprints_pr_gets_one_plan_comment_and_a_status(tmp_path: Path, rns:
             other = pr_event("opened", pr.number, head1, base)
             other["repository"]["full_name"] = "acme/other"
             assert _post(http, other, "p3").json()["status"] == "ignored"
+        assert not fake.violations, fake.violations
+    finally:
+        fake.stop()
+
+
+def _gitlab_event(action: str, number: int, head: str, base_sha: str) -> dict[str, Any]:
+    return {"object_kind": "merge_request", "event_type": "merge_request",
+            "project": {"path_with_namespace": "acme/blueprints"},
+            "object_attributes": {"iid": number, "action": action, "state": "opened", "source_branch": "feature",
+                                  "target_branch": "main", "last_commit": {"id": head},
+                                  "diff_refs": {"base_sha": base_sha, "head_sha": head}}}
+
+
+def _gitea_event(action: str, number: int, head: str, base_sha: str) -> dict[str, Any]:
+    return {"action": action, "number": number, "repository": {"full_name": "acme/blueprints"},
+            "pull_request": {"number": number, "state": "open", "head": {"ref": "feature", "sha": head},
+                             "base": {"ref": "main", "sha": base_sha}}}
+
+
+@pytest.mark.parametrize("forge", ["gitlab", "gitea"])
+def test_gitlab_and_gitea_prs_get_one_plan_note_and_a_status(tmp_path: Path, rns: RedisNS, forge: str) -> None:
+    from forges._plan_fakes import GiteaPlanFake, GitLabPlanFake
+
+    source = pygit2.init_repository(str(tmp_path / "blueprints.git"), bare=True, initial_head="main")
+    files = {"meshgen.yaml": MESHGEN_YAML, "cart.yaml": blueprint("cart")}
+    base = _commit(source, "refs/heads/main", files, "base")
+    head1 = _commit(source, "refs/heads/feature", {**files, "cart.yaml": blueprint("cart", 25)}, "cart 25%")
+    fake: Any = (GitLabPlanFake(BareRepo(tmp_path / "u.git"), TOKEN, project_path="acme/blueprints")
+                 if forge == "gitlab" else GiteaPlanFake(BareRepo(tmp_path / "u.git"), TOKEN, owner="acme",
+                                                         name="blueprints")).start()
+    try:
+        pr = fake.new_pr(title="cart 25%", body="", head="feature", base="main")
+        root = tmp_path / "state"
+        root.mkdir()
+        settings = Settings(root=root, redis_url=REDIS_DB_URL, redis_prefix=rns.prefix,
+                            **{f"webhook_secret_{forge}": SECRET}, blueprints_url=str(tmp_path / "blueprints.git"),
+                            blueprints_forge_url=fake.root, blueprints_forge_token=TOKEN)
+
+        def post(payload: dict[str, Any]) -> Any:
+            body = json.dumps(payload).encode()
+            headers = ({"X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": SECRET} if forge == "gitlab" else
+                       {"X-Gitea-Event": "pull_request",
+                        "X-Gitea-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()})
+            return http.post(f"/api/v1/webhooks/{forge}", content=body, headers=headers)
+
+        event = _gitlab_event if forge == "gitlab" else _gitea_event
+        opened, updated = ("open", "update") if forge == "gitlab" else ("opened", "synchronized")
+        with TestClient(create_app(settings)) as http:
+            assert post(event(opened, pr.number, head1, base)).json()["status"] == "planning"
+            [comment] = fake.comments_of(pr.number)
+            assert comment.startswith(MARKER) and "weight v2 10 → 25" in comment
+            assert [s["state"] for s in fake.statuses[head1]] == ["success"]
+            head2 = _commit(source, "refs/heads/feature",
+                            {**files, "cart.yaml": blueprint("cart", 25).replace("v1: 75", "v1: 80")}, "oops")
+            assert post(event(updated, pr.number, head2, base)).json()["status"] == "planning"
+            [edited] = fake.comments_of(pr.number)
+            assert "sum to 100" in edited
+            assert [s["state"] for s in fake.statuses[head2]] == ["failed" if forge == "gitlab" else "failure"]
         assert not fake.violations, fake.violations
     finally:
         fake.stop()
