@@ -12,6 +12,7 @@ import gc
 import multiprocessing
 import os
 import pickle
+import re
 import threading
 import traceback
 from collections.abc import Collection, Iterable, Iterator
@@ -71,6 +72,8 @@ class FileOutcome:
     diagnostics: list[Diagnostic]
     facts: list[Facts]
     units: list[Unit]
+    # (env, namespace, service) a file that failed to load still names, read leniently (blast radius)
+    claims: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: str | None,
@@ -81,7 +84,7 @@ def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: 
     facts: list[Facts] = []
     units: list[Unit] = []
     if any(d.severity == "error" for d in diagnostics):
-        return FileOutcome(rel, loaded.digest, diagnostics, facts, units)
+        return FileOutcome(rel, loaded.digest, diagnostics, facts, units, _claims(loaded, config, env))
     for inst in loaded.instances:
         diagnostics.extend(check_instance(loaded, inst))
         facts.append(facts_for(loaded, inst))
@@ -92,6 +95,29 @@ def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: 
     if any(d.severity == "error" for d in diagnostics):
         units = []
     return FileOutcome(rel, loaded.digest, diagnostics, facts, units)
+
+
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _claims(loaded: LoadedFile, config: Config, env: str | None) -> list[tuple[str, str, str]]:
+    """The units a blueprint that failed validation still names (`kind`, `namespace`, `service` read
+    leniently), so a sync can mark them render-failed instead of not knowing them. Names that are not
+    DNS-1123 labels are ignored: they could never be folders."""
+    data = loaded.document.data if loaded.document is not None else None
+    if not isinstance(data, dict):
+        return []
+    kind, ns, svc = data.get("kind", "Service"), data.get("namespace"), data.get("service")
+    envs = [e for e in config.environments if env in (None, e)]
+    if kind == "Mesh":
+        return [(e, "", MESH_FOLDER) for e in envs]
+    if not isinstance(ns, str) or not _LABEL.match(ns):
+        return []
+    if kind == "Namespace":
+        return [(e, ns, NAMESPACE_FOLDER) for e in envs]
+    if kind == "Service" and isinstance(svc, str) and _LABEL.match(svc):
+        return [(e, ns, svc) for e in envs]
+    return []
 
 
 def _unsupported(
@@ -477,8 +503,9 @@ def assemble(config: Config, outcomes: Iterable[FileOutcome], *, partial: bool =
         failed.setdefault(d.file, str(d))
     units = sorted((u for o in outcomes if o.path not in failed for u in o.units), key=lambda u: u.folder)
     blocked = sorted({
-        Blocked(f.env, *_unit_key(f), o.path, failed[o.path])
-        for o in outcomes if o.path in failed for f in o.facts
+        *(Blocked(f.env, *_unit_key(f), o.path, failed[o.path]) for o in outcomes if o.path in failed for f in o.facts),
+        *(Blocked(e, ns, svc, o.path, failed[o.path]) for o in outcomes if o.path in failed and not o.facts
+          for e, ns, svc in o.claims),
     }, key=lambda b: (b.env, b.namespace, b.service, b.file))
     return RenderResult(config, units, sorted(set(d for d in diagnostics if d.severity == "warning")),
                         errors=sorted(errors), failed_files=failed, blocked=blocked)
