@@ -65,6 +65,10 @@ def parse(forge: str, payload: dict[str, Any]) -> PlanRequest | None:
 
 def accept(forge: str, body: bytes, settings: Settings) -> JSONResponse:
     """Answer a verified pull-request event of the blueprints repository; the plan runs after the answer."""
+    if not settings.blueprints_url or not settings.blueprints_forge_url:  # planning is off: nothing to parse
+        return JSONResponse({"status": "ignored", "reason": "set MESHGEN_BLUEPRINTS_URL and "
+                             "MESHGEN_BLUEPRINTS_FORGE_URL (and MESHGEN_BLUEPRINTS_FORGE_TOKEN) to plan pull "
+                             "requests"}, status_code=202)
     try:
         request = parse(forge, json.loads(body))
     except (ValueError, KeyError, AttributeError, TypeError):
@@ -77,10 +81,6 @@ def accept(forge: str, body: bytes, settings: Settings) -> JSONResponse:
     if settings.blueprints_repo and request.repository.lower() != settings.blueprints_repo.lower():
         return JSONResponse({"status": "ignored", "reason": f"repository {request.repository!r} is not the "
                              f"blueprints repository {settings.blueprints_repo!r}"}, status_code=202)
-    if not settings.blueprints_url or not settings.blueprints_forge_url:
-        return JSONResponse({"status": "ignored", "reason": "set MESHGEN_BLUEPRINTS_URL and "
-                             "MESHGEN_BLUEPRINTS_FORGE_URL (and MESHGEN_BLUEPRINTS_FORGE_TOKEN) to plan pull "
-                             "requests"}, status_code=202)
     return JSONResponse({"status": "planning", "number": request.number, "head": request.head_sha},
                         status_code=202, background=BackgroundTask(run_safely, settings, request))
 

@@ -104,6 +104,10 @@ def test_a_blueprints_pr_gets_one_plan_comment_and_a_status(tmp_path: Path, rns:
             other = pr_event("opened", pr.number, head1, base)
             other["repository"]["full_name"] = "acme/other"
             assert _post(http, other, "p3").json()["status"] == "ignored"
+            # A signed but malformed event is a clear 400, and plans nothing.
+            bad = _post(http, {"action": "opened", "number": 1}, "p4")
+            assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+            assert len(fake.statuses) == 2
         assert not fake.violations, fake.violations
     finally:
         fake.stop()
