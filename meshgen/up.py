@@ -141,7 +141,8 @@ class ProgressReport:
             self._bar = None
 
 
-def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, job: JobRecord | None) -> JobRecord:
+def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, job: JobRecord | None,
+               retry_rejected: bool = False) -> JobRecord:
     from meshgen.diagnostics import BlueprintError
     from meshgen.gitops.sync import sync_repository
 
@@ -149,7 +150,8 @@ def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, j
     log.info("sync started (%s)", trigger)
     bar = ProgressReport()
     try:
-        done = sync_repository(root, settings, trigger=trigger, records=records, job=job, progress=bar)
+        done = sync_repository(root, settings, trigger=trigger, records=records, job=job, progress=bar,
+                               retry_rejected=retry_rejected)
     except BlueprintError as exc:
         errors = [d for d in exc.diagnostics if d.severity == "error"]
         for d in exc.diagnostics:
@@ -187,11 +189,15 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
 
     records, where = connect_records(settings)
     log.info("blueprints: %s; records: %s", root.resolve(), where)
-    runner = JobRunner(lambda trigger, job: _sync_once(root, settings, records, trigger, job))
+    retry_ids: set[str] = set()  # jobs asked for with retry_rejected (POST /api/v1/syncs)
+    runner = JobRunner(lambda trigger, job: _sync_once(root, settings, records, trigger, job,
+                                                       retry_rejected=job is not None and job.id in retry_ids))
 
     def enqueue(request: SyncRequest) -> JobRecord:
         job = JobRecord(id=new_job_id(), trigger=request.trigger, state="queued",
                         blueprint_commit=request.blueprint_commit, blueprint_author=request.blueprint_author)
+        if request.retry_rejected:
+            retry_ids.add(job.id)
         records.save_job(job)
         runner.submit(request.trigger, job)
         return job
