@@ -115,7 +115,8 @@ def _files_at(repo: pygit2.Repository, commit: pygit2.Commit, prefix: str) -> di
                 walk(obj, f"{rel}{name}/")
             elif isinstance(obj, pygit2.Blob) and name.endswith(SUFFIXES):
                 # Oversized files are cut; the loader then reports them as too big, as on disk.
-                out[f"{rel}{name}"] = obj.data if obj.size <= MAX_BLUEPRINT_BYTES else obj.data[: MAX_BLUEPRINT_BYTES + 1]
+                data = obj.data
+                out[f"{rel}{name}"] = data if len(data) <= MAX_BLUEPRINT_BYTES else data[: MAX_BLUEPRINT_BYTES + 1]
 
     if BLUEPRINTS_DIR in top and isinstance(top[BLUEPRINTS_DIR], pygit2.Tree):
         walk(top[BLUEPRINTS_DIR], f"{BLUEPRINTS_DIR}/")

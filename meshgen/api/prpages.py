@@ -97,8 +97,8 @@ async def login(request: Request) -> Response:
         if not token:
             raise Problem(401, "Unauthorized", "a token is needed")
     except Problem:
-        return HTMLResponse(_PAGES.get_template("login.html").render(next=target, error="That token is not valid here."),
-                            status_code=401)
+        page = _PAGES.get_template("login.html").render(next=target, error="That token is not valid here.")
+        return HTMLResponse(page, status_code=401)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
                         path="/")

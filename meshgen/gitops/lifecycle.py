@@ -347,7 +347,9 @@ _SOURCE_RE = re.compile(rb"""meshgen\.dev/blueprint["']?:[ \t]*["']?([^"'\s]+)""
 _TEAM_RE = re.compile(rb"""meshgen\.dev/team["']?:[ \t]*["']?([^"'\s]+)""")
 
 
-def _annotation(repo: pygit2.Repository, tree: pygit2.Tree | None, folder: str, pattern: re.Pattern[bytes]) -> str | None:
+def _annotation(
+    repo: pygit2.Repository, tree: pygit2.Tree | None, folder: str, pattern: re.Pattern[bytes]
+) -> str | None:
     for data in managed_files(repo, tree, folder).values():
         found = pattern.search(data)
         if found:
@@ -361,7 +363,9 @@ def _blueprint_of(repo: pygit2.Repository, tree: pygit2.Tree | None, folder: str
 
 
 def _frozen_unit(ctx: _Ctx, folder: str, base_tree: pygit2.Tree, open_prs: Mapping[str, PullRequest]) -> Unit:
-    """A unit whose blueprint did not render this time, held as it is: as its open PR carries it, else as the base has it."""
+    """A unit whose blueprint did not render this time, held as it is.
+
+    As its open pull request carries it, else as the base has it."""
     rel = folder[len(ctx.env_path) + 1 :] if ctx.env_path else folder
     namespace, _, service = rel.rpartition("/")
     repo = ctx.repo.repo

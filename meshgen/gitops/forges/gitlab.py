@@ -125,7 +125,8 @@ class GitLabForge(_HTTPForge):
         """A commit status (PlanReporter); GitLab calls failure and error `failed`."""
         gl_state = {"success": "success", "pending": "pending", "failure": "failed", "error": "failed"}[state]
         self._api.call(
-            f"set status {context} on {sha[:12]}", "POST", f"projects/{_segment(self.project)}/statuses/{_segment(sha)}",
+            f"set status {context} on {sha[:12]}", "POST",
+            f"projects/{_segment(self.project)}/statuses/{_segment(sha)}",
             json={"state": gl_state, "name": context, "description": description[:255]}, ok=(200, 201),
         )
 
