@@ -21,6 +21,7 @@ _SECRET_FIELDS = (
     "webhook_secret_gitea",
     "forge_token",
     "argocd_token",
+    "blueprints_forge_token",
 )
 
 
@@ -60,6 +61,9 @@ class Settings(BaseSettings):
     git_ssh_key_file: Path | None = Field(default=None, description="Private key for ssh:// and git@host:path remotes (environment and blueprints repositories).")
     git_ssh_key_passphrase_file: Path | None = Field(default=None, description="File holding the SSH key's passphrase, if it has one.")
     git_known_hosts_file: Path | None = Field(default=None, description="known_hosts file the SSH servers' host keys are checked against; unknown or changed keys are refused.")
+    # Plans on blueprints pull requests (issue 10): where to comment and set the meshgen/plan status.
+    blueprints_forge_url: str | None = Field(default=None, description="API root of the blueprints repository's forge (https://api.github.com, https://HOST/api/v3, a GitLab or Gitea root); with blueprints_url, pull_request webhooks get a plan comment and a meshgen/plan commit status.")
+    blueprints_forge_token: SecretStr | None = Field(default=None, description="Token for the blueprints repository's forge (comments and commit statuses).")
 
     @field_validator("github_app_private_key_file", mode="before")
     @classmethod

@@ -91,3 +91,14 @@ class Forge(Protocol):
         meshgen.gitops.transport uses it for the environment repository unless meshgen.yaml's
         envRepo.git names a separate credential. None: this forge has no token (local).
         """
+
+
+@runtime_checkable
+class PlanReporter(Protocol):
+    """What `meshgen plan` needs from the blueprints repository's forge (GitHub, GitLab, Gitea)."""
+
+    def upsert_comment(self, number: int, marker: str, body: str) -> int:
+        """Edit the pull request's comment that contains `marker` in place, or add it; its id."""
+
+    def set_status(self, sha: str, state: str, description: str, context: str) -> None:
+        """Set a commit status (success, failure, pending, error) named `context` on `sha`."""

@@ -111,6 +111,31 @@ class GiteaForge(_HTTPForge):
             json={"body": body}, ok=(201,),
         )
 
+    def upsert_comment(self, number: int, marker: str, body: str) -> int:
+        """Edit the comment carrying `marker` in place, or add it (PlanReporter); its id."""
+        comments: list[dict[str, Any]] = self._api.call(
+            f"list comments of pull request #{number}", "GET", f"{self._repo_path}/issues/{number}/comments",
+            parse=lambda data: list(data),
+        )
+        for item in comments:
+            if marker in (item.get("body") or ""):
+                self._api.call(f"edit comment {item['id']}", "PATCH",
+                               f"{self._repo_path}/issues/comments/{int(item['id'])}", json={"body": body},
+                               ok=(200, 201))
+                return int(item["id"])
+        created: int = self._api.call(
+            f"comment on pull request #{number}", "POST", f"{self._repo_path}/issues/{number}/comments",
+            json={"body": body}, ok=(201,), parse=lambda data: int(data["id"]),
+        )
+        return created
+
+    def set_status(self, sha: str, state: str, description: str, context: str) -> None:
+        """A commit status (PlanReporter): success, failure, error or pending."""
+        self._api.call(
+            f"set status {context} on {sha[:12]}", "POST", f"{self._repo_path}/statuses/{_segment(sha)}",
+            json={"state": state, "context": context, "description": description[:140]}, ok=(200, 201),
+        )
+
     def close(self, number: int, *, comment: str | None = None) -> PullRequest:
         if comment:
             self.comment(number, comment)

@@ -194,6 +194,37 @@ class GitHubForge(_HTTPForge):
             result = [pr for pr in result if pr.state == state]
         return sorted(result, key=lambda pr: pr.number, reverse=True)
 
+    # -- plan reporting on blueprints pull requests (PlanReporter) -----------------------------
+
+    def upsert_comment(self, number: int, marker: str, body: str) -> int:
+        """Edit the comment carrying `marker` in place, or add it; returns its id. One comment, never two."""
+        page = 1
+        while True:
+            items: list[dict[str, Any]] = self._api.call(
+                f"list comments of pull request #{number}", "GET", f"{self._repo_path}/issues/{number}/comments",
+                params={"per_page": _PAGE, "page": page}, parse=lambda data: list(data),
+            )
+            for item in items:
+                if marker in (item.get("body") or ""):
+                    self._api.call(f"edit comment {item['id']}", "PATCH",
+                                   f"{self._repo_path}/issues/comments/{int(item['id'])}", json={"body": body})
+                    return int(item["id"])
+            if len(items) < _PAGE:
+                break
+            page += 1
+        created: int = self._api.call(
+            f"comment on pull request #{number}", "POST", f"{self._repo_path}/issues/{number}/comments",
+            json={"body": body}, ok=(201,), parse=lambda data: int(data["id"]),
+        )
+        return created
+
+    def set_status(self, sha: str, state: str, description: str, context: str) -> None:
+        """A commit status (state: success | failure | pending | error) on `sha`."""
+        self._api.call(
+            f"set status {context} on {sha[:12]}", "POST", f"{self._repo_path}/statuses/{_segment(sha)}",
+            json={"state": state, "description": description[:140], "context": context}, ok=(201,),
+        )
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _with_labels(self, pr: PullRequest, labels: tuple[str, ...]) -> PullRequest:

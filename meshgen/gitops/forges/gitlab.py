@@ -120,6 +120,37 @@ class GitLabForge(_HTTPForge):
             json={"body": body}, ok=(201,),
         )
 
+    def upsert_comment(self, number: int, marker: str, body: str) -> int:
+        """Edit the note carrying `marker` in place, or add it (PlanReporter); its id."""
+        page = 1
+        while True:
+            notes: list[dict[str, Any]] = self._api.call(
+                f"list notes of merge request !{number}", "GET", f"{self._mrs}/{number}/notes",
+                params={"per_page": _PAGE, "page": page, "sort": "asc"}, parse=lambda data: list(data),
+            )
+            for note in notes:
+                if marker in (note.get("body") or ""):
+                    self._api.call(f"edit note {note['id']}", "PUT", f"{self._mrs}/{number}/notes/{int(note['id'])}",
+                                   json={"body": body})
+                    return int(note["id"])
+            if len(notes) < _PAGE:
+                break
+            page += 1
+        created: int = self._api.call(
+            f"comment on merge request !{number}", "POST", f"{self._mrs}/{number}/notes",
+            json={"body": body}, ok=(201,), parse=lambda data: int(data["id"]),
+        )
+        return created
+
+    def set_status(self, sha: str, state: str, description: str, context: str) -> None:
+        """A commit status (PlanReporter); GitLab calls failure and error `failed`."""
+        gl_state = {"success": "success", "pending": "pending", "failure": "failed", "error": "failed"}[state]
+        self._api.call(
+            f"set status {context} on {sha[:12]}", "POST",
+            f"projects/{_segment(self.project)}/statuses/{_segment(sha)}",
+            json={"state": gl_state, "name": context, "description": description[:255]}, ok=(200, 201),
+        )
+
     def close(self, number: int, *, comment: str | None = None) -> PullRequest:
         if comment:
             self.comment(number, comment)
