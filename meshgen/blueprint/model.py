@@ -7,6 +7,7 @@ disabled RetryPolicy, `mtls: strict` becomes MTLS(mode="strict").
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Any, Literal
 
@@ -654,7 +655,7 @@ def _steps(value: Any) -> Any:
     for step in value:
         if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= 100:
             raise fail("steps", f"each step is a whole percentage from 1 to 100, got {describe_value(step)}")
-    if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(value)):
         raise fail("steps", f"steps must increase: {value}")
     if value[-1] != 100:
         raise fail("steps", f"the last step must be 100 (the new version serves everything), got {value[-1]}; "
