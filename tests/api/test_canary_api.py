@@ -7,28 +7,14 @@ import json
 from typing import Any
 
 import pytest
-from api_support import READ, WRITE, build_app, make_settings, refreshed, unit
+from api_support import READ, WRITE, build_app, canary, make_settings, refreshed, unit
 from fastapi.testclient import TestClient
 
 from meshgen.api.app import create_app
-from meshgen.records import CanaryPhase, CanaryRecord, CanaryStep, GateValue, Records
+from meshgen.records import CanaryStep, GateValue, Records
 from meshgen.settings import Settings
 
 BASE = "/api/v1/rollouts/staging/payments/api"
-
-
-def canary(phase: CanaryPhase = "measuring", **changes: Any) -> CanaryRecord:
-    record = CanaryRecord(
-        env="staging", namespace="payments", service="api", stable="v1", to="v2", spec_hash="h1", phase=phase,
-        step=1, steps=[10, 50, 100], weight=50, failures=0, reason="measuring step 2 of 3 for 2m",
-        gates=[GateValue(name="successRate", value=99.5, threshold=">= 99%", ok=True, at=1_700_000_100.0),
-               GateValue(name="latencyP99", value=None, threshold="<= 500ms", ok=None, at=1_700_000_100.0)],
-        history=[CanaryStep(step=0, weight=10, pr=7, result="passed", at=1_700_000_000.0,
-                            gates=[GateValue(name="successRate", value=100.0, threshold=">= 99%", ok=True,
-                                             at=1_700_000_050.0)]),
-                 CanaryStep(step=1, weight=50, pr=8, result="pending", at=1_700_000_060.0)],
-    )
-    return record.model_copy(update=changes)
 
 
 @pytest.fixture
