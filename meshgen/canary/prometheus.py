@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from meshgen.blueprint.config import PrometheusSettings
 
 #: The most of an answer that is read. A gate query returns one sample; an answer this large is a
 #: query that selects thousands of series, which is a mistake to report, not to parse.
 MAX_ANSWER_BYTES = 1 << 20
 _MAX_DETAIL = 200
+#: A bearer token is a few hundred bytes; a larger token file is the wrong file.
+MAX_TOKEN_BYTES = 16384
 
 
 class PrometheusError(RuntimeError):
@@ -36,6 +43,33 @@ class Prometheus:
 
     def __repr__(self) -> str:  # the token never prints
         return f"Prometheus(url={self.url!r}, token={'<set>' if self.token else None})"
+
+    @classmethod
+    def from_settings(cls, settings: PrometheusSettings, root: Path, *, timeout: float = 10.0) -> Prometheus:
+        """The client meshgen.yaml's `prometheus` (top-level or an environment's) describes, with its token
+        read now from `tokenEnv` or `tokenFile` (relative to the blueprints root), so a rotated Secret is
+        picked up. A token that is configured but missing is a PrometheusError naming the setting."""
+        token: str | None = None
+        if settings.token_env:
+            raw = os.environ.get(settings.token_env)
+            if not raw or not raw.strip():
+                raise PrometheusError(f"prometheus.tokenEnv names {settings.token_env}, which is not set or empty; "
+                                      "export the token there or remove tokenEnv")
+            token = raw.strip()
+        elif settings.token_file:
+            path = Path(settings.token_file)
+            path = path if path.is_absolute() else root / path
+            try:
+                with path.open("rb") as handle:
+                    data = handle.read(MAX_TOKEN_BYTES + 1)
+            except OSError as exc:  # the reason only, never content: the file is the secret
+                raise PrometheusError(f"prometheus.tokenFile {path} cannot be read ({exc.strerror}); "
+                                      "mount the token there or fix the path") from None
+            if len(data) > MAX_TOKEN_BYTES or not data.strip():
+                raise PrometheusError(f"prometheus.tokenFile {path} is {'empty' if not data.strip() else 'too large'} "
+                                      "for a bearer token; point it at the file holding only the token")
+            token = data.decode("utf-8", "replace").strip()
+        return cls(settings.url, token, timeout)
 
     def query(self, promql: str, *, at: float | None = None) -> float | None:
         """The value of an instant query: a number, or None when the query selects no data (or NaN).
