@@ -105,6 +105,7 @@ class _Canary:
     pr: PullRequest | None = None  # the open pull request on the branch
     pr_weight: int | None = None
     pr_note: Note | None = None
+    in_base: bool = False  # the base branch has the unit's folder
 
     @property
     def name(self) -> str:
@@ -207,7 +208,9 @@ class EnvPass:
             raise EnvRepoError(f"base branch {self.base!r} does not exist in {self.repo.remote}")
         opened = {pr.branch: pr for pr in self.forge.list("open") if pr.base == self.base}
         for c in self.canaries:
-            c.base_version, c.base_weight = read_weight(managed_files(self.repo.repo, base.tree, c.unit.folder).values())
+            files = managed_files(self.repo.repo, base.tree, c.unit.folder)
+            c.in_base = bool(files)
+            c.base_version, c.base_weight = read_weight(files.values())
             c.pr, c.pr_weight, c.pr_note = opened.get(c.branch), None, None
             tip = self.repo.tip(c.branch) if c.pr is not None else None
             if tip is not None:
@@ -450,6 +453,18 @@ class EnvPass:
 
     def _open_step(self, c: _Canary, rec: CanaryRecord, resync: Resync, weight: int, *,
                    previous: Mapping[str, Any] | None, force_merge: bool = False) -> None:
+        if not c.in_base:
+            rec.phase = "waiting"
+            rec.reason = (f"{c.name} is not in the environment repository's base yet: the canary starts once "
+                          f"its first pull request{f' #{c.pr.number}' if c.pr else ''} is merged")
+            self._save(rec)
+            return
+        if c.pr is not None:  # a blueprint edit in review: a step must not carry it past its reviewer
+            rec.phase = "waiting"
+            rec.reason = (f"pull request #{c.pr.number} (a blueprint change, not a canary step) waits for review; "
+                          f"the {weight}% step opens once it is merged or closed")
+            self._save(rec)
+            return
         note = self._note(c, weight, previous=previous)
         pr = self._propose(c, resync, weight, note)
         if pr is None:
