@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,10 +87,7 @@ class Prometheus:
             headers["Authorization"] = f"Bearer {self.token}"
         endpoint = self.url.rstrip("/") + "/api/v1/query"
         try:
-            with (
-                httpx.Client(timeout=self.timeout, follow_redirects=False) as client,
-                client.stream("GET", endpoint, params=params, headers=headers) as response,
-            ):
+            with _client().stream("GET", endpoint, params=params, headers=headers, timeout=self.timeout) as response:
                 body = _read_limited(response)
         except httpx.HTTPError as exc:
             raise PrometheusError(
@@ -97,6 +95,29 @@ class Prometheus:
                 "check prometheus.url in meshgen.yaml and that the server answers from here"
             ) from None
         return _parse_answer(self.url, promql, response.status_code, body, self.token)
+
+
+_shared: httpx.Client | None = None
+_shared_lock = threading.Lock()
+
+
+def _client() -> httpx.Client:
+    """One client for every query of the process: its connections are reused, and its TLS context (tens
+    of milliseconds to load the CA bundle) is built once, not per query. A pass over 200 canaries makes
+    600 queries. httpx.Client is safe to share between threads."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = httpx.Client(follow_redirects=False)  # redirects off: the token must not follow one
+        return _shared
+
+
+def _forget_client() -> None:
+    global _shared
+    _shared = None  # a forked worker (Celery prefork) must not share its parent's sockets
+
+
+os.register_at_fork(after_in_child=_forget_client)
 
 
 def _read_limited(response: httpx.Response) -> bytes:
