@@ -472,6 +472,10 @@ class EnvPass:
             self._save(rec)
             return
         c.pr, c.pr_weight, c.pr_note = pr, weight, note
+        if self._base_weight(c) == (c.canary.to, weight):  # a writer without the lock got there first
+            if pr.state == "open":
+                self.forge.close(pr.number, comment=f"meshgen: the base already sends {weight}% to {c.canary.to}")
+            return
         if c.canary.approval == "auto" or force_merge:
             self._merged(c, rec, weight, self._merge(pr), rollback=False)
             return
@@ -479,6 +483,11 @@ class EnvPass:
         rec.reason = f"pull request #{pr.number} ({weight}%) waits for a person to merge it"
         self._history(rec, weight, pr.number, "pending")
         self._save(rec)
+
+    def _base_weight(self, c: _Canary) -> tuple[str | None, int]:
+        self.repo.fetch()
+        base = self.repo.commit_at(self.base)
+        return read_weight(managed_files(self.repo.repo, base.tree, c.unit.folder).values()) if base else (None, 0)
 
     def _propose(self, c: _Canary, resync: Resync, weight: int, note: Note) -> PullRequest | None:
         """Sync the environment with this canary at `weight`: its branch's PR is the step's PR."""

@@ -173,3 +173,43 @@ def test_manual_approval_waits_for_a_person_and_an_ordinary_sync_keeps_the_step(
     world.follow()
     rec = world.until("the 50% PR", lambda r: r.phase == "awaiting-approval" and r.weight == 20
                       and len(world.prs("open")) == 1 and "50%" in world.prs("open")[0].title)
+
+
+def test_two_workers_passes_open_one_pr_per_step(world: World) -> None:
+    """Two workers' canary passes at once (each its own Redis connection, as two processes have), under the
+    writer lock every writer takes: the steps still go one merged PR at a time."""
+    import threading
+
+    from sync_support import redis_client
+
+    from meshgen.gitops.jobs import run_canary_tick
+    from meshgen.records import Records
+
+    world.traffic(rps=40)
+    world.start(blueprint())
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    ran: list[str] = []
+
+    def passes() -> None:
+        records = Records(redis_client(), world.rns.prefix)
+        try:
+            while not stop.is_set():
+                job = run_canary_tick(world.settings, records)
+                ran.append(job.state if job else "skipped")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            records.client.close()
+
+    racers = [threading.Thread(target=passes) for _ in range(2)]
+    for t in racers:
+        t.start()
+    try:
+        world.until("the canary to be promoted", lambda r: r.phase == "promoted", timeout=90, sync=False)
+    finally:
+        stop.set()
+        for t in racers:
+            t.join(timeout=60)
+    assert errors == [] and "succeeded" in ran
+    assert titles(world.prs()[1:]) == [(STEP.format(w), "merged") for w in (20, 50, 100)]
