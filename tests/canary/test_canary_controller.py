@@ -213,3 +213,40 @@ def test_two_workers_passes_open_one_pr_per_step(world: World) -> None:
             t.join(timeout=60)
     assert errors == [] and "succeeded" in ran
     assert titles(world.prs()[1:]) == [(STEP.format(w), "merged") for w in (20, 50, 100)]
+
+
+def test_a_worker_killed_mid_step_resumes_at_the_same_step(world: World, tmp_path: Path) -> None:
+    """A real Celery worker runs the canary ticks (as beat sends them); the first is killed while pushing the
+    20% step. The next worker starts that same step again, and the canary goes on one PR per step."""
+    from helpers import wait_for
+    from sync_support import WorkerProcess, running_worker, worker_env
+
+    from meshgen.gitops.jobs import CANARY_TASK_NAME, make_celery
+
+    world.traffic(rps=40)
+    world.start(blueprint())
+    mark = tmp_path / "paused"
+    base_env = worker_env(world.root, world.rns.prefix, MESHGEN_ARGOCD_TOKEN=TOKENS["argocd"])
+    settings = world.settings.model_copy(update={"queue": base_env["MESHGEN_QUEUE"]})
+    app = make_celery(settings)
+
+    def tick() -> None:
+        app.send_task(CANARY_TASK_NAME, queue=settings.queue)
+
+    try:
+        doomed = WorkerProcess({**base_env, "MESHGEN_TEST_PAUSE_AT": "before-push",
+                                "MESHGEN_TEST_PAUSE_MARK": str(mark)}, tmp_path / "doomed.log")
+        try:
+            doomed.wait_ready()
+            tick()
+            wait_for(mark.exists, 60, "the first worker to pause before pushing the 20% step")
+        finally:
+            doomed.kill()
+        assert world.prs()[1:] == [] and read_weight(world.base_files().values()) == (None, 0)
+        with running_worker(base_env, tmp_path / "second.log"):
+            rec = world.until("the canary to be promoted", lambda r: r.phase == "promoted", timeout=120,
+                              each=tick, sync=False)
+    finally:
+        app.close()
+    assert titles(world.prs()[1:]) == [(STEP.format(w), "merged") for w in (20, 50, 100)]
+    assert [h.weight for h in rec.history if h.pr is not None] == [20, 50, 100]
