@@ -250,3 +250,16 @@ def test_a_worker_killed_mid_step_resumes_at_the_same_step(world: World, tmp_pat
         app.close()
     assert titles(world.prs()[1:]) == [(STEP.format(w), "merged") for w in (20, 50, 100)]
     assert [h.weight for h in rec.history if h.pr is not None] == [20, 50, 100]
+
+
+def test_linkerd_httproute_canary_is_promoted(tmp_path: Path, rns: RedisNS, argo: ArgoCDServer,
+                                              prom: PrometheusServer) -> None:
+    """Linkerd (Gateway API HTTPRoute backendRefs), gated on response_total / response_latency_ms_bucket."""
+    world = make_world(tmp_path, rns, argo, prom, mesh="linkerd")
+    world.traffic(rps=40)
+    world.start(blueprint(steps="[50, 100]"))
+    world.until("the canary to be promoted", lambda r: r.phase == "promoted")
+    assert titles(world.prs()[1:]) == [(STEP.format(w), "merged") for w in (50, 100)]
+    routes = [data for name, data in world.base_files().items() if name.startswith("httproute-")]
+    assert routes and all(b"meshgen.dev/canary-weight: '100'" in r or b'meshgen.dev/canary-weight: "100"' in r
+                          for r in routes), routes
