@@ -73,6 +73,7 @@ from meshgen.canary.gates import Gate, Measurement, Target, default_gates, measu
 from meshgen.canary.prometheus import Prometheus, PrometheusError
 from meshgen.canary.steps import read_weight
 from meshgen.diagnostics import BlueprintError
+from meshgen.gitops.coordination import LockLost
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, managed_files
 from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
 from meshgen.gitops.lifecycle import Grouping, SyncReport, branch_for, head_canary_note
@@ -267,6 +268,8 @@ class EnvPass:
         for c in self.canaries:
             try:
                 self._one(c, resync)
+            except LockLost:
+                raise  # another writer holds the environment repository now: stop writing, the sync fails
             except Exception as exc:  # noqa: BLE001 - one canary's failure must not stop the others or the sync
                 log.warning("canary %s/%s: %s", self.env, c.name, exc, exc_info=True)
                 self.warnings.append(f"{self.env}: canary {c.name}: {exc}")
@@ -372,7 +375,7 @@ class EnvPass:
         elif command == "resume" and rec.phase == "paused":
             rec.phase, rec.healthy_since = "progressing", None  # a resumed step measures a fresh window
         elif command == "abort" and rec.phase != "rolled-back":
-            self._roll_back(c, rec, resync, "aborted by a person", rec.gates)
+            self._roll_back(c, rec, resync, "aborted by a person", rec.gates, result="aborted")
             return
         if rec.phase == "paused":
             self._save(rec)
@@ -459,7 +462,8 @@ class EnvPass:
                           f"its first pull request{f' #{c.pr.number}' if c.pr else ''} is merged")
             self._save(rec)
             return
-        if c.pr is not None:  # a blueprint edit in review: a step must not carry it past its reviewer
+        if c.pr is not None and c.pr_weight == c.base_weight:  # a blueprint edit in review: a step must not
+            # carry it past its reviewer
             rec.phase = "waiting"
             rec.reason = (f"pull request #{c.pr.number} (a blueprint change, not a canary step) waits for review; "
                           f"the {weight}% step opens once it is merged or closed")
@@ -502,8 +506,8 @@ class EnvPass:
         return self.forge.get(result.number)
 
     def _roll_back(self, c: _Canary, rec: CanaryRecord, resync: Resync, why: str, gates: Sequence[GateValue],
-                   *, restart: bool = False) -> None:
-        note = self._note(c, 0, why=why, previous=_previous(rec, "failed", why, gates) if gates else None)
+                   *, restart: bool = False, result: str = "failed") -> None:
+        note = self._note(c, 0, why=why, previous=_previous(rec, result, why, gates) if gates else None)
         if restart:
             note["restart"] = True  # rolls back the previous `to`: not this canary's rollback
         rec.gates = list(gates)

@@ -263,3 +263,35 @@ def test_linkerd_httproute_canary_is_promoted(tmp_path: Path, rns: RedisNS, argo
     routes = [data for name, data in world.base_files().items() if name.startswith("httproute-")]
     assert routes and all(b"meshgen.dev/canary-weight: '100'" in r or b'meshgen.dev/canary-weight: "100"' in r
                           for r in routes), routes
+
+
+def test_pause_resume_abort_retry_and_promote(world: World) -> None:
+    """People's commands (records.request_canary_command, what the API's write endpoints send)."""
+    records = world.rns.records
+
+    def command(name: str) -> None:
+        records.request_canary_command("production", "shop", "cart", name)  # type: ignore[arg-type]
+
+    world.traffic(rps=40)
+    world.start(blueprint())
+    world.until("the 20% step", lambda r: r.weight == 20)
+    command("pause")
+    for _ in range(3):
+        world.sync()
+        rec = world.record()
+        assert rec is not None and rec.phase == "paused" and rec.weight == 20, summary(rec)  # type: ignore[arg-type]
+    command("resume")
+    world.until("the 50% step", lambda r: r.weight == 50)
+    command("abort")
+    rec = world.until("the abort", lambda r: r.phase == "rolled-back")
+    assert rec.weight == 0 and "aborted by a person" in rec.reason
+    assert world.prs()[-1].title == "meshgen(production): roll back canary shop/cart v2 (aborted by a person)"
+    assert read_weight(world.base_files().values()) == (None, 0)
+    command("retry")
+    world.until("the retried 20% step", lambda r: r.weight == 20)
+    command("promote")
+    world.until("the canary to be promoted", lambda r: r.phase == "promoted")
+    assert [p.title for p in world.prs()[1:]] == [
+        STEP.format(20), STEP.format(50), "meshgen(production): roll back canary shop/cart v2 (aborted by a person)",
+        STEP.format(20), STEP.format(100)]
+    assert all(p.state == "merged" for p in world.prs())
