@@ -251,12 +251,17 @@ class EnvPass:
     def _note(self, c: _Canary, weight: int, *, previous: Mapping[str, Any] | None = None,
               why: str | None = None) -> Note:
         kind = "rollback" if weight == 0 else "step"
-        if kind == "rollback" and why is None:
+        if kind == "rollback" and c.base_at == -1 and c.base_version == c.canary.stable and c.base_weight == 100:
+            kind, why = "settle", f"{c.canary.stable} is stable now"
+        elif kind == "rollback" and why is None:
             why = (f"the environment runs {c.base_version} at {c.base_weight}%, the canary now rolls out "
                    f"{c.canary.to}" if c.base_at == -1 else "rolled back")
-        return {"kind": kind, "unit": c.name, "stable": c.canary.stable, "to": c.canary.to, "weight": weight,
-                "steps": list(c.canary.steps), "spec": c.spec, "why": why or "",
-                "previous": dict(previous) if previous else None}
+        note: Note = {"kind": kind, "unit": c.name, "stable": c.canary.stable, "to": c.canary.to, "weight": weight,
+                      "steps": list(c.canary.steps), "spec": c.spec, "why": why or "",
+                      "previous": dict(previous) if previous else None}
+        if weight == 0 and c.base_at == -1:
+            note["restart"] = True  # clears the previous `to` off the base: not this canary's rollback
+        return note
 
     # ---- after the sync ---------------------------------------------------------------
 
@@ -389,7 +394,7 @@ class EnvPass:
             self._save(rec)
             return
         if c.base_at == -1:  # the base runs the previous `to`: back to stable first
-            self._roll_back(c, rec, resync, self._note(c, 0)["why"], [], restart=True)
+            self._roll_back(c, rec, resync, str(self._note(c, 0)["why"]), [], restart=True)
             return
         if command == "promote" and rec.weight < 100:
             self._open_step(c, rec, resync, 100, previous=None, force_merge=True)
@@ -411,7 +416,8 @@ class EnvPass:
                             force_merge=True)
             return
         rollback = c.pr_weight == 0
-        auto = (c.canary.rollback if rollback else c.canary.approval) == "auto" or promote
+        settle = c.pr_note is not None and c.pr_note.get("kind") == "settle"
+        auto = (c.canary.rollback if rollback else c.canary.approval) == "auto" or promote or settle
         if not auto:
             rec.phase = "rolled-back" if rollback else "awaiting-approval"
             rec.reason = (f"{'rollback ' if rollback else ''}pull request #{pr.number} ({c.pr_weight}%) waits "
@@ -419,8 +425,12 @@ class EnvPass:
             self._history(rec, c.pr_weight, pr.number, "pending")
             self._save(rec)
             return
+        restart = rollback and c.base_at == -1  # clears the previous `to`: this canary starts next
         merged = self._merge(pr)
         self._merged(c, rec, c.pr_weight, merged, rollback=rollback)
+        if restart:
+            rec.phase, rec.reason = "waiting", f"pull request #{merged.number} cleared the previous canary; starting"
+            self._save(rec)
 
     def _merge(self, pr: PullRequest) -> PullRequest:
         try:
@@ -508,6 +518,7 @@ class EnvPass:
     def _roll_back(self, c: _Canary, rec: CanaryRecord, resync: Resync, why: str, gates: Sequence[GateValue],
                    *, restart: bool = False, result: str = "failed") -> None:
         note = self._note(c, 0, why=why, previous=_previous(rec, result, why, gates) if gates else None)
+        settle = note["kind"] == "settle"  # the previous `to` is `stable` now: same traffic, annotations go
         if restart:
             note["restart"] = True  # rolls back the previous `to`: not this canary's rollback
         rec.gates = list(gates)
@@ -521,7 +532,7 @@ class EnvPass:
             rec.reason = f"could not open the rollback pull request ({why})"
             self._save(rec)
             return
-        if c.canary.rollback == "auto":
+        if c.canary.rollback == "auto" or settle:
             merged = self._merge(pr)
             self._merged(c, rec, 0, merged, rollback=True)
             if restart:

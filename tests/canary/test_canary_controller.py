@@ -295,3 +295,18 @@ def test_pause_resume_abort_retry_and_promote(world: World) -> None:
         STEP.format(20), STEP.format(50), "meshgen(production): roll back canary shop/cart v2 (aborted by a person)",
         STEP.format(20), STEP.format(100)]
     assert all(p.state == "merged" for p in world.prs())
+
+
+def test_the_next_canary_starts_after_a_promotion(world: World) -> None:
+    """v2 promoted; the blueprint now says stable v2, to v3: the old annotations are settled (no traffic
+    change), then the v3 canary starts from v2 at 100."""
+    world.traffic(rps=40)
+    world.start(blueprint(steps="[50, 100]"))
+    world.until("v2 to be promoted", lambda r: r.phase == "promoted")
+    world.write(blueprint(steps="[50, 100]", to="v3").replace("stable: v1", "stable: v2").replace("to: v1", "to: v2"))
+    world.prom.exporter.set("istio", "shop", "cart", "v3", rps=40, pod_labels={"version": "v3"})
+    rec = world.until("the v3 canary to be promoted", lambda r: r.phase == "promoted" and r.to == "v3")
+    assert [p.title for p in world.prs()[3:]] == [
+        "meshgen(production): settle canary shop/cart on v2 before v3",
+        "meshgen(production): canary shop/cart v3 50%", "meshgen(production): canary shop/cart v3 100%"]
+    assert read_weight(world.base_files().values()) == ("v3", 100) and rec.stable == "v2"
