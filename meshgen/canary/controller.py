@@ -59,9 +59,9 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pygit2
 import redis
@@ -165,17 +165,24 @@ class EnvPass:
     now: Callable[[], float] = time.time
     canaries: list[_Canary] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    _loaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # records as read: unchanged ones are not saved
 
     # ---- before the sync --------------------------------------------------------------
 
     def prepare(self) -> tuple[list[Unit], dict[str, Note]]:
         """The environment's units with every canary at the weight it wants now, and the branch notes."""
-        self.canaries = self._find()
-        if not self.canaries:
-            return list(self.units), {}
-        self.repo.fetch()
-        self._read_git()
-        return self._at_wanted()
+        try:
+            self.canaries = self._find()
+            if not self.canaries:
+                return list(self.units), {}
+            self.repo.fetch()
+            self._read_git()
+            return self._at_wanted()
+        except (EnvRepoError, ForgeError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - rendering at weight 0 instead would revert live steps
+            raise EnvRepoError(f"{self.env}: could not read where its canaries stand ({type(exc).__name__}: "
+                               f"{exc}); nothing was written, the sync is retried") from exc
 
     def _find(self) -> list[_Canary]:
         found: list[_Canary] = []
@@ -292,6 +299,7 @@ class EnvPass:
             except redis.RedisError:
                 rec = None
         if rec is not None and rec.spec_hash == c.spec:
+            self._loaded[rec.key] = rec.model_dump(exclude={"updated_at"})
             rec.steps = list(c.canary.steps)
             return rec
         return self._rebuild(c)
@@ -322,9 +330,12 @@ class EnvPass:
                             history=history, reason="rebuilt from the environment repository")
 
     def _save(self, rec: CanaryRecord) -> None:
-        rec.updated_at = self.now()
         if self.records is None:
             return
+        if self._loaded.get(rec.key) == rec.model_dump(exclude={"updated_at"}):
+            return  # nothing moved: no write, so API snapshots are not rebuilt on every pass
+        rec.updated_at = self.now()
+        self._loaded[rec.key] = rec.model_dump(exclude={"updated_at"})
         try:
             self.records.save_canary(rec)
         except redis.RedisError as exc:
@@ -565,7 +576,8 @@ class EnvPass:
         left = rec.healthy_since + interval - now
         if left > 0:
             rec.phase = "measuring"
-            rec.reason = f"{weight}% is live and healthy; measuring, the window ends in {left:.0f}s"
+            ends = datetime.fromtimestamp(rec.healthy_since + interval, timezone.utc).strftime("%H:%M:%S UTC")
+            rec.reason = f"{weight}% is live and healthy; measuring over {c.canary.interval}, until {ends}"
             self._save(rec)
             return
         prometheus = prometheus_for(self.config_root, self.config, self.env)
@@ -615,8 +627,8 @@ class EnvPass:
                 step.result, step.reason = result, m.reason  # type: ignore[assignment]
                 step.gates = list(rec.gates)
                 return
-        rec.history.append(CanaryStep(step=rec.step, weight=rec.weight, result=result, reason=m.reason,  # type: ignore[arg-type]
-                                      gates=list(rec.gates), at=self.now()))
+        rec.history.append(CanaryStep(step=rec.step, weight=rec.weight, result=result,  # type: ignore[arg-type]
+                                      reason=m.reason, gates=list(rec.gates), at=self.now()))
 
     def _step_commit(self, c: _Canary, rec: CanaryRecord) -> str:
         """The merge commit that set the base's weight (the record's, else the forge's, else the base tip)."""
@@ -759,7 +771,3 @@ def _timestamp(value: str | None) -> float | None:
         return datetime.fromisoformat(value).timestamp()
     except ValueError:
         return None
-
-
-Phase = Literal["waiting", "progressing", "measuring", "awaiting-approval", "inconclusive", "paused",
-                "promoted", "rolled-back"]
