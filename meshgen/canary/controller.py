@@ -59,9 +59,9 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pygit2
 import redis
@@ -73,6 +73,7 @@ from meshgen.canary.gates import Gate, Measurement, Target, default_gates, measu
 from meshgen.canary.prometheus import Prometheus, PrometheusError
 from meshgen.canary.steps import read_weight
 from meshgen.diagnostics import BlueprintError
+from meshgen.gitops.coordination import LockLost
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, managed_files
 from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
 from meshgen.gitops.lifecycle import Grouping, SyncReport, branch_for, head_canary_note
@@ -164,17 +165,24 @@ class EnvPass:
     now: Callable[[], float] = time.time
     canaries: list[_Canary] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    _loaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # records as read: unchanged ones are not saved
 
     # ---- before the sync --------------------------------------------------------------
 
     def prepare(self) -> tuple[list[Unit], dict[str, Note]]:
         """The environment's units with every canary at the weight it wants now, and the branch notes."""
-        self.canaries = self._find()
-        if not self.canaries:
-            return list(self.units), {}
-        self.repo.fetch()
-        self._read_git()
-        return self._at_wanted()
+        try:
+            self.canaries = self._find()
+            if not self.canaries:
+                return list(self.units), {}
+            self.repo.fetch()
+            self._read_git()
+            return self._at_wanted()
+        except (EnvRepoError, ForgeError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - rendering at weight 0 instead would revert live steps
+            raise EnvRepoError(f"{self.env}: could not read where its canaries stand ({type(exc).__name__}: "
+                               f"{exc}); nothing was written, the sync is retried") from exc
 
     def _find(self) -> list[_Canary]:
         found: list[_Canary] = []
@@ -250,12 +258,17 @@ class EnvPass:
     def _note(self, c: _Canary, weight: int, *, previous: Mapping[str, Any] | None = None,
               why: str | None = None) -> Note:
         kind = "rollback" if weight == 0 else "step"
-        if kind == "rollback" and why is None:
+        if kind == "rollback" and c.base_at == -1 and c.base_version == c.canary.stable and c.base_weight == 100:
+            kind, why = "settle", f"{c.canary.stable} is stable now"
+        elif kind == "rollback" and why is None:
             why = (f"the environment runs {c.base_version} at {c.base_weight}%, the canary now rolls out "
                    f"{c.canary.to}" if c.base_at == -1 else "rolled back")
-        return {"kind": kind, "unit": c.name, "stable": c.canary.stable, "to": c.canary.to, "weight": weight,
-                "steps": list(c.canary.steps), "spec": c.spec, "why": why or "",
-                "previous": dict(previous) if previous else None}
+        note: Note = {"kind": kind, "unit": c.name, "stable": c.canary.stable, "to": c.canary.to, "weight": weight,
+                      "steps": list(c.canary.steps), "spec": c.spec, "why": why or "",
+                      "previous": dict(previous) if previous else None}
+        if weight == 0 and c.base_at == -1:
+            note["restart"] = True  # clears the previous `to` off the base: not this canary's rollback
+        return note
 
     # ---- after the sync ---------------------------------------------------------------
 
@@ -267,6 +280,8 @@ class EnvPass:
         for c in self.canaries:
             try:
                 self._one(c, resync)
+            except LockLost:
+                raise  # another writer holds the environment repository now: stop writing, the sync fails
             except Exception as exc:  # noqa: BLE001 - one canary's failure must not stop the others or the sync
                 log.warning("canary %s/%s: %s", self.env, c.name, exc, exc_info=True)
                 self.warnings.append(f"{self.env}: canary {c.name}: {exc}")
@@ -284,6 +299,7 @@ class EnvPass:
             except redis.RedisError:
                 rec = None
         if rec is not None and rec.spec_hash == c.spec:
+            self._loaded[rec.key] = rec.model_dump(exclude={"updated_at"})
             rec.steps = list(c.canary.steps)
             return rec
         return self._rebuild(c)
@@ -314,9 +330,12 @@ class EnvPass:
                             history=history, reason="rebuilt from the environment repository")
 
     def _save(self, rec: CanaryRecord) -> None:
-        rec.updated_at = self.now()
         if self.records is None:
             return
+        if self._loaded.get(rec.key) == rec.model_dump(exclude={"updated_at"}):
+            return  # nothing moved: no write, so API snapshots are not rebuilt on every pass
+        rec.updated_at = self.now()
+        self._loaded[rec.key] = rec.model_dump(exclude={"updated_at"})
         try:
             self.records.save_canary(rec)
         except redis.RedisError as exc:
@@ -372,7 +391,7 @@ class EnvPass:
         elif command == "resume" and rec.phase == "paused":
             rec.phase, rec.healthy_since = "progressing", None  # a resumed step measures a fresh window
         elif command == "abort" and rec.phase != "rolled-back":
-            self._roll_back(c, rec, resync, "aborted by a person", rec.gates)
+            self._roll_back(c, rec, resync, "aborted by a person", rec.gates, result="aborted")
             return
         if rec.phase == "paused":
             self._save(rec)
@@ -386,7 +405,7 @@ class EnvPass:
             self._save(rec)
             return
         if c.base_at == -1:  # the base runs the previous `to`: back to stable first
-            self._roll_back(c, rec, resync, self._note(c, 0)["why"], [], restart=True)
+            self._roll_back(c, rec, resync, str(self._note(c, 0)["why"]), [], restart=True)
             return
         if command == "promote" and rec.weight < 100:
             self._open_step(c, rec, resync, 100, previous=None, force_merge=True)
@@ -408,7 +427,8 @@ class EnvPass:
                             force_merge=True)
             return
         rollback = c.pr_weight == 0
-        auto = (c.canary.rollback if rollback else c.canary.approval) == "auto" or promote
+        settle = c.pr_note is not None and c.pr_note.get("kind") == "settle"
+        auto = (c.canary.rollback if rollback else c.canary.approval) == "auto" or promote or settle
         if not auto:
             rec.phase = "rolled-back" if rollback else "awaiting-approval"
             rec.reason = (f"{'rollback ' if rollback else ''}pull request #{pr.number} ({c.pr_weight}%) waits "
@@ -416,8 +436,12 @@ class EnvPass:
             self._history(rec, c.pr_weight, pr.number, "pending")
             self._save(rec)
             return
+        restart = rollback and c.base_at == -1  # clears the previous `to`: this canary starts next
         merged = self._merge(pr)
         self._merged(c, rec, c.pr_weight, merged, rollback=rollback)
+        if restart:
+            rec.phase, rec.reason = "waiting", f"pull request #{merged.number} cleared the previous canary; starting"
+            self._save(rec)
 
     def _merge(self, pr: PullRequest) -> PullRequest:
         try:
@@ -459,7 +483,8 @@ class EnvPass:
                           f"its first pull request{f' #{c.pr.number}' if c.pr else ''} is merged")
             self._save(rec)
             return
-        if c.pr is not None:  # a blueprint edit in review: a step must not carry it past its reviewer
+        if c.pr is not None and c.pr_weight == c.base_weight:  # a blueprint edit in review: a step must not
+            # carry it past its reviewer
             rec.phase = "waiting"
             rec.reason = (f"pull request #{c.pr.number} (a blueprint change, not a canary step) waits for review; "
                           f"the {weight}% step opens once it is merged or closed")
@@ -472,6 +497,10 @@ class EnvPass:
             self._save(rec)
             return
         c.pr, c.pr_weight, c.pr_note = pr, weight, note
+        if self._base_weight(c) == (c.canary.to, weight):  # a writer without the lock got there first
+            if pr.state == "open":
+                self.forge.close(pr.number, comment=f"meshgen: the base already sends {weight}% to {c.canary.to}")
+            return
         if c.canary.approval == "auto" or force_merge:
             self._merged(c, rec, weight, self._merge(pr), rollback=False)
             return
@@ -479,6 +508,11 @@ class EnvPass:
         rec.reason = f"pull request #{pr.number} ({weight}%) waits for a person to merge it"
         self._history(rec, weight, pr.number, "pending")
         self._save(rec)
+
+    def _base_weight(self, c: _Canary) -> tuple[str | None, int]:
+        self.repo.fetch()
+        base = self.repo.commit_at(self.base)
+        return read_weight(managed_files(self.repo.repo, base.tree, c.unit.folder).values()) if base else (None, 0)
 
     def _propose(self, c: _Canary, resync: Resync, weight: int, note: Note) -> PullRequest | None:
         """Sync the environment with this canary at `weight`: its branch's PR is the step's PR."""
@@ -493,8 +527,9 @@ class EnvPass:
         return self.forge.get(result.number)
 
     def _roll_back(self, c: _Canary, rec: CanaryRecord, resync: Resync, why: str, gates: Sequence[GateValue],
-                   *, restart: bool = False) -> None:
-        note = self._note(c, 0, why=why, previous=_previous(rec, "failed", why, gates) if gates else None)
+                   *, restart: bool = False, result: str = "failed") -> None:
+        note = self._note(c, 0, why=why, previous=_previous(rec, result, why, gates) if gates else None)
+        settle = note["kind"] == "settle"  # the previous `to` is `stable` now: same traffic, annotations go
         if restart:
             note["restart"] = True  # rolls back the previous `to`: not this canary's rollback
         rec.gates = list(gates)
@@ -508,7 +543,7 @@ class EnvPass:
             rec.reason = f"could not open the rollback pull request ({why})"
             self._save(rec)
             return
-        if c.canary.rollback == "auto":
+        if c.canary.rollback == "auto" or settle:
             merged = self._merge(pr)
             self._merged(c, rec, 0, merged, rollback=True)
             if restart:
@@ -541,7 +576,8 @@ class EnvPass:
         left = rec.healthy_since + interval - now
         if left > 0:
             rec.phase = "measuring"
-            rec.reason = f"{weight}% is live and healthy; measuring, the window ends in {left:.0f}s"
+            ends = datetime.fromtimestamp(rec.healthy_since + interval, timezone.utc).strftime("%H:%M:%S UTC")
+            rec.reason = f"{weight}% is live and healthy; measuring over {c.canary.interval}, until {ends}"
             self._save(rec)
             return
         prometheus = prometheus_for(self.config_root, self.config, self.env)
@@ -591,8 +627,8 @@ class EnvPass:
                 step.result, step.reason = result, m.reason  # type: ignore[assignment]
                 step.gates = list(rec.gates)
                 return
-        rec.history.append(CanaryStep(step=rec.step, weight=rec.weight, result=result, reason=m.reason,  # type: ignore[arg-type]
-                                      gates=list(rec.gates), at=self.now()))
+        rec.history.append(CanaryStep(step=rec.step, weight=rec.weight, result=result,  # type: ignore[arg-type]
+                                      reason=m.reason, gates=list(rec.gates), at=self.now()))
 
     def _step_commit(self, c: _Canary, rec: CanaryRecord) -> str:
         """The merge commit that set the base's weight (the record's, else the forge's, else the base tip)."""
@@ -735,7 +771,3 @@ def _timestamp(value: str | None) -> float | None:
         return datetime.fromisoformat(value).timestamp()
     except ValueError:
         return None
-
-
-Phase = Literal["waiting", "progressing", "measuring", "awaiting-approval", "inconclusive", "paused",
-                "promoted", "rolled-back"]

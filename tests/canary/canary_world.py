@@ -98,9 +98,13 @@ class World:
         return self.rns.records.get_canary("production", "shop", "cart")
 
     def until(self, what: str, check: Callable[[CanaryRecord], bool], timeout: float = 60.0,
-              each: Callable[[], None] | None = None) -> CanaryRecord:
+              each: Callable[[], None] | None = None, sync: bool = True) -> CanaryRecord:
+        """Pass after pass (`sync=False`: someone else runs them; Argo CD is only told to follow)."""
         def done() -> CanaryRecord | None:
-            self.sync()
+            if sync:
+                self.sync()
+            else:
+                self.follow()
             if each is not None:
                 each()
             rec = self.record()
