@@ -133,6 +133,7 @@ class ArgoCDSettings(Strict):
 
 class Team(Strict):
     namespaces: list[DNSLabel] = Field(default_factory=list)
+    mesh: bool = False  # may write `kind: Mesh` (mesh-wide settings): the platform team
 
 
 class Config(Strict):
@@ -165,6 +166,10 @@ class Config(Strict):
 
     def env_path(self, env: str) -> str:
         return self.environments[env].path or env
+
+    def mesh_teams(self) -> list[str]:
+        """Teams that may write `kind: Mesh` (empty when teams are not configured)."""
+        return sorted(t for t, team in (self.teams or {}).items() if team.mesh)
 
     def namespace_owner(self, namespace: str) -> list[str]:
         """Teams that list `namespace` (empty when teams are not configured)."""
