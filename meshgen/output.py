@@ -7,18 +7,26 @@ re-render stats every blueprint, reads only files whose stat changed, renders on
 whose content changed, runs the fleet checks on the cached facts, writes only output files
 whose content changed and removes outputs no blueprint produces any more.
 
-Everything in the cache is tuples of strings, ints and bytes (fast to load), kept as a base
-file plus a small journal of changed entries, so a one-file change writes a few hundred
-bytes instead of the whole cache. meshgen.yaml changing, another meshgen version or a
-missing output folder invalidates it.
+Everything in the cache is plain JSON (strings, numbers, lists), kept as a base file plus a
+small journal of changed entries, so a one-file change writes a few hundred bytes instead of
+the whole cache. meshgen.yaml changing, another meshgen version or a missing output folder
+invalidates it.
+
+The cache sits inside the blueprints repository, where anyone who can open a pull request can
+put a file (`git add -f`). So it is data, never code (no pickle), and it is authenticated: each
+file carries an HMAC-SHA256 under a key kept outside the repository (see _cache_key). A cache
+meshgen did not write itself, one that does not parse, or one of another format is ignored and
+rebuilt; a forged one could otherwise make meshgen skip a blueprint, hide its findings or keep
+stale output files.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import hmac
+import json
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,7 +41,9 @@ from meshgen.files import remove_output
 from meshgen.pipeline import check_selection, output_hashes, render_batch
 
 CACHE_DIR = ".meshgen/cache"
-_FORMAT = 6
+_FORMAT = 7
+_MAGIC = b"meshgen-cache-v7\n"
+_KEY_BYTES = 32
 _JOURNAL_LIMIT = 256  # entries in the journal before it is folded into the base
 _SEVERITY = Diagnostic._fields.index("severity")
 
@@ -53,11 +63,11 @@ class RenderStats:
 class _Entry(NamedTuple):
     """One blueprint file as the cache remembers it."""
 
-    stat: StatKey
+    stat: StatKey  # a list when read back from the cache; compare with tuple(...)
     digest: str
-    facts: tuple[tuple[Any, ...], ...]  # Facts as plain tuples (see _as_facts)
+    facts: tuple[tuple[Any, ...], ...]  # Facts as plain rows (see _as_facts); lists when read back
     warnings: tuple[DiagnosticRow, ...]
-    outputs: bytes  # pickled ((output path, blake2b-128 of content), ...): decoded only when the file changes
+    outputs: str  # see pipeline.encode_outputs: decoded only when the file changes
     files: int
     units: int
 
@@ -65,11 +75,71 @@ class _Entry(NamedTuple):
         return output_hashes(self.outputs)
 
 
-# The cache holds plain tuples: they pickle and unpickle in C, where a NamedTuple costs a Python
-# call each way (about half the load time of a 10k-blueprint cache). These turn rows back into
-# the named types without a Python call per row, as NamedTuple._make does.
+# Rows turn back into the named types without a Python call per row, as NamedTuple._make does.
+# Inner values read back from JSON are lists where they were tuples: everything that uses them
+# only iterates or unpacks them, except where noted (stat, warnings).
 _as_entry = partial(tuple.__new__, _Entry)
 _as_facts = partial(tuple.__new__, Facts)
+
+
+def _cache_key() -> bytes:
+    """The key that authenticates render caches: made once per user, kept outside every repository
+    ($XDG_CACHE_HOME/meshgen/render-cache.key, mode 0600), so a cache file committed to a
+    blueprints repository never verifies. Where it cannot be kept, a key for this process only:
+    caches are then not reused across runs (slower, never wrong)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "meshgen", "render-cache.key")
+    try:
+        with open(path, "rb") as fh:
+            key = fh.read(_KEY_BYTES + 1)
+        if len(key) == _KEY_BYTES:
+            return key
+    except OSError:
+        pass
+    key = os.urandom(_KEY_BYTES)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        try:
+            os.link(tmp, path)  # first writer wins; a racing process reads the winner's key
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        with open(path, "rb") as fh:
+            stored = fh.read(_KEY_BYTES + 1)
+        return stored if len(stored) == _KEY_BYTES else key
+    except OSError:
+        return _PROCESS_KEY
+
+
+_PROCESS_KEY = os.urandom(_KEY_BYTES)
+
+
+def _seal(key: bytes, payload: Any) -> bytes:
+    body = json.dumps(payload, separators=(",", ":")).encode()  # ASCII: file names may hold surrogates
+    return _MAGIC + hmac.new(key, body, hashlib.sha256).digest() + body
+
+
+def _open(key: bytes, data: bytes) -> Any:
+    """The payload of a sealed cache file; ValueError when it is not one meshgen wrote with KEY."""
+    head = len(_MAGIC)
+    mac, body = data[head:head + 32], data[head + 32:]
+    if not data.startswith(_MAGIC) or not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
+        raise ValueError("not a render cache written by meshgen for this user")
+    return json.loads(body)
+
+
+def _rows(payload: Any, stamp: str) -> dict[str, list[Any]]:
+    """{path: row} of a verified cache file; ValueError unless its shape and stamp are right."""
+    if (not isinstance(payload, list) or len(payload) != 2 or payload[0] != stamp
+            or not isinstance(payload[1], dict)):
+        raise ValueError("another cache format, meshgen version or meshgen.yaml")
+    rows: dict[str, list[Any]] = payload[1]
+    return rows
 
 
 class _Cache:
@@ -78,11 +148,12 @@ class _Cache:
         self.stamp = stamp  # format, version, config digest
         self.base: dict[str, _Entry] = {}
         self.journal: dict[str, _Entry | None] = {}
+        self._key = _cache_key()
 
     @classmethod
     def load(cls, folder: Path, stamp: str) -> _Cache:
-        # Unpickling ~10^5 small tuples triggers the cyclic GC again and again for nothing:
-        # tuples of strings cannot form cycles. Pausing it halves the load time.
+        # Decoding ~10^5 small lists triggers the cyclic GC again and again for nothing: they
+        # hold only strings and numbers. Pausing it halves the load time.
         gc.disable()
         try:
             return cls._load(folder, stamp)
@@ -93,18 +164,18 @@ class _Cache:
     def _load(cls, folder: Path, stamp: str) -> _Cache:
         cache = cls(folder, stamp)
         try:
-            base_stamp, base = pickle.loads((folder / "base.pickle").read_bytes())
-            if base_stamp != stamp:
-                return cache
+            base = _rows(_open(cache._key, (folder / "base.json").read_bytes()), stamp)
             cache.base = dict(zip(base, map(_as_entry, base.values())))
             try:
-                j_stamp, journal = pickle.loads((folder / "journal.pickle").read_bytes())
-                if j_stamp == stamp:
-                    cache.journal = {rel: None if row is None else _as_entry(row) for rel, row in journal.items()}
+                journal = _rows(_open(cache._key, (folder / "journal.json").read_bytes()), stamp)
+                cache.journal = {rel: None if row is None else _as_entry(row) for rel, row in journal.items()}
             except FileNotFoundError:
                 pass
-        except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError):
-            cache.base, cache.journal = {}, {}  # unreadable cache: render everything
+            for entry in (*cache.base.values(), *cache.journal.values()):
+                if entry is not None and len(entry) != len(_Entry._fields):
+                    raise ValueError("a cache entry of another shape")
+        except (OSError, ValueError, TypeError):
+            cache.base, cache.journal = {}, {}  # unreadable, foreign or stale cache: render everything
         return cache
 
     def entries(self) -> dict[str, _Entry]:
@@ -120,11 +191,14 @@ class _Cache:
         self.folder.mkdir(parents=True, exist_ok=True)
         journal = {**self.journal, **changed}
         if not self.base or len(journal) > _JOURNAL_LIMIT:
-            rows = dict(zip(entries, map(tuple, entries.values())))
-            _atomic(self.folder / "base.pickle", pickle.dumps((self.stamp, rows), protocol=pickle.HIGHEST_PROTOCOL))
+            _atomic(self.folder / "base.json", _seal(self._key, [self.stamp, entries]))
             journal = {}
-        rows_changed = {rel: None if e is None else tuple(e) for rel, e in journal.items()}
-        _atomic(self.folder / "journal.pickle", pickle.dumps((self.stamp, rows_changed), protocol=pickle.HIGHEST_PROTOCOL))
+        _atomic(self.folder / "journal.json", _seal(self._key, [self.stamp, journal]))
+        for old in ("base.pickle", "journal.pickle"):  # format 6 and before: never read again
+            try:
+                (self.folder / old).unlink()
+            except FileNotFoundError:
+                pass
 
 
 def _atomic(path: Path, data: bytes) -> None:
@@ -164,7 +238,7 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
     todo: list[str] = []
     for rel, skey in current.items():
         prev = old.get(rel)
-        if prev is not None and prev.stat == skey:
+        if prev is not None and tuple(prev.stat) == skey:
             entries[rel] = prev
         elif prev is not None and prev.digest == hashlib.sha256((root / rel).read_bytes()).hexdigest():
             entries[rel] = prev._replace(stat=skey)  # touched, not changed
@@ -224,7 +298,7 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
     # Sorted and de-duplicated as plain tuples (in C): a large fleet on a partly expressible
     # mesh can carry one warning per feature and service, tens of thousands in all. Entries
     # come mostly in path order, so the sort mostly finds runs already in order.
-    found = [w for e in entries.values() for w in e.warnings]
+    found = [tuple(w) for e in entries.values() for w in e.warnings]  # rows are lists when read back
     found += to_rows(d for d in fleet_findings if d.severity == "warning")
     stats.warnings = from_rows(dict.fromkeys(sorted(found)))
     t4 = time.perf_counter()

@@ -19,12 +19,11 @@ from urllib.parse import quote
 
 import httpx
 
+from meshgen.blueprint.base import parse_duration as blueprint_duration
 from meshgen.blueprint.config import ArgoCDSettings
 from meshgen.settings import Settings
 
 _GROUP, _VERSION, _PLURAL = "argoproj.io", "v1alpha1", "applications"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PLACEHOLDERS = frozenset({"env", "namespace", "service", "team"})
 
 
@@ -33,7 +32,8 @@ class ArgoCDError(RuntimeError):
 
 
 def parse_duration(text: str | float) -> float:
-    """Seconds in "30s", "2m", "1m30s", "500ms" or a bare number of seconds."""
+    """Seconds in "30s", "2m", "1m30s", "500ms" (blueprint syntax, meshgen.blueprint.base) or a bare
+    number of seconds."""
     if isinstance(text, (int, float)):
         return float(text)
     value = text.strip()
@@ -41,10 +41,10 @@ def parse_duration(text: str | float) -> float:
         return float(value)
     except ValueError:
         pass
-    parts = _DURATION.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value.replace(" ", ""):
-        raise ValueError(f"duration {text!r}: write it like 30s, 2m, 1h or 1m30s")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    try:
+        return blueprint_duration(value).seconds
+    except ValueError as exc:  # pydantic's PydanticCustomError is a ValueError
+        raise ValueError(f"duration {text!r}: write it like 30s, 2m, 1h or 1m30s ({exc})") from None
 
 
 def _check_template(template: str, what: str) -> None:
