@@ -211,7 +211,8 @@ def read_blueprint(root: Path, rel: str) -> bytes:
             raise YAMLSourceError("this blueprint is a symbolic link to a file outside the repository; refused "
                                   "(replace the link with the file itself)")
     try:
-        with open(path, "rb") as fh:
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)), "rb") as fh:
             st = os.fstat(fh.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise YAMLSourceError("not a regular file; a blueprint is a YAML file")
