@@ -27,12 +27,12 @@ from typing import Annotated, Any
 
 import jinja2
 import redis
-from pydantic import ValidationError
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from meshgen import __version__
