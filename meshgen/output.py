@@ -7,7 +7,8 @@ re-render stats every blueprint, reads only files whose stat changed, renders on
 whose content changed, runs the fleet checks on the cached facts, writes only output files
 whose content changed and removes outputs no blueprint produces any more.
 
-Everything in the cache is plain JSON (strings, numbers, lists), kept as a base file plus a
+Everything in the cache is plain JSON (strings, numbers, arrays; decoded by msgspec into
+tuples of the declared shape, which also validates it), kept as a base file plus a
 small journal of changed entries, so a one-file change writes a few hundred bytes instead of
 the whole cache. meshgen.yaml changing, another meshgen version or a missing output folder
 invalidates it.
@@ -25,13 +26,14 @@ from __future__ import annotations
 import gc
 import hashlib
 import hmac
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import msgspec
 
 from meshgen import __version__
 from meshgen.blueprint.analysis import Facts, check_fleet
@@ -63,9 +65,9 @@ class RenderStats:
 class _Entry(NamedTuple):
     """One blueprint file as the cache remembers it."""
 
-    stat: StatKey  # a list when read back from the cache; compare with tuple(...)
+    stat: StatKey
     digest: str
-    facts: tuple[tuple[Any, ...], ...]  # Facts as plain rows (see _as_facts); lists when read back
+    facts: tuple[tuple[Any, ...], ...]  # Facts as plain tuples (see _as_facts)
     warnings: tuple[DiagnosticRow, ...]
     outputs: str  # see pipeline.encode_outputs: decoded only when the file changes
     files: int
@@ -75,11 +77,19 @@ class _Entry(NamedTuple):
         return output_hashes(self.outputs)
 
 
-# Rows turn back into the named types without a Python call per row, as NamedTuple._make does.
-# Inner values read back from JSON are lists where they were tuples: everything that uses them
-# only iterates or unpacks them, except where noted (stat, warnings).
+# The cache holds plain tuples, decoded by msgspec straight into tuples of the declared shape
+# (a file of another shape fails to decode). These turn rows back into the named types without
+# a Python call per row, as NamedTuple._make does.
 _as_entry = partial(tuple.__new__, _Entry)
 _as_facts = partial(tuple.__new__, Facts)
+
+# The shape of a cache file, checked while decoding: [stamp, {blueprint path: row or null}].
+_FactsRow = tuple[str, str, str, str, tuple[str, ...], tuple[tuple[str, tuple[int, int]], ...],
+                  tuple[tuple[str, str, str], ...], tuple[str, ...], str | None, str | None, str]
+_Row = tuple[tuple[int, int, int], str, tuple[_FactsRow, ...], tuple[tuple[str, int, int, str, str, str, str], ...],
+             str, int, int]
+_DECODE = msgspec.json.Decoder(tuple[str, dict[str, _Row | None]])
+_ENCODE = msgspec.json.Encoder()
 
 
 def _cache_key() -> bytes:
@@ -119,26 +129,24 @@ def _cache_key() -> bytes:
 _PROCESS_KEY = os.urandom(_KEY_BYTES)
 
 
-def _seal(key: bytes, payload: Any) -> bytes:
-    body = json.dumps(payload, separators=(",", ":")).encode()  # ASCII: file names may hold surrogates
+def _seal(key: bytes, stamp: str, rows: dict[str, Any]) -> bytes:
+    body = _ENCODE.encode((stamp, rows))
     return _MAGIC + hmac.new(key, body, hashlib.sha256).digest() + body
 
 
-def _open(key: bytes, data: bytes) -> Any:
-    """The payload of a sealed cache file; ValueError when it is not one meshgen wrote with KEY."""
+def _rows(key: bytes, data: bytes, stamp: str) -> dict[str, Any]:
+    """{path: row} of a cache file meshgen wrote with KEY for STAMP; ValueError for anything else
+    (another writer, a changed byte, another shape, format, meshgen version or meshgen.yaml)."""
     head = len(_MAGIC)
     mac, body = data[head:head + 32], data[head + 32:]
     if not data.startswith(_MAGIC) or not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
         raise ValueError("not a render cache written by meshgen for this user")
-    return json.loads(body)
-
-
-def _rows(payload: Any, stamp: str) -> dict[str, list[Any]]:
-    """{path: row} of a verified cache file; ValueError unless its shape and stamp are right."""
-    if (not isinstance(payload, list) or len(payload) != 2 or payload[0] != stamp
-            or not isinstance(payload[1], dict)):
+    try:
+        file_stamp, rows = _DECODE.decode(body)
+    except msgspec.DecodeError as exc:  # includes ValidationError: another shape
+        raise ValueError(str(exc)) from None
+    if file_stamp != stamp:
         raise ValueError("another cache format, meshgen version or meshgen.yaml")
-    rows: dict[str, list[Any]] = payload[1]
     return rows
 
 
@@ -152,8 +160,8 @@ class _Cache:
 
     @classmethod
     def load(cls, folder: Path, stamp: str) -> _Cache:
-        # Decoding ~10^5 small lists triggers the cyclic GC again and again for nothing: they
-        # hold only strings and numbers. Pausing it halves the load time.
+        # Decoding ~10^5 small tuples triggers the cyclic GC again and again for nothing: tuples
+        # of strings cannot form cycles. Pausing it halves the load time.
         gc.disable()
         try:
             return cls._load(folder, stamp)
@@ -164,17 +172,16 @@ class _Cache:
     def _load(cls, folder: Path, stamp: str) -> _Cache:
         cache = cls(folder, stamp)
         try:
-            base = _rows(_open(cache._key, (folder / "base.json").read_bytes()), stamp)
+            base = _rows(cache._key, (folder / "base.json").read_bytes(), stamp)
+            if any(row is None for row in base.values()):
+                raise ValueError("a removed entry in the base")
             cache.base = dict(zip(base, map(_as_entry, base.values())))
             try:
-                journal = _rows(_open(cache._key, (folder / "journal.json").read_bytes()), stamp)
+                journal = _rows(cache._key, (folder / "journal.json").read_bytes(), stamp)
                 cache.journal = {rel: None if row is None else _as_entry(row) for rel, row in journal.items()}
             except FileNotFoundError:
                 pass
-            for entry in (*cache.base.values(), *cache.journal.values()):
-                if entry is not None and len(entry) != len(_Entry._fields):
-                    raise ValueError("a cache entry of another shape")
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError):
             cache.base, cache.journal = {}, {}  # unreadable, foreign or stale cache: render everything
         return cache
 
@@ -190,13 +197,19 @@ class _Cache:
     def save(self, entries: dict[str, _Entry], changed: dict[str, _Entry | None]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         journal = {**self.journal, **changed}
-        if not self.base or len(journal) > _JOURNAL_LIMIT:
-            _atomic(self.folder / "base.json", _seal(self._key, [self.stamp, entries]))
-            journal = {}
-        _atomic(self.folder / "journal.json", _seal(self._key, [self.stamp, journal]))
-        for old in ("base.pickle", "journal.pickle"):  # format 6 and before: never read again
+        try:
+            if not self.base or len(journal) > _JOURNAL_LIMIT:
+                _atomic(self.folder / "base.json", _seal(self._key, self.stamp, entries))
+                journal = {}
+            _atomic(self.folder / "journal.json", _seal(self._key, self.stamp, journal))
+            stale: tuple[str, ...] = ("base.pickle", "journal.pickle")  # format 6 and before: never read again
+        except (msgspec.EncodeError, UnicodeEncodeError):
+            # A file name that is not valid UTF-8 cannot be kept in JSON: no cache rather than a
+            # stale one (the next render renders everything).
+            stale = ("base.json", "journal.json", "base.pickle", "journal.pickle")
+        for name in stale:
             try:
-                (self.folder / old).unlink()
+                (self.folder / name).unlink()
             except FileNotFoundError:
                 pass
 
@@ -238,7 +251,7 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
     todo: list[str] = []
     for rel, skey in current.items():
         prev = old.get(rel)
-        if prev is not None and tuple(prev.stat) == skey:
+        if prev is not None and prev.stat == skey:
             entries[rel] = prev
         elif prev is not None and prev.digest == hashlib.sha256((root / rel).read_bytes()).hexdigest():
             entries[rel] = prev._replace(stat=skey)  # touched, not changed
@@ -298,7 +311,7 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
     # Sorted and de-duplicated as plain tuples (in C): a large fleet on a partly expressible
     # mesh can carry one warning per feature and service, tens of thousands in all. Entries
     # come mostly in path order, so the sort mostly finds runs already in order.
-    found = [tuple(w) for e in entries.values() for w in e.warnings]  # rows are lists when read back
+    found = [w for e in entries.values() for w in e.warnings]
     found += to_rows(d for d in fleet_findings if d.severity == "warning")
     stats.warnings = from_rows(dict.fromkeys(sorted(found)))
     t4 = time.perf_counter()

@@ -246,3 +246,12 @@ def test_the_cache_is_still_used_when_it_is_meshgens_own(tmp_path: Path) -> None
     assert meshgen("render", root, "--out", out).returncode == 0
     run = meshgen("render", root, "--out", out)
     assert run.returncode == 0 and "0 blueprints rendered, 2 unchanged" in run.stderr, run.stdout + run.stderr
+
+
+def test_a_file_name_that_is_not_utf8_renders_without_a_cache(tmp_path: Path) -> None:
+    root = _repo(tmp_path, API)
+    os.rename(root / "blueprints/payments/api.yaml", os.fsencode(root / "blueprints/payments") + b"/\xff.yaml")
+    for _ in range(2):  # JSON cannot hold the name: no cache is kept, the next render renders everything
+        run = meshgen("render", root, "--out", tmp_path / "out")
+        assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+        assert "1 blueprints rendered" in run.stderr or "2 blueprints rendered" in run.stderr, run.stderr
