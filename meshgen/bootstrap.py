@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 import string
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -103,6 +104,17 @@ def application_name(config: Config, env: str, namespace: str, service: str) -> 
         return f"meshgen-ns-{namespace}-{env}"
     values = {"service": service, "namespace": namespace, "env": env}
     return "".join(lit + (values[field] if field else "") for lit, field in parse_name_template(name_template(config)))
+
+
+def application_names(config: Config) -> tuple[Callable[[str, str, str], str], str] | None:
+    """(name function, template) for the fleet check of Application names; None when the template
+    itself is wrong (that error is reported where the template is used)."""
+    template = name_template(config)
+    try:
+        parse_name_template(template)
+    except BootstrapError:
+        return None
+    return (lambda env, namespace, service: application_name(config, env, namespace, service)), template
 
 
 def name_template(config: Config) -> str:
@@ -267,8 +279,13 @@ def argocd(root: Path, out: Path | None, repo_url: str | None, envs: tuple[str, 
     from meshgen.diagnostics import BlueprintError
     from meshgen.render.yamlout import dump_all
 
+    from meshgen.pipeline import application_name_errors
+
     try:
         config, _ = load_config(root)
+        clashes = application_name_errors(root, config)
+        if clashes:
+            raise BlueprintError(clashes)
     except BlueprintError as exc:
         for d in exc.diagnostics:
             click.echo(str(d), err=True)

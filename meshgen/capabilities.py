@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +56,27 @@ def format_markdown(matrix: dict[str, Any]) -> str:
             cells.append(_MARK[cap["support"]] + note.replace("|", "\\|"))
         rows.append(f"| `{feature}` | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def format_text(matrix: dict[str, Any], width: int | None = None) -> str:
+    """The matrix for a terminal: one block per feature, every cell wrapped to the width.
+
+    The markdown table (`format_markdown`, for the README) puts each feature on one line, hundreds
+    of characters long; here the feature is a heading and each flavour an indented, wrapped line.
+    """
+    if width is None:
+        width = shutil.get_terminal_size((100, 24)).columns
+    width = max(width, 40)
+    cols = matrix["columns"]
+    label = max(len(c["flavour"]) for c in cols) + 2
+    out: list[str] = []
+    for feature in matrix["features"]:
+        out.append(feature)
+        for c in cols:
+            cap = c["features"][feature]
+            text = cap["support"] + (f": {cap['note']}" if cap["note"] and cap["support"] != "full" else "")
+            head = f"  {c['flavour']:<{label}}"
+            out.extend(textwrap.wrap(text, width=width, initial_indent=head, subsequent_indent=" " * len(head),
+                                     break_on_hyphens=False) or [head.rstrip()])
+        out.append("")
+    return "\n".join(out).rstrip("\n")

@@ -203,27 +203,43 @@ def diff(root: Path, against: Path, env: str | None, mesh: str | None, exit_code
 
 
 @main.command()
-@click.option("--kind", type=click.Choice(["Service", "Namespace", "Mesh", "config"]), default=None,
+@click.option("--kind", type=click.Choice(["Service", "Namespace", "Mesh", "Ingress", "config"]), default=None,
               help="One kind only (default: any blueprint kind).")
-def schema(kind: str | None) -> None:
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write it to this file, creating its folder (e.g. schemas/blueprint.schema.json, committed "
+                   "beside blueprints/); default: standard output.")
+def schema(kind: str | None, out: Path | None) -> None:
     """Print the JSON Schema of blueprints (for editor completion via yaml-language-server)."""
     from meshgen.blueprint.schema import blueprint_schema
 
-    click.echo(json.dumps(blueprint_schema(kind), indent=2, sort_keys=False))
+    text = json.dumps(blueprint_schema(kind), indent=2, sort_keys=False) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror}; choose a writable path") from None
+    click.echo(f"meshgen: schema written to {out}", err=True)
 
 
 @main.command()
 @ROOT_ARG
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def capabilities(root: Path, fmt: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
+              help="table: wrapped to the terminal; markdown: the README's table; json: for tools.")
+@click.option("--width", type=int, default=None, help="Wrap the table at this width (default: the terminal's).")
+def capabilities(root: Path, fmt: str, width: int | None) -> None:
     """Print what each mesh flavour can express of every blueprint feature."""
-    from meshgen.capabilities import capability_matrix, format_markdown
+    from meshgen.capabilities import capability_matrix, format_markdown, format_text
 
     matrix = capability_matrix(root if (root / "meshgen.yaml").exists() else None)
     if fmt == "json":
         click.echo(json.dumps(matrix, indent=2))
-    else:
+    elif fmt == "markdown":
         click.echo(format_markdown(matrix))
+    else:
+        click.echo(format_text(matrix, width))
 
 
 @main.command()

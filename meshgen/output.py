@@ -37,14 +37,15 @@ import msgspec
 
 from meshgen import __version__
 from meshgen.blueprint.analysis import Facts, check_fleet
+from meshgen.bootstrap import application_names
 from meshgen.blueprint.loading import CONFIG_FILE, StatKey, load_config, scan
 from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, from_rows, to_rows
-from meshgen.files import remove_output
+from meshgen.files import content_hash, remove_output
 from meshgen.pipeline import check_selection, output_hashes, render_batch
 
 CACHE_DIR = ".meshgen/cache"
-_FORMAT = 7
-_MAGIC = b"meshgen-cache-v7\n"
+_FORMAT = 8  # 8: authenticated JSON (issue 13); 7: kind: Ingress facts, overlay and Argo CD name checks
+_MAGIC = b"meshgen-cache-v8\n"
 _KEY_BYTES = 32
 _JOURNAL_LIMIT = 256  # entries in the journal before it is folded into the base
 _SEVERITY = Diagnostic._fields.index("severity")
@@ -246,6 +247,7 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
     gc.freeze()
     t1 = time.perf_counter()
 
+    had_output = out.is_dir()
     current = scan(root)
     entries: dict[str, _Entry] = {}
     todo: list[str] = []
@@ -265,7 +267,7 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
         # Every error of the run, fresh files and fleet checks alike, before anything is written.
         all_facts = list(map(_as_facts, [f for rel in current for f in (entries[rel].facts if rel in entries else ())]))
         all_facts += [f for s in fresh for f in s.facts]
-        fleet_findings = check_fleet(all_facts)
+        fleet_findings = check_fleet(all_facts, application_names(config))
         if (any(d.severity == "error" for d in fleet_findings)
                 or any(d[_SEVERITY] == "error" for s in fresh for d in s.diagnostics)):
             raise BlueprintError(from_rows(d for s in fresh for d in s.diagnostics) + fleet_findings)
@@ -277,8 +279,14 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
         for summary in fresh:
             prev = old.get(summary.path)
             if prev is None:
+                # Not in this cache (a first render, or another --env/--mesh selection over the same
+                # folder, which keeps its own cache): what is on disk already may be identical.
                 to_write.append(summary.path)
-                stats.written += summary.files
+                for rel_out, digest in output_hashes(summary.outputs).items():
+                    if had_output and _disk_hash(out, rel_out) == digest:
+                        unchanged.add(rel_out)
+                    else:
+                        stats.written += 1
             elif prev.outputs != summary.outputs:
                 before, now = prev.output_hashes(), output_hashes(summary.outputs)
                 to_write.append(summary.path)
@@ -321,6 +329,15 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
     t5 = time.perf_counter()
     stats.timings = {"load": t1 - t0, "render": t2 - t1, "check": t3 - t2, "write": t4 - t3, "cache": t5 - t4}
     return stats
+
+
+def _disk_hash(out: Path, rel: str) -> bytes | None:
+    """The content hash of an output file already on disk, None when there is none."""
+    try:
+        with open(f"{out}/{rel}", "rb") as fh:
+            return content_hash(fh.read())
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
 
 
 __all__ = ["RenderStats", "render_to_dir", "CONFIG_FILE"]

@@ -21,10 +21,11 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from meshgen.blueprint.analysis import Facts, check_fleet, check_instance, facts_for
+from meshgen.blueprint.analysis import Facts, check_application_names, check_fleet, check_instance, facts_for
+from meshgen.bootstrap import application_names
 from meshgen.blueprint.config import Config
 from meshgen.blueprint.loading import Instance, LoadedFile, discover, load_config, load_file
-from meshgen.blueprint.model import MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.blueprint.model import IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
 from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, to_rows
 from meshgen.files import OutputWriter, content_hash
 from meshgen.gitops.units import MESH_SERVICE as MESH_FOLDER
@@ -32,7 +33,12 @@ from meshgen.gitops.units import NAMESPACE_SERVICE as NAMESPACE_FOLDER
 from meshgen.gitops.units import Unit
 from meshgen.render import renderer_class
 from meshgen.render.base import Capability, RenderContext, Resource
-from meshgen.render.features import used_features, used_mesh_features, used_namespace_features
+from meshgen.render.features import (
+    used_features,
+    used_ingress_features,
+    used_mesh_features,
+    used_namespace_features,
+)
 from meshgen.render.yamlout import dump
 
 
@@ -65,7 +71,11 @@ def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: 
     facts: list[Facts] = []
     units: list[Unit] = []
     if any(d.severity == "error" for d in diagnostics):
-        return FileOutcome(rel, loaded.digest, diagnostics, facts, units)
+        # Nothing is rendered, but the checks of whatever did validate still run: every error of
+        # a file is reported in one run, not only the first kind found.
+        for inst in loaded.salvaged or loaded.instances:
+            diagnostics.extend(check_instance(loaded, inst))
+        return FileOutcome(rel, loaded.digest, list(dict.fromkeys(diagnostics)), facts, units)
     for inst in loaded.instances:
         diagnostics.extend(check_instance(loaded, inst))
         facts.append(facts_for(loaded, inst))
@@ -88,6 +98,8 @@ def _unsupported(
         used = used_features(bp)
     elif isinstance(bp, NamespaceBlueprint):
         used = used_namespace_features(bp)
+    elif isinstance(bp, IngressBlueprint):
+        used = used_ingress_features(bp)
     else:
         used = used_mesh_features(bp)
     skipped: set[str] = set()
@@ -165,6 +177,10 @@ def _render_instance(inst: Instance, config: Config, skipped: frozenset[str], no
         resources = renderer.render_service(bp, ctx)
         namespace, service = bp.namespace, bp.service
         folder = f"{env_path}/{bp.namespace}/{bp.service}"
+    elif isinstance(bp, IngressBlueprint):
+        resources = renderer.render_ingress(bp, ctx)
+        namespace, service = bp.namespace, bp.name
+        folder = f"{env_path}/{bp.namespace}/{bp.name}"
     elif isinstance(bp, NamespaceBlueprint):
         resources = renderer.render_namespace(bp, ctx)
         namespace, service = bp.namespace, NAMESPACE_FOLDER
@@ -443,6 +459,19 @@ def _serve(conn: Connection, parent_ends: list[Connection], chunks: list[list[st
                 continue
 
 
+def application_name_errors(root: Path, config: Config) -> list[Diagnostic]:
+    """Folders whose Argo CD Applications would share a name, from the blueprints alone (no render):
+    what `bootstrap argocd` checks before printing ApplicationSets."""
+    names = application_names(config)
+    if names is None:
+        return []
+    facts: list[Facts] = []
+    for rel in discover(root):
+        loaded = load_file(root, rel, config)
+        facts.extend(facts_for(loaded, inst) for inst in loaded.instances)
+    return check_application_names(facts, *names)
+
+
 def check_selection(config: Config, env: str | None, mesh: str | None) -> None:
     """Refuse an --env that meshgen.yaml does not define."""
     if env is not None and env not in config.environments:
@@ -454,7 +483,7 @@ def assemble(config: Config, outcomes: Iterable[FileOutcome]) -> RenderResult:
     """Join per-file outcomes, run the fleet checks, and fail with every error if any."""
     outcomes = sorted(outcomes, key=lambda o: o.path)
     diagnostics = [d for o in outcomes for d in o.diagnostics]
-    diagnostics.extend(check_fleet([f for o in outcomes for f in o.facts]))
+    diagnostics.extend(check_fleet([f for o in outcomes for f in o.facts], application_names(config)))
     errors = [d for d in diagnostics if d.severity == "error"]
     if errors:
         raise BlueprintError(diagnostics)

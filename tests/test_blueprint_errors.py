@@ -124,7 +124,7 @@ def test_overlay_errors_point_into_the_overlay(tmp_path: Path) -> None:
 def test_an_unknown_kind_suggests_the_nearest(tmp_path: Path) -> None:
     errs = errors_of(tmp_path, {"payments/x.yaml": "kind: Namespce\nnamespace: payments\n"})
     assert errs == ["blueprints/payments/x.yaml:1:1: kind: unknown kind 'Namespce', did you mean 'Namespace'? "
-                    "(valid kinds: Service, Namespace, Mesh)"]
+                    "(valid kinds: Service, Namespace, Mesh, Ingress)"]
 
 
 def test_jwt_claims_without_jwt(tmp_path: Path) -> None:

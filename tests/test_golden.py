@@ -20,6 +20,8 @@ CASES = {
     "examples": HERE.parent / "blueprints",
     "linkerd": HERE / "fixtures" / "linkerd",
     "linkerd-legacy": HERE / "fixtures" / "linkerd-legacy",
+    "ingress-istio": HERE / "fixtures" / "ingress-istio",
+    "ingress-linkerd": HERE / "fixtures" / "ingress-linkerd",
 }
 
 

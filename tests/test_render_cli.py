@@ -173,7 +173,7 @@ def test_console_script_is_installed() -> None:
 def test_readme_capability_table_is_what_the_renderers_declare() -> None:
     readme = (EXAMPLES.parent / "README.md").read_text()
     table = readme.split("<!-- capabilities -->\n", 1)[1].split("\n<!-- /capabilities -->", 1)[0]
-    run = meshgen("capabilities")
+    run = meshgen("capabilities", "--format", "markdown")
     assert run.returncode == 0
     assert table == run.stdout.strip(), "README is stale: paste the output of `meshgen capabilities` between the markers"
 

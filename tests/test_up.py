@@ -32,7 +32,7 @@ def test_up_renders_opens_local_prs_serves_state_and_follows_edits(tmp_path: Pat
 
     try:
         rollouts = wait_for(api_up, timeout=60, what="the API", interval=0.2, ignore=(httpx.HTTPError,))
-        assert rollouts["total"] == 20
+        assert rollouts["total"] == 22  # 11 folders (the example kind: Ingress included) x 2 environments
         assert {r["state"] for r in rollouts["items"]} == {"awaiting-review"}
         api = httpx.get(f"{base}/api/v1/rollouts/production/payments/api-service", timeout=2).json()
         number = api["pr"]["number"]
@@ -69,7 +69,7 @@ def test_up_renders_opens_local_prs_serves_state_and_follows_edits(tmp_path: Pat
             proc.terminate()
         out = proc.communicate(timeout=20)[0] or ""
     assert "records: memory (no Redis answered" in out
-    assert "pull requests 20 opened" in out
+    assert "pull requests 22 opened" in out
 
 
 def test_long_syncs_report_progress_every_tenth_when_not_on_a_terminal(caplog: pytest.LogCaptureFixture) -> None:

@@ -148,7 +148,10 @@ def create_app(settings: Settings | None = None, *, records: Records | None = No
         description="Is my change live? Rollout state per (environment, namespace, service), joining the "
                     "render job, the pull request and Argo CD's view of the cluster.",
         lifespan=lifespan,
+        docs_url=None,  # served below from local assets
+        redoc_url=None,
     )
+    _offline_docs(app)
     app.state.meshgen = state
     if settings != deps.get_settings():
         # Routers written elsewhere (webhooks) resolve settings through deps; point them at ours.
@@ -168,6 +171,40 @@ def create_app(settings: Settings | None = None, *, records: Records | None = No
     app.include_router(webhooks_router, prefix="/api/v1/webhooks")
     _problem_openapi(app)
     return app
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """/docs and /redoc with their JavaScript and CSS served by meshgen itself (from the
+    fastapi-offline package), not from a CDN: they work on a network without internet access."""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse
+
+    assets = files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
 
 
 def _problem_openapi(app: FastAPI) -> None:

@@ -21,7 +21,14 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from meshgen.blueprint.loading import Instance, LoadedFile
-from meshgen.blueprint.model import HTTP_METHODS, NON_IDEMPOTENT_METHODS, Match, ServiceBlueprint, StringMatch
+from meshgen.blueprint.model import (
+    HTTP_METHODS,
+    NON_IDEMPOTENT_METHODS,
+    IngressBlueprint,
+    Match,
+    ServiceBlueprint,
+    StringMatch,
+)
 from meshgen.diagnostics import Diagnostic, format_path
 from meshgen.render.names import rendered_gateway_name
 
@@ -56,6 +63,8 @@ class Facts(NamedTuple):
 
 def facts_for(loaded: LoadedFile, inst: Instance) -> Facts:
     bp = inst.blueprint
+    if isinstance(bp, IngressBlueprint):
+        return _ingress_facts(loaded, inst, bp)
     if not isinstance(bp, ServiceBlueprint):
         ns = getattr(bp, "namespace", "") or ""
         return Facts(inst.env, ns, "", loaded.path, (), (("", loaded.locate(())),), kind=bp.kind)
@@ -83,6 +92,25 @@ def facts_for(loaded: LoadedFile, inst: Instance) -> Facts:
     )
 
 
+def _ingress_facts(loaded: LoadedFile, inst: Instance, bp: IngressBlueprint) -> Facts:
+    positions = {"": loaded.locate(("name",)), "ingress.hosts": loaded.locate(("hosts",)),
+                 "service": loaded.locate(("name",))}
+    dests: list[tuple[str, str, str]] = []
+    for i, route in enumerate(bp.routes):
+        for backend in route.to or ():
+            path = format_path(("routes", i, "to"))
+            positions[path] = loaded.locate(("routes", i, "to"))
+            dests.append((path, backend.service or "", backend.version or ""))
+    gateway = rendered = None
+    if bp.gateway is not None:
+        gateway = bp.gateway if "/" in bp.gateway else f"{bp.namespace}/{bp.gateway}"
+        positions["ingress.gateway"] = loaded.locate(("gateway",))
+    else:
+        rendered = f"{bp.namespace}/{bp.name}"
+    return Facts(inst.env, bp.namespace, bp.name, loaded.path, (), tuple(positions.items()), tuple(dests),
+                 tuple(bp.hosts), gateway, rendered, kind="Ingress")
+
+
 def _in_overlay(inst: Instance, path: FieldPath) -> FieldPath:
     """Where a field of an environment's view of the blueprint is written in the file."""
     if path and path[0] in inst.overlay_keys:
@@ -95,6 +123,8 @@ def _in_overlay(inst: Instance, path: FieldPath) -> FieldPath:
 
 def check_instance(loaded: LoadedFile, inst: Instance) -> list[Diagnostic]:
     bp = inst.blueprint
+    if isinstance(bp, IngressBlueprint):
+        return _check_ingress(loaded, inst, bp)
     if not isinstance(bp, ServiceBlueprint):
         return []
     out: list[Diagnostic] = []
@@ -117,6 +147,8 @@ def check_instance(loaded: LoadedFile, inst: Instance) -> list[Diagnostic]:
                      f"({', '.join(str(p.port) for p in bp.ports)})")
     _check_reachability(bp, diag)
     _check_retries_idempotent(bp, diag)
+    if "routes" in inst.overlay_keys:
+        _check_overlay_keeps_routes(loaded, inst, bp, out)
     if bp.access:
         for i, rule in enumerate(bp.access):
             if rule.jwt_claims and bp.jwt is None:
@@ -130,7 +162,42 @@ def check_instance(loaded: LoadedFile, inst: Instance) -> list[Diagnostic]:
     return out
 
 
-def _check_reachability(bp: ServiceBlueprint, report: Report) -> None:
+def _check_overlay_keeps_routes(loaded: LoadedFile, inst: Instance, bp: ServiceBlueprint,
+                                out: list[Diagnostic]) -> None:
+    """An overlay replaces the whole `routes` list: a named base route it leaves out is gone in that
+    environment, which is easy to miss (`routes: [{name: default, to: ...}]` drops every other route)."""
+    base = loaded.document.data.get("routes") if loaded.document is not None else None
+    if not isinstance(base, list):
+        return
+    kept = {r.name for r in bp.routes if r.name}
+    dropped = [r["name"] for r in base if isinstance(r, dict) and isinstance(r.get("name"), str) and r["name"] not in kept]
+    if dropped:
+        names = ", ".join(repr(n) for n in dropped)
+        out.append(loaded.diag(
+            ("environments", inst.env, "routes"),
+            f"environment {inst.env}: this overlay replaces the whole route list and drops route(s) {names} of the "
+            "base; repeat them here to keep them in this environment (an overlay never merges lists)",
+            severity="warning"))
+
+
+def _check_ingress(loaded: LoadedFile, inst: Instance, bp: IngressBlueprint) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+
+    def diag(path: FieldPath, message: str, severity: str = "error", code: str = "") -> None:
+        out.append(loaded.diag(path, message, severity=severity, code=code))
+
+    _check_reachability(bp, diag)
+    _check_retries_idempotent(bp, diag)
+    if inst.mesh == "linkerd":
+        for i, route in enumerate(bp.routes):
+            if route.rewrite is not None and route.match is not None and route.match.path is not None \
+                    and route.match.path.kind == "regex":
+                diag(("routes", i, "rewrite"), "Gateway API URLRewrite replaces a path prefix or the whole path; "
+                     "after a regex path match it cannot say what to replace: match with {prefix: ...} or {exact: ...}")
+    return out
+
+
+def _check_reachability(bp: ServiceBlueprint | IngressBlueprint, report: Report) -> None:
     """IST0130/IST0131: a route that an earlier route always catches first."""
     for j, later in enumerate(bp.routes):
         for i in range(j):
@@ -151,7 +218,7 @@ def _check_reachability(bp: ServiceBlueprint, report: Report) -> None:
                 break
 
 
-def _name(bp: ServiceBlueprint, i: int) -> str:
+def _name(bp: ServiceBlueprint | IngressBlueprint, i: int) -> str:
     return repr(bp.routes[i].name) if bp.routes[i].name else f"routes[{i}]"
 
 
@@ -179,9 +246,9 @@ def _string_covers(a: StringMatch, b: StringMatch) -> bool:
     return False
 
 
-def _check_retries_idempotent(bp: ServiceBlueprint, report: Report) -> None:
+def _check_retries_idempotent(bp: ServiceBlueprint | IngressBlueprint, report: Report) -> None:
     for i, route in enumerate(bp.routes):
-        retries = route.retries if route.retries is not None else bp.retries
+        retries = route.retries if route.retries is not None else getattr(bp, "retries", None)
         methods = route.match.method if route.match else None
         if retries is None or not retries.enabled or retries.attempts == 0 or not methods:
             continue
@@ -195,14 +262,45 @@ def _check_retries_idempotent(bp: ServiceBlueprint, report: Report) -> None:
 # --- the fleet -------------------------------------------------------------------------------------
 
 
-def check_fleet(facts: list[Facts]) -> list[Diagnostic]:
+AppName = Callable[[str, str, str], str]  # (env, namespace, service or _namespace/_mesh) -> Application name
+
+
+def check_application_names(facts: list[Facts], app_name: AppName, template: str) -> list[Diagnostic]:
+    """Two folders whose Argo CD Applications would get one name (argocd.nameTemplate): Argo CD
+    would show one and lose the other, and the rollout API would read the wrong one."""
+    by_name: dict[tuple[str, str], list[Facts]] = defaultdict(list)
+    for f in facts:
+        folder = f.service if f.kind in ("Service", "Ingress") else "_namespace" if f.kind == "Namespace" else "_mesh"
+        by_name[(f.env, app_name(f.env, f.namespace, folder))].append(f)
     out: list[Diagnostic] = []
+    for (env, name), claims in sorted(by_name.items()):
+        # One folder claimed twice is the "claimed by several blueprints" error, not a name clash.
+        if len({(c.namespace, c.service) for c in claims}) < 2:
+            continue
+        units = sorted({(c.namespace, c.service, c.file) for c in claims})
+        for c in claims:
+            others = ", ".join(f"{ns}/{svc} ({file})" for ns, svc, file in units if (ns, svc) != (c.namespace, c.service))
+            line, col = c.position("service")
+            out.append(Diagnostic(
+                c.file, line, col, "service" if c.kind == "Service" else "name" if c.kind == "Ingress" else "",
+                f"the Argo CD Application of {c.namespace}/{c.service} in environment {env} would be named {name!r} "
+                f"(argocd.nameTemplate {template!r}), like that of {others}; one Application cannot show two "
+                "folders: put {namespace} in argocd.nameTemplate in meshgen.yaml (e.g. \"{service}-{namespace}-{env}\") "
+                "or rename one of them"))
+    return out
+
+
+def check_fleet(facts: list[Facts], app_names: tuple[AppName, str] | None = None) -> list[Diagnostic]:
+    """Checks across blueprints; with `app_names` (name function, template) also Argo CD names."""
+    out: list[Diagnostic] = []
+    if app_names is not None:
+        out.extend(check_application_names(facts, *app_names))
     by_key: dict[tuple[str, str, str], list[Facts]] = defaultdict(list)
     namespaces: dict[tuple[str, str], list[Facts]] = defaultdict(list)
     meshes: dict[str, list[Facts]] = defaultdict(list)
     for f in facts:
-        if f.kind == "Service":
-            by_key[f[:3]].append(f)  # (env, namespace, service)
+        if f.kind in ("Service", "Ingress"):
+            by_key[f[:3]].append(f)  # (env, namespace, service or Ingress name): one folder, one unit
         elif f.kind == "Namespace":
             namespaces[(f.env, f.namespace)].append(f)
         else:
@@ -217,9 +315,13 @@ def check_fleet(facts: list[Facts]) -> list[Diagnostic]:
             files = sorted({c.file for c in claims})
             for c in claims:
                 others = ", ".join(x for x in files if x != c.file) or c.file
-                at(c, "service", f"service {ns}/{svc} in environment {env} is also claimed by {others}; "
-                   "one service has one blueprint (use `environments:` for per-environment differences)",
-                   code="IST0109")
+                if all(x.kind == "Service" for x in claims):
+                    at(c, "service", f"service {ns}/{svc} in environment {env} is also claimed by {others}; "
+                       "one service has one blueprint (use `environments:` for per-environment differences)",
+                       code="IST0109")
+                else:
+                    at(c, "service", f"the name {ns}/{svc} in environment {env} is also used by {others}; a "
+                       "kind: Ingress and a service share one folder and object names: rename the Ingress")
     for (env, ns), claims in namespaces.items():
         for c in claims[1:]:
             at(c, "namespace", f"namespace {ns} in environment {env} already has a Namespace blueprint "
@@ -238,20 +340,24 @@ def check_fleet(facts: list[Facts]) -> list[Diagnostic]:
             for h in f.ingress_hosts:
                 hosts[(f.env, h)].append(f)
             if f.rendered_gateway is not None:
-                gateways[(f.env, f.rendered_gateway)] = set(f.ingress_hosts)
+                key = (f.env, f.rendered_gateway)
+                if key in gateways:
+                    at(f, "ingress.hosts", f"gateway {f.rendered_gateway} in {f.env} would be rendered twice (for a "
+                       "service's ingress and a kind: Ingress); rename the Ingress or bind one to the other's gateway")
+                gateways[key] = set(f.ingress_hosts)
         if f.destinations or f.ingress_gateway is not None:
             linked.append(f)
     for (env, host), claims in hosts.items():
         if len(claims) > 1:
-            names = sorted(f"{c.namespace}/{c.service}" for c in claims)
+            names = sorted(f"{'Ingress ' if c.kind == 'Ingress' else ''}{c.namespace}/{c.service}" for c in claims)
             for c in claims:
-                at(c, "ingress.hosts", f"ingress host {host} is claimed by several services in {env}: "
-                   f"{', '.join(names)}; one host routes to one service", code="IST0109")
+                at(c, "ingress.hosts", f"ingress host {host} is claimed by several blueprints in {env}: "
+                   f"{', '.join(names)}; one host has one set of edge routes", code="IST0109")
     for f in linked:
         env, ns = f.env, f.namespace
         for path, host, version in f.destinations:
             target_ns, target = _resolve_host(host, ns)
-            target_claims = by_key.get((env, target_ns, target))
+            target_claims = [c for c in by_key.get((env, target_ns, target), ()) if c.kind == "Service"]
             known = target_claims[0].versions if target_claims else None
             if known is not None and version and version not in known:
                 at(f, path, f"service {target_ns}/{target} has no version {version!r} "

@@ -7,6 +7,7 @@ meshgen.blueprint.analysis and works on the small `facts` each file yields.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import os
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from meshgen.blueprint.base import Strict, describe_value, excerpt
 from meshgen.blueprint.config import Config
-from meshgen.blueprint.model import KINDS, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.blueprint.model import KINDS, IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
 from meshgen.blueprint.yamlsource import MAX_FILE_BYTES, Document, YAMLSourceError, load_document
 from meshgen.diagnostics import BlueprintError, Diagnostic, format_path
 
@@ -42,7 +43,7 @@ class Instance:
     mesh: str
     team: str | None
     source: str  # repository-relative path of the blueprint
-    blueprint: ServiceBlueprint | NamespaceBlueprint | MeshBlueprint
+    blueprint: ServiceBlueprint | NamespaceBlueprint | MeshBlueprint | IngressBlueprint
     overlay_keys: frozenset[str] = frozenset()  # top-level keys that came from environments.<env>
 
     @property
@@ -59,6 +60,9 @@ class LoadedFile:
     instances: list[Instance] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     document: Document | None = None
+    # When the file does not validate: the blueprint with the faulty keys left out, one instance
+    # per environment, so the checks that need a whole blueprint still report their findings.
+    salvaged: list[Instance] = field(default_factory=list)
 
     def locate(self, path: FieldPath) -> tuple[int, int]:
         return self.document.position(path) if self.document is not None else (1, 1)
@@ -182,6 +186,11 @@ def load_file(
         blueprint = model.model_validate(doc.data)
     except ValidationError as exc:
         result.diagnostics.extend(_validation_diagnostics(rel, doc, exc))
+        salvaged = _salvage(model, doc.data, exc)
+        if salvaged is not None:
+            for env_name in _target_environments(LoadedFile(rel, ""), salvaged, config, env):
+                env_mesh = mesh or getattr(salvaged, "mesh", None) or config.environments[env_name].mesh
+                result.salvaged.append(Instance(env_name, env_mesh, getattr(salvaged, "team", None), rel, salvaged))
         return result
     envs = _target_environments(result, blueprint, config, env)
     # Overlays are checked for every environment they name, even when rendering one.
@@ -228,6 +237,32 @@ def _kind_of(value: Any) -> str:
     if isinstance(value, str):
         return f"a single text value ({len(value)} characters)"
     return describe_value(value)
+
+
+def _salvage(model: type[Strict], data: dict[str, Any], exc: ValidationError, tries: int = 4) -> Any:
+    """The blueprint without the keys that failed validation, or None when that leaves none.
+
+    A misspelt key or a wrong weight must not hide an undeclared version elsewhere in the same
+    file: the per-blueprint checks run on what is left. Only used to find more errors, never rendered.
+    """
+    pruned = copy.deepcopy(data)
+    for _ in range(tries):
+        paths = {_user_path(pruned, tuple(err["loc"])) for err in exc.errors(include_url=False)}
+        if not paths or () in paths:
+            return None
+        if any(isinstance(p[-1], int) for p in paths):
+            return None  # dropping a list item would shift the positions later findings point at
+        for path in paths:
+            parent: Any = pruned
+            for part in path[:-1]:
+                parent = parent[part]
+            if isinstance(parent, dict):
+                parent.pop(path[-1], None)
+        try:
+            return model.model_validate(pruned)
+        except ValidationError as again:
+            exc = again
+    return None
 
 
 def _target_environments(

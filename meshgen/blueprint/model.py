@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from meshgen.blueprint.base import (
     DNSLabel,
@@ -318,8 +318,28 @@ class Fault(Strict):
     abort: FaultAbort | None = None
 
 
+_ROUTE_NAME_MAX = 128
+
+
+def _route_name(value: Any) -> str:
+    # Free text as Linkerd users write ServiceProfile routes ("GET /api/users"); object names that
+    # need a DNS label derive one (meshgen.render.names.route_labels).
+    if not isinstance(value, str):
+        raise fail("route_name", f"a route name is text such as canary or 'GET /api/users', got {describe_value(value)}")
+    if not value.strip() or value != value.strip():
+        raise fail("route_name", f"{value!r}: a route name is text without leading or trailing spaces, and not empty")
+    if len(value) > _ROUTE_NAME_MAX:
+        raise fail("route_name", f"a route name is at most {_ROUTE_NAME_MAX} characters, this one has {len(value)}")
+    if any(not ch.isprintable() for ch in value):
+        raise fail("route_name", f"{value!r}: a route name is one line of printable text (no tabs or control characters)")
+    return value
+
+
+RouteName = Annotated[str, BeforeValidator(_route_name)]
+
+
 class Route(Strict):
-    name: DNSLabel | None = None
+    name: RouteName | None = None
     match: Match | None = None
     to: To | None = None
     rewrite: str | None = None
@@ -696,9 +716,69 @@ class MeshBlueprint(Strict):
     observability: MeshObservability | None = None
 
 
-Blueprint = ServiceBlueprint | NamespaceBlueprint | MeshBlueprint
+class IngressRoute(Route):
+    """A route of kind: Ingress: the syntax of a Service route, but every `to` names a service."""
+
+    @field_validator("to")
+    @classmethod
+    def _names_services(cls, v: list[Backend] | None) -> list[Backend] | None:
+        for b in v or ():
+            if b.service is None:
+                raise fail("ingress_route", "an Ingress has no versions of its own; name a service: "
+                           f"to: {{service: <name>{', version: ' + b.version if b.version else ''}}}")
+        return v
+
+    @model_validator(mode="after")
+    def _has_destination(self) -> IngressRoute:
+        if self.to is None:
+            # No implicit default route at the edge: a route without a destination has nowhere to go.
+            raise fail("ingress_route", "at the edge every route names its service(s): add "
+                       "to: {service: <name>} (a request no route matches is answered 404)")
+        return self
+
+
+class IngressBlueprint(Strict):
+    """kind: Ingress: edge routes for some hosts to any services, bound to the gateway only."""
+
+    kind: Literal["Ingress"]
+    name: DNSLabel
+    namespace: DNSLabel
+    team: DNSLabel | None = None
+    mesh: MeshName | None = None
+    hosts: Annotated[list[Hostname], Field(min_length=1), BeforeValidator(one_or_many)]
+    gateway: Annotated[str, BeforeValidator(_gateway_ref)] | None = None
+    tls: IngressTLS | None = None
+    routes: tuple[IngressRoute, ...]
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_names(cls, routes: tuple[IngressRoute, ...]) -> tuple[IngressRoute, ...]:
+        if not routes:
+            raise fail("routes", "an Ingress needs at least one route, e.g. - {match: {path: {prefix: /}}, to: {service: web}}")
+        names = [r.name for r in routes if r.name]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise fail("routes", f"route name {dupes[0]!r} is used twice; route names must be unique")
+        return routes
+
+    @field_validator("tls")
+    @classmethod
+    def _tls_needs_rendered_gateway(cls, v: IngressTLS | None, info: ValidationInfo) -> IngressTLS | None:
+        if v is not None and info.data.get("gateway") is not None:
+            raise fail("tls", "`tls` configures the gateway meshgen renders; with `gateway:` set TLS on that "
+                       "gateway instead, or leave `gateway` out")
+        return v
+
+    @property
+    def service(self) -> str:
+        """The name of its unit (folder, Argo CD Application): the Ingress name."""
+        return self.name
+
+
+Blueprint = ServiceBlueprint | NamespaceBlueprint | MeshBlueprint | IngressBlueprint
 KINDS: dict[str, type[Strict]] = {
     "Service": ServiceBlueprint,
     "Namespace": NamespaceBlueprint,
     "Mesh": MeshBlueprint,
+    "Ingress": IngressBlueprint,
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshgen.blueprint.config import Config
-from meshgen.blueprint.model import MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.blueprint.model import IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
 
 SCHEMA_ID = "https://meshgen.dev/schemas/blueprint-v1.json"
 
@@ -28,8 +28,9 @@ _SHORT_FORMS: dict[str, list[dict[str, Any]]] = {
 
 
 def _widen_fields(defs: dict[str, Any]) -> None:
-    route = defs.get("Route", {}).get("properties", {})
-    if "to" in route:
+    for route in (defs.get(name, {}).get("properties", {}) for name in ("Route", "IngressRoute")):
+        if "to" not in route:
+            continue
         route["to"] = {
             "description": "a version | {version: weight, ...} | {service: s, version?: v, port?: p} | a list of destinations",
             "anyOf": [
@@ -94,7 +95,8 @@ def blueprint_schema(kind: str | None = None) -> dict[str, Any]:
         schema = _model_schema(Config)
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         return schema
-    parts = {"Service": ServiceBlueprint, "Namespace": NamespaceBlueprint, "Mesh": MeshBlueprint}
+    parts = {"Service": ServiceBlueprint, "Namespace": NamespaceBlueprint, "Mesh": MeshBlueprint,
+             "Ingress": IngressBlueprint}
     chosen = {kind: parts[kind]} if kind else parts
     defs: dict[str, Any] = {}
     variants = []
@@ -103,6 +105,8 @@ def blueprint_schema(kind: str | None = None) -> dict[str, Any]:
         defs.update(s.pop("$defs", {}))
         if name == "Service":
             _widen_service(s)
+        if name == "Ingress" and "hosts" in s.get("properties", {}):
+            s["properties"]["hosts"] = {"anyOf": [_STRING_OR_LIST, {"type": "null"}]}
         s["additionalProperties"] = False
         defs[f"{name}Blueprint"] = s
         variants.append({"$ref": f"#/$defs/{name}Blueprint"})

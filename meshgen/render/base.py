@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 from meshgen.blueprint.config import Config
-from meshgen.blueprint.model import MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.blueprint.model import IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
 
 Support = Literal["full", "partial", "none"]
 
@@ -95,6 +95,9 @@ class Renderer(Protocol):
 
     def render_service(self, svc: ServiceBlueprint, ctx: RenderContext) -> list[Resource]:
         """Resources for one service in one environment. Features in ctx.skipped are left out."""
+
+    def render_ingress(self, ing: IngressBlueprint, ctx: RenderContext) -> list[Resource]:
+        """kind: Ingress: edge routes for its hosts, bound to the gateway only."""
 
     def render_namespace(self, ns: NamespaceBlueprint, ctx: RenderContext) -> list[Resource]:
         """Namespace-wide resources (default mTLS, default-deny)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from meshgen.blueprint.model import (
+    IngressBlueprint,
     MeshBlueprint,
     NamespaceBlueprint,
     RetryPolicy,
@@ -30,6 +31,7 @@ FEATURES: dict[str, str] = {
     "routes.rewrite": "routes.rewrite: replace the matched path prefix",
     "timeout": "timeout (service level and per route)",
     "retries": "retries: attempts and conditions",
+    "retries.never": "retries: false (never retry), service-wide or on a route",
     "retries.perTryTimeout": "retries.perTryTimeout",
     "retries.budget": "retries.budget: a retry budget (ratio, minPerSecond, ttl)",
     "routes.fault.delay": "routes.fault.delay",
@@ -55,6 +57,14 @@ FEATURES: dict[str, str] = {
     "ingress": "ingress: routes at the edge, bound to an existing gateway",
     "ingress.gateway.rendered": "ingress without gateway: meshgen renders the gateway",
     "ingress.tls": "ingress.tls",
+    "edge.routes": "kind Ingress: routes for hosts at the gateway (matches, splits) to any services",
+    "edge.rewrite": "kind Ingress: routes.rewrite at the gateway",
+    "edge.timeout": "kind Ingress: routes.timeout at the gateway",
+    "edge.retries": "kind Ingress: routes.retries at the gateway",
+    "edge.fault": "kind Ingress: routes.fault at the gateway",
+    "edge.crossNamespace": "kind Ingress: a `to` service in another namespace",
+    "edge.gateway.rendered": "kind Ingress without gateway: meshgen renders the gateway",
+    "edge.tls": "kind Ingress: tls on the gateway meshgen renders",
     "egress": "egress: external hosts",
     "telemetry.tracing": "telemetry.tracing",
     "telemetry.accessLogs": "telemetry.accessLogs",
@@ -165,6 +175,9 @@ def used_features(svc: ServiceBlueprint) -> Iterator[tuple[str, FieldPath]]:
 
 
 def _retries(policy: RetryPolicy, path: FieldPath) -> Iterator[tuple[str, FieldPath]]:
+    if not policy.enabled or policy.attempts == 0:
+        yield "retries.never", path
+        return
     yield "retries", path
     if policy.per_try_timeout is not None:
         yield "retries.perTryTimeout", (*path, "perTryTimeout")
@@ -199,3 +212,24 @@ def used_mesh_features(mesh: MeshBlueprint) -> Iterator[tuple[str, FieldPath]]:
             yield "mesh.mtls.ports", ("mtls", "ports")
     if mesh.observability is not None:
         yield "mesh.observability", ("observability",)
+
+
+def used_ingress_features(ing: IngressBlueprint) -> Iterator[tuple[str, FieldPath]]:
+    yield "edge.routes", ("routes",)
+    for i, route in enumerate(ing.routes):
+        here: FieldPath = ("routes", i)
+        if route.rewrite is not None:
+            yield "edge.rewrite", (*here, "rewrite")
+        if route.timeout is not None:
+            yield "edge.timeout", (*here, "timeout")
+        # `retries: false` is what gateways do unless told otherwise: only real retries count.
+        if route.retries is not None and route.retries.enabled and route.retries.attempts > 0:
+            yield "edge.retries", (*here, "retries")
+        if route.fault is not None:
+            yield "edge.fault", (*here, "fault")
+        if any((b.service or "").partition(".")[2].split(".")[0] not in ("", ing.namespace) for b in route.to or ()):
+            yield "edge.crossNamespace", (*here, "to")
+    if ing.gateway is None:
+        yield "edge.gateway.rendered", ("name",)
+    if ing.tls is not None:
+        yield "edge.tls", ("tls",)

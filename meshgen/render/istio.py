@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from meshgen.blueprint.base import Duration
@@ -35,6 +35,8 @@ from meshgen.blueprint.model import (
     ConnectionPool,
     Egress,
     Ingress,
+    IngressBlueprint,
+    IngressTLS,
     LoadBalancing,
     Match,
     MeshBlueprint,
@@ -49,7 +51,7 @@ from meshgen.blueprint.model import (
 from meshgen.render.base import Capability, RenderContext, Resource, metadata, resource
 from meshgen.render.features import FEATURES
 from meshgen.render.names import dns_name, rendered_gateway_name
-from meshgen.render.routing import EffectiveRoute, effective_routes, has_routing
+from meshgen.render.routing import EffectiveRoute, effective_routes, has_routing, ingress_routes
 
 NOTE_ANNOTATION = "meshgen.dev/note"
 ENVOY_FILTER_API = "networking.istio.io/v1alpha3"
@@ -86,6 +88,7 @@ _CAPABILITIES: dict[str, Capability] = {
     "retries": Capability(
         "full", "VirtualService http[].retries (attempts, retryOn); never retry = attempts: 0"
     ),
+    "retries.never": Capability("full", "VirtualService http[].retries.attempts: 0 (Istio retries twice by default)"),
     "retries.perTryTimeout": Capability("full", "VirtualService retries.perTryTimeout"),
     "retries.budget": Capability("none", "Istio has no retry budget; only per-route attempts can be set"),
     "routes.fault.delay": Capability("full", "VirtualService fault.delay (percentage, fixedDelay)"),
@@ -142,6 +145,17 @@ _CAPABILITIES: dict[str, Capability] = {
         "Gateway server on 443 HTTPS (SIMPLE/MUTUAL, credentialName) plus an 80 -> 443 redirect; "
         "the credential secret must live in the ingress gateway's namespace",
     ),
+    "edge.routes": Capability(
+        "full", "VirtualService <name> with the hosts, bound to the gateway only (gateways: [<gateway>], no mesh); "
+        "destinations by FQDN; no implicit default route (unmatched requests get 404)"),
+    "edge.rewrite": Capability("full", "VirtualService rewrite.uri"),
+    "edge.timeout": Capability("full", "VirtualService http[].timeout"),
+    "edge.retries": Capability("full", "VirtualService http[].retries"),
+    "edge.fault": Capability("full", "VirtualService http[].fault"),
+    "edge.crossNamespace": Capability("full", "destination.host = <service>.<namespace>.svc.<clusterDomain>"),
+    "edge.gateway.rendered": Capability(
+        "full", "Gateway <name> in the Ingress namespace, selecting the ingress gateway pods"),
+    "edge.tls": Capability("full", "Gateway server on 443 HTTPS (credentialName) plus an 80 -> 443 redirect"),
     "egress": Capability(
         "full", "ServiceEntry (MESH_EXTERNAL) per host, exported to the service's namespace only"
     ),
@@ -206,6 +220,11 @@ class IstioRenderer:
         out += r.monitors()
         out += r.dashboard()
         return out
+
+    # --- kind: Ingress -------------------------------------------------------------------------
+
+    def render_ingress(self, ing: IngressBlueprint, ctx: RenderContext) -> list[Resource]:
+        return _IngressRender(ing, ctx).render()
 
     # --- kind: Namespace -----------------------------------------------------------------------
 
@@ -345,6 +364,29 @@ def _number(x: float) -> str:
 
 def _string_match(m: StringMatch) -> dict[str, str]:
     return {m.kind: m.value}
+
+
+def _gateway(v: _Versions, name: str, hosts: list[str], tls: IngressTLS | None,
+             meta: Callable[[str], dict[str, Any]], ctx: RenderContext) -> Resource:
+    """A Gateway meshgen renders: HTTP on 80, or HTTPS on 443 with an 80 -> 443 redirect."""
+    if tls is None:
+        servers: list[dict[str, Any]] = [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": hosts}]
+    else:
+        servers = [
+            {
+                "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                "hosts": hosts,
+                # The secret is read from the ingress gateway's namespace, not this one.
+                "tls": {"mode": tls.mode.upper(), "credentialName": tls.credential_name},
+            },
+            {
+                "port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                "hosts": hosts,
+                "tls": {"httpsRedirect": True},
+            },
+        ]
+    spec = {"selector": dict(ctx.config.istio.ingress_selector), "servers": servers}
+    return resource(v.networking, "Gateway", meta(name), spec=spec)
 
 
 def _default_peer_authentication(v: _Versions, namespace: str, mtls: MTLS, ctx: RenderContext) -> Resource:
@@ -516,29 +558,8 @@ class _ServiceRender:
         ing = self._ingress()
         if ing is None or ing.gateway is not None:
             return []
-        hosts = list(ing.hosts)
-        if ing.tls is None:
-            servers = [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": hosts}]
-        else:
-            servers = [
-                {
-                    "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
-                    "hosts": hosts,
-                    # The secret is read from the ingress gateway's namespace, not this one.
-                    "tls": {"mode": ing.tls.mode.upper(), "credentialName": ing.tls.credential_name},
-                },
-                {
-                    "port": {"number": 80, "name": "http", "protocol": "HTTP"},
-                    "hosts": hosts,
-                    "tls": {"httpsRedirect": True},
-                },
-            ]
-        spec = {"selector": dict(self.ctx.config.istio.ingress_selector), "servers": servers}
-        return [
-            resource(
-                self.v.networking, "Gateway", self.meta(rendered_gateway_name(self.svc.service)), spec=spec
-            )
-        ]
+        return [_gateway(self.v, rendered_gateway_name(self.svc.service), list(ing.hosts), ing.tls,
+                         self.meta, self.ctx)]
 
     # --- VirtualService -------------------------------------------------------------------
 
@@ -970,3 +991,67 @@ class _ServiceRender:
         if obs is None or not obs.dashboard or not self.on("observability.dashboard"):
             return []
         return [_dashboard_configmap(self.svc.service, self.ns, self.svc.service, self.ns, self.ctx)]
+
+
+# --- kind: Ingress ------------------------------------------------------------------------------
+
+
+class _IngressRender(_ServiceRender):
+    """A VirtualService bound to the gateway only, built with the route pieces of a service's.
+
+    Only `destinations` differs: every destination is a service, named by its FQDN so that a
+    service in another namespace resolves the same from the gateway as from anywhere.
+    """
+
+    def __init__(self, ing: IngressBlueprint, ctx: RenderContext) -> None:
+        self.ing = ing
+        self.ctx = ctx
+        self.skipped = ctx.skipped
+        self.v = _Versions(ctx.config)
+        self.ns = ing.namespace
+
+    def meta(self, name: str, **kw: Any) -> dict[str, Any]:
+        return metadata(name, self.ns, self.ctx, service=self.ing.name, **kw)
+
+    def render(self) -> list[Resource]:
+        ing = self.ing
+        out: list[Resource] = []
+        if ing.gateway is None:
+            # Nothing to bind to without the rendered gateway, and a gateway without the TLS the
+            # owner asked for would serve plain HTTP: both fail closed.
+            if not self.on("edge.gateway.rendered") or (ing.tls is not None and not self.on("edge.tls")):
+                return []
+            out.append(_gateway(self.v, ing.name, list(ing.hosts), ing.tls, self.meta, self.ctx))
+        http = [route for er in ingress_routes(ing) if (route := self.http_route(er)) is not None]
+        spec = {"hosts": list(ing.hosts), "gateways": [ing.gateway or ing.name], "http": http}
+        out.append(resource(self.v.networking, "VirtualService", self.meta(ing.name), spec=spec))
+        return out
+
+    def on(self, feature: str) -> bool:
+        edge = _EDGE_FEATURES.get(feature)
+        return feature not in self.skipped and (edge is None or edge not in self.skipped)
+
+    def host(self, service: str) -> str:
+        name, _, rest = service.partition(".")
+        ns = rest.split(".")[0] if rest else self.ns
+        return f"{name}.{ns}.svc.{self.ctx.config.cluster_domain}"
+
+    def destinations(self, er: EffectiveRoute) -> list[dict[str, Any]]:
+        out = []
+        for b in er.backends:
+            assert b.service is not None  # IngressRoute checks every destination names a service
+            dest: dict[str, Any] = {"host": self.host(b.service)}
+            if b.version is not None:
+                dest["subset"] = b.version
+            if b.port is not None:
+                dest["port"] = {"number": b.port}
+            entry: dict[str, Any] = {"destination": dest}
+            if len(er.backends) > 1:
+                entry["weight"] = b.weight
+            out.append(entry)
+        return out
+
+
+# The service-route feature a shared route piece checks, and the kind: Ingress feature it stands for.
+_EDGE_FEATURES = {"routes.rewrite": "edge.rewrite", "timeout": "edge.timeout", "retries": "edge.retries",
+                  "routes.fault.delay": "edge.fault", "routes.fault.abort": "edge.fault"}

@@ -44,6 +44,7 @@ from meshgen.blueprint.config import Config
 from meshgen.blueprint.model import (
     AccessRule,
     Backend,
+    IngressBlueprint,
     Match,
     MeshBlueprint,
     Monitor,
@@ -54,7 +55,7 @@ from meshgen.blueprint.model import (
 from meshgen.render.base import Capability, RenderContext, Resource, Support, metadata, resource
 from meshgen.render.features import FEATURES
 from meshgen.render.names import dns_name
-from meshgen.render.routing import EffectiveRoute, effective_routes
+from meshgen.render.routing import EffectiveRoute, effective_routes, ingress_routes
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 POLICY_GROUP = "policy.linkerd.io"
@@ -473,6 +474,29 @@ class LinkerdRenderer:
                 "serves it, so Linkerd retry/timeout annotations do not apply at the edge",
             ),
             "ingress.gateway.rendered": Capability(none, "Linkerd has no ingress gateway; name an existing Gateway in ingress.gateway"),
+            "edge.routes": Capability(
+                full,
+                f"a Gateway API HTTPRoute <name> ({api}) with the Gateway as parentRef and the hosts as hostnames; "
+                "served by the Gateway's own implementation (not the Linkerd proxy), which picks the most specific "
+                "match, so meshgen adds route overlaps to keep first-match-wins; no implicit default (404)",
+            ),
+            "edge.rewrite": Capability(
+                full,
+                "HTTPRoute URLRewrite filter (ReplacePrefixMatch for a prefix match, ReplaceFullPath for an exact one), "
+                "applied by the Gateway's implementation (Gateway API Extended support); a regex path cannot be rewritten",
+            ),
+            "edge.timeout": Capability(full, "HTTPRoute rules[].timeouts.request (Gateway API Extended support)"),
+            "edge.retries": Capability(
+                none, "Gateway API HTTPRoute retries are experimental-channel and gateway-specific; Linkerd's retry "
+                "annotations apply to mesh traffic, not at the gateway"),
+            "edge.fault": Capability(none, "Gateway API has no fault injection"),
+            "edge.crossNamespace": Capability(
+                part,
+                "backendRef with the namespace; Gateway API needs a ReferenceGrant in the service's namespace, which "
+                "meshgen does not render (that namespace is not the Ingress's): the pull request lists the grant to add",
+            ),
+            "edge.gateway.rendered": Capability(none, "Linkerd has no ingress gateway; name an existing Gateway in `gateway`"),
+            "edge.tls": Capability(none, "TLS is configured on the Gateway's listeners, which meshgen does not render for Linkerd"),
             "ingress.tls": Capability(none, "TLS is configured on the Gateway's listeners, which meshgen does not render for Linkerd"),
             "telemetry.tracing": Capability(none, "tracing is the linkerd-jaeger extension plus config.linkerd.io/trace-collector on the pod template (not owned by meshgen)"),
             "telemetry.accessLogs": Capability(none, "access logs are config.linkerd.io/access-log on the pod template (not owned by meshgen)"),
@@ -563,6 +587,11 @@ class LinkerdRenderer:
             for key in ("timeout", "retries", "retries.perTryTimeout"):
                 caps[key] = Capability(none, old)
             caps["retries.budget"] = Capability(none, "retry annotations have no retry budget; use routePolicy: serviceprofile")
+        # Linkerd retries nothing it is not told to: "never" is the default, said explicitly where
+        # a ServiceProfile lists the route.
+        caps["retries.never"] = Capability(
+            full, "ServiceProfile route isRetryable: false" if sp
+            else "no retry annotations on the route's HTTPRoute (Linkerd retries only what is configured)")
         # versioned features
         if rel >= (2, 17):
             caps["rateLimit"] = Capability(
@@ -747,7 +776,7 @@ class LinkerdRenderer:
         out = []
         for port in ports:
             for policy, rules in groups.items():
-                base = dns_name(svc.service, port.name if len(ports) > 1 else "", rules[0].route.name)
+                base = dns_name(svc.service, port.name if len(ports) > 1 else "", rules[0].route.label)
                 chunks = _chunk_rules(rules)
                 for n, chunk in enumerate(chunks):
                     name = base if n == 0 else dns_name(base, str(n + 1))
@@ -811,6 +840,8 @@ class LinkerdRenderer:
                 entry["timeout"] = format_duration(r.timeout.seconds)
             if _retries_active(r.retries) and _has(ctx, "retries"):
                 entry["isRetryable"] = True
+            elif r.retries is not None and r.never_retry:
+                entry["isRetryable"] = False
             if len(entry) > 2:
                 sp_routes.append(entry)
         budget = None
@@ -1084,6 +1115,73 @@ class LinkerdRenderer:
                                  labels={"grafana_dashboard": "1"}),
                         data={f"{svc.service}.json": json.dumps(dashboard, sort_keys=True, indent=2)})
 
+    # --- kind: Ingress -------------------------------------------------------------------------
+
+    def render_ingress(self, ing: IngressBlueprint, ctx: RenderContext) -> list[Resource]:
+        """A Gateway API HTTPRoute on the existing Gateway. The Gateway's implementation serves it
+        (not the Linkerd proxy) and, like Linkerd, prefers the most specific match, so the route
+        table's overlaps keep first-match-wins. No implicit default: an unmatched request is 404."""
+        if ing.gateway is None or not _has(ctx, "edge.routes"):
+            return []  # Linkerd renders no gateway (edge.gateway.rendered: none)
+        gw_ns, _, gw_name = ing.gateway.rpartition("/")
+        parent: dict[str, Any] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": gw_name}
+        if gw_ns:
+            parent["namespace"] = gw_ns
+        routes = ingress_routes(ing)
+        if not _has(ctx, "edge.crossNamespace"):
+            routes = [r for r in routes if not any(_namespace_of(b, ing.namespace) != ing.namespace for b in r.backends)]
+        table = route_table(routes)
+        rules: list[dict[str, Any]] = []
+        for rule in table.rules:
+            route = rule.route
+            refs = [self._ingress_backend(b, ing.namespace) for b in route.backends]
+            extra: dict[str, Any] = {}
+            if route.timeout is not None and _has(ctx, "edge.timeout"):
+                extra["timeouts"] = {"request": format_duration(route.timeout.seconds)}
+            if route.rewrite is not None and _has(ctx, "edge.rewrite"):
+                # ReplacePrefixMatch allows exactly one PathPrefix match per rule, and each match
+                # rewrites its own prefix: one rule per match.
+                for atom in rule.atoms:
+                    rules.append({"matches": [atom.to_gateway()],
+                                  "filters": [_url_rewrite(route, atom)], "backendRefs": refs, **extra})
+                continue
+            for part in _chunks(rule.atoms, 8):
+                rules.append({"matches": [a.to_gateway() for a in part], "backendRefs": refs, **extra})
+        if len(rules) > 16:
+            raise ValueError(f"{ing.name}: these routes need {len(rules)} HTTPRoute rules, Gateway API allows 16; "
+                             "simplify the route matches")
+        # Cross-namespace backendRefs need the other namespace's consent (a ReferenceGrant there).
+        # meshgen does not write into a namespace the Ingress does not own: the reviewer is told.
+        grants: dict[str, set[str]] = {}
+        for r in routes:
+            for b in r.backends:
+                ns = _namespace_of(b, ing.namespace)
+                if ns != ing.namespace:
+                    grants.setdefault(ns, set()).add((b.service or "").partition(".")[0])
+        for ns, services in sorted(grants.items()):
+            ctx.notes.append(
+                f"routes: a ReferenceGrant in namespace {ns} must allow HTTPRoutes from namespace {ing.namespace} "
+                f"to reach its Services ({', '.join(sorted(services))}); meshgen does not write into {ns}. Add there: "
+                f"apiVersion: {GATEWAY_GROUP}/v1beta1, kind: ReferenceGrant, spec: {{from: [{{group: {GATEWAY_GROUP}, "
+                f"kind: HTTPRoute, namespace: {ing.namespace}}}], to: [{{group: '', kind: Service}}]}}")
+        annotations = {PRECEDENCE_ANNOTATION: "; ".join(table.notes)} if table.notes else None
+        return [resource(self.route_api_version(ctx.config), "HTTPRoute",
+                         metadata(ing.name, ing.namespace, ctx, service=ing.name, annotations=annotations),
+                         spec={"parentRefs": [parent], "hostnames": list(ing.hosts), "rules": rules})]
+
+    def _ingress_backend(self, b: Backend, namespace: str) -> dict[str, Any]:
+        assert b.service is not None  # IngressRoute checks every destination names a service
+        name = b.service.partition(".")[0]
+        ref: dict[str, Any] = {"group": "", "kind": "Service",
+                               "name": version_service(name, b.version) if b.version else name}
+        ns = _namespace_of(b, namespace)
+        if ns != namespace:
+            ref["namespace"] = ns
+        # Gateway API needs a port for a Service; the blueprint default port is 80.
+        ref["port"] = b.port or 80
+        ref["weight"] = b.weight
+        return ref
+
     # --- namespace and mesh ------------------------------------------------------------------
 
     def render_namespace(self, ns: NamespaceBlueprint, ctx: RenderContext) -> list[Resource]:
@@ -1116,6 +1214,35 @@ class LinkerdRenderer:
 
 
 # --- small helpers --------------------------------------------------------------------------
+
+
+def _namespace_of(b: Backend, namespace: str) -> str:
+    """The namespace of a destination service (`name`, `name.ns` or an FQDN)."""
+    rest = (b.service or "").partition(".")[2]
+    return rest.split(".")[0] if rest else namespace
+
+
+def _url_rewrite(route: EffectiveRoute, atom: Atom) -> dict[str, Any]:
+    """The URLRewrite of one match of a route with `rewrite`, as the blueprint means it.
+
+    `rewrite` replaces the route's matched prefix. A match meshgen added for an overlap (a longer
+    prefix, or an exact path, under the route's prefix) keeps the part past the route's prefix,
+    so `/v2/admin/x` under `prefix: /v2/, rewrite: /` still becomes `/admin/x`.
+    """
+    assert route.rewrite is not None
+    own = route.match.path if route.match is not None else None
+    if own is not None and own.kind == "regex":
+        raise ValueError("a regex path cannot be rewritten with Gateway API")  # refused by analysis first
+    if own is not None and own.kind == "exact":
+        return {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": route.rewrite}}}
+    base = _prefix_trim(own.value) if own is not None else ""
+    kind, value = atom.path if atom.path is not None else ("prefix", "/")
+    rest = _prefix_trim(value)[len(base):] if kind == "prefix" else value[len(base):]
+    target = (route.rewrite.rstrip("/") + rest) if rest else route.rewrite
+    target = target or "/"
+    if kind == "exact":
+        return {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": target}}}
+    return {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": target}}}
 
 
 def _ref(r: Resource) -> dict[str, str]:

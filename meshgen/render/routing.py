@@ -12,17 +12,18 @@ Both meshes render from this, so "where does a route without `to` go" is decided
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meshgen.blueprint.base import Duration
-from meshgen.blueprint.model import Backend, Fault, Match, RetryPolicy, ServiceBlueprint
+from meshgen.blueprint.model import Backend, Fault, IngressBlueprint, Match, RetryPolicy, ServiceBlueprint
+from meshgen.render.names import route_labels
 
 DEFAULT_ROUTE_NAME = "default"
 
 
 @dataclass(frozen=True)
 class EffectiveRoute:
-    name: str
+    name: str  # as written (free text), or meshgen's default name
     index: int | None  # position in the blueprint's `routes`, None for the implicit default
     match: Match | None
     backends: tuple[Backend, ...]  # () = the service as a whole, no version subset
@@ -31,6 +32,7 @@ class EffectiveRoute:
     retries: RetryPolicy | None  # None = the mesh's default behaviour
     fault: Fault | None
     is_default: bool
+    label: str = ""  # a DNS label for object names, unique among the routes (names.route_labels)
 
     @property
     def field_path(self) -> tuple[str | int, ...]:
@@ -85,7 +87,30 @@ def effective_routes(svc: ServiceBlueprint) -> list[EffectiveRoute]:
                 is_default=True,
             )
         )
-    return out
+    labels = route_labels([r.name for r in out])
+    return [replace(r, label=labels[r.name]) for r in out]
+
+
+def ingress_routes(ing: IngressBlueprint) -> list[EffectiveRoute]:
+    """The routes of a kind: Ingress as written: every one has its `to`, and there is no implicit
+    default route (a request no route matches gets 404 from the gateway)."""
+    taken = {r.name for r in ing.routes if r.name}
+    out = [
+        EffectiveRoute(
+            name=r.name or _free_name(f"route-{i}", taken),
+            index=i,
+            match=r.match,
+            backends=tuple(r.to or ()),
+            rewrite=r.rewrite,
+            timeout=r.timeout,
+            retries=r.retries,
+            fault=r.fault,
+            is_default=False,
+        )
+        for i, r in enumerate(ing.routes)
+    ]
+    labels = route_labels([r.name for r in out])
+    return [replace(r, label=labels[r.name]) for r in out]
 
 
 def _free_name(base: str, taken: set[str]) -> str:

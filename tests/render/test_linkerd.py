@@ -355,7 +355,8 @@ def test_service_profile_routes_timeouts_retries_budget() -> None:
     sp = one(out, "ServiceProfile")
     assert sp["metadata"]["name"] == "api.prod.svc.cluster.local"
     assert sp["spec"]["routes"] == [
-        {"name": "reports", "condition": {"method": "GET", "pathRegex": "^/reports/.*$"}, "timeout": "1m"},
+        {"name": "reports", "condition": {"method": "GET", "pathRegex": "^/reports/.*$"}, "timeout": "1m",
+         "isRetryable": False},
         {"name": "orders", "condition": {"any": [{"method": "POST", "pathRegex": "^/orders$"},
                                                  {"method": "PUT", "pathRegex": "^/orders$"}]},
          "timeout": "10s", "isRetryable": True},
