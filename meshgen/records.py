@@ -177,6 +177,10 @@ def failure_text(exc: BaseException) -> str:
         return f"interrupted ({type(exc).__name__}) before the job finished; run it again"
     if type(exc).__module__.startswith("meshgen."):
         return text
+    import redis
+
+    if isinstance(exc, redis.RedisError):
+        return f"Redis failed ({type(exc).__name__}: {text}); check MESHGEN_REDIS_URL and that Redis is up"
     return (f"internal error: {type(exc).__name__}: {text}; this is a meshgen bug (the worker's log has the "
             "traceback); the job was stopped and nothing more was written")
 
