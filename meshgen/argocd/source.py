@@ -205,7 +205,10 @@ class RestSource:
         resp = self._get("/api/v1/applications", {"selector": selector} if selector else None)
         if resp.status_code != 200:
             raise self._fail(resp)
-        return list(resp.json().get("items") or [])
+        items = self._json(resp).get("items") or []
+        if not isinstance(items, list) or not all(isinstance(app, dict) for app in items):
+            raise self._unexpected(resp)
+        return items
 
     def get(self, name: str) -> dict[str, Any] | None:
         resp = self._get(f"/api/v1/applications/{quote(name, safe='')}")
@@ -215,7 +218,21 @@ class RestSource:
             return None  # Argo CD answers 403, not 404, for applications that do not exist
         if resp.status_code != 200:
             raise self._fail(resp)
-        return dict(resp.json())
+        return self._json(resp)
+
+    def _json(self, resp: httpx.Response) -> dict[str, Any]:
+        """The answer as a JSON object; an Argo CD answer of another shape is an ArgoCDError."""
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise self._unexpected(resp)
+        return data
+
+    def _unexpected(self, resp: httpx.Response) -> ArgoCDError:
+        return ArgoCDError(f"Argo CD answered {resp.request.url.path} with something that is not an Application "
+                           f"list or object; check argocd.url ({self._url}) points at the Argo CD API server")
 
     def close(self) -> None:
         self._client.close()

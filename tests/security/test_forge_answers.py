@@ -115,3 +115,47 @@ def test_a_redirect_to_another_origin_fails_the_job_as_a_forge_error(
     assert "Traceback" not in run.stderr and "another origin" in run.stderr
     assert "ghp_not-for-elsewhere" not in run.stderr
     assert elsewhere.hits == 0
+
+
+class _ArgoAnswers(BaseHTTPRequestHandler):
+    """An "Argo CD" whose answers are not Applications, and one path that redirects elsewhere."""
+
+    answers: dict[str, bytes] = {
+        "/api/v1/applications": b"[1, 2, 3]",
+        "/api/v1/applications/list-shaped": b'["not", "an", "application"]',
+        "/api/v1/applications/not-json": b"<html>login</html>",
+    }
+
+    def do_GET(self) -> None:
+        self.server.outer.hits += 1  # type: ignore[attr-defined]
+        path = self.path.split("?")[0]
+        if path.endswith("/redirect"):
+            self.send_response(307)
+            self.send_header("Location", "http://127.0.0.1:9/api/v1/applications/x")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = self.answers.get(path, b"{}")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_argocd_answers_of_another_shape_are_argocd_errors() -> None:
+    from meshgen.argocd.source import ArgoCDError, RestSource
+
+    server = _Server(_ArgoAnswers)
+    source = RestSource(server.url, token="argo-token")
+    try:
+        with pytest.raises(ArgoCDError, match="not an Application list or object"):
+            source.list()
+        for name in ("list-shaped", "not-json"):
+            with pytest.raises(ArgoCDError, match="not an Application list or object"):
+                source.get(name)
+        with pytest.raises(ArgoCDError, match="307"):
+            source.get("redirect")  # not followed: answered as the error it is
+    finally:
+        source.close()
+        server.stop()
