@@ -35,8 +35,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-JobState = Literal["queued", "running", "succeeded", "failed"]
-PRAction = Literal["opened", "updated", "unchanged", "closed", "merged"]
+#: partial: some blueprints did not render (job.errors); every other unit was synced.
+JobState = Literal["queued", "running", "succeeded", "partial", "failed"]
+PRAction = Literal["opened", "updated", "unchanged", "closed", "merged", "rejected"]
 RenderState = Literal["rendering", "render-failed", "rendered"]
 
 
@@ -64,6 +65,7 @@ class JobRecord(BaseModel):
     trigger: str = "cli"  # cli | webhook:github | webhook:gitlab | webhook:gitea | api | up
     blueprint_commit: str | None = None
     blueprint_author: str | None = None
+    blueprint_subject: str | None = None  # first line of the blueprint commit's message
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None

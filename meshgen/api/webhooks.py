@@ -136,6 +136,8 @@ async def _handle(forge: _Forge, request: Request, settings: Settings, records: 
     event = request.headers.get(forge.event_header, "")
     if forge.name == "github" and event == "ping":
         return JSONResponse({"status": "pong"})
+    if event in _plan_events(forge.name):  # blueprints pull requests: planned (meshgen.api.planhooks)
+        return _plan(forge.name, body, settings)
     if event not in forge.push_events:
         return _accepted("ignored", reason=f"event {event!r} is not a push")
     try:
@@ -175,6 +177,18 @@ def _checked(push: Push) -> Push:
         raise ValueError("the commit is not a commit id")
     author = push.author if isinstance(push.author, str) else None
     return Push(push.repository, push.ref, push.commit, author[:200] if author else None)
+
+
+def _plan_events(forge: str) -> tuple[str, ...]:
+    from meshgen.api.planhooks import EVENTS
+
+    return EVENTS.get(forge, ())
+
+
+def _plan(forge: str, body: bytes, settings: Settings) -> JSONResponse:
+    from meshgen.api.planhooks import accept
+
+    return accept(forge, body, settings)
 
 
 def _not_for_us(push: Push, settings: Settings) -> str | None:
