@@ -165,7 +165,7 @@ class Records:
 
 # ---- the rule for every long-running job -----------------------------------------------------
 
-TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed"})
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "partial", "failed"})
 _MAX_ERROR_CHARS = 500
 
 

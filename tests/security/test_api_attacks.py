@@ -291,3 +291,16 @@ def test_any_signed_after_value_is_queued_only_when_it_is_a_commit(client: TestC
         assert isinstance(after, str) and len(after) == 40 and int(after, 16) >= 0
     else:
         assert len(api[1].requests) == before
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"action": "opened", "number": "x"}',
+                                  b'{"action": "opened", "pull_request": []}', b"7"])
+def test_malformed_signed_pull_request_events_are_400(tmp_path: Path, body: bytes) -> None:
+    (tmp_path / "meshgen.yaml").write_text(CONFIG)
+    with redis_namespace("security-plan") as ns:
+        settings = Settings(root=tmp_path, redis_url=REDIS_DB_URL, redis_prefix=ns.prefix,
+                            webhook_secret_github=SECRET, blueprints_url=str(tmp_path / "bp.git"),
+                            blueprints_forge_url="http://127.0.0.1:9")
+        with TestClient(create_app(settings, records=ns.records, enqueue=Queue())) as http:
+            r = _post_github(http, body, _github_sig(body), event="pull_request")
+    assert r.status_code == 400, r.text
