@@ -55,6 +55,10 @@ class IstioSettings(Strict):
     version: Version = "1.24"
     root_namespace: DNSLabel = Field(default="istio-system", alias="rootNamespace")
     ingress_selector: dict[str, str] = Field(default_factory=lambda: {"istio": "ingressgateway"}, alias="ingressSelector")
+    # sidecar: VirtualService/DestinationRule, selector-bound policies. ambient: Gateway API HTTPRoutes on
+    # the Service, L7 policies bound to the namespace's waypoint (README "Istio ambient").
+    dataplane: Literal["sidecar", "ambient"] = "sidecar"
+    waypoint: DNSLabel = "waypoint"  # ambient: the waypoint Gateway of each namespace (istioctl's default name)
 
     @cached_property
     def release(self) -> tuple[int, int]:

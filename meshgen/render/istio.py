@@ -192,7 +192,8 @@ assert set(_CAPABILITIES) == set(FEATURES), sorted(set(_CAPABILITIES) ^ set(FEAT
 
 
 class IstioRenderer:
-    """Renders blueprints for Istio (sidecar mode). Stateless; one instance can render many."""
+    """Renders blueprints for Istio: sidecar mode here, `istio.dataplane: ambient` in istio_ambient.py.
+    Stateless; one instance can render many."""
 
     mesh: ClassVar[str] = "istio"
 
@@ -201,19 +202,30 @@ class IstioRenderer:
     @classmethod
     def flavours(cls, config: Config) -> str:
         major, minor = config.istio.release
-        return f"istio {major}.{minor}"
+        return f"istio {major}.{minor}" + (" ambient" if config.istio.dataplane == "ambient" else "")
 
     @classmethod
     def capabilities(cls, config: Config) -> dict[str, Capability]:
-        return {key: _CAPABILITIES[key] for key in FEATURES}
+        caps = _CAPABILITIES
+        if config.istio.dataplane == "ambient":
+            from meshgen.render import istio_ambient
+
+            caps = {**caps, **istio_ambient.CAPABILITIES}
+        return {key: caps[key] for key in FEATURES}
 
     # --- kind: Service -------------------------------------------------------------------------
 
     def render_service(self, svc: ServiceBlueprint, ctx: RenderContext) -> list[Resource]:
-        r = _ServiceRender(svc, ctx)
+        if ctx.config.istio.dataplane == "ambient":
+            from meshgen.render.istio_ambient import AmbientServiceRender
+
+            r: _ServiceRender = AmbientServiceRender(svc, ctx)
+            ctx.notes.extend(r.waypoint_note())
+        else:
+            r = _ServiceRender(svc, ctx)
         out: list[Resource] = []
         out += r.gateway()
-        out += r.virtual_service()
+        out += r.routing()
         out += r.destination_rule()
         out += r.peer_authentication()
         out += r.request_authentication()
@@ -228,12 +240,20 @@ class IstioRenderer:
     # --- kind: Ingress -------------------------------------------------------------------------
 
     def render_ingress(self, ing: IngressBlueprint, ctx: RenderContext) -> list[Resource]:
+        if ctx.config.istio.dataplane == "ambient":
+            from meshgen.render.istio_ambient import AmbientIngressRender
+
+            return AmbientIngressRender(ing, ctx).render()
         return _IngressRender(ing, ctx).render()
 
     # --- kind: Namespace -----------------------------------------------------------------------
 
     def render_namespace(self, ns: NamespaceBlueprint, ctx: RenderContext) -> list[Resource]:
         v = _Versions(ctx.config)
+        if ctx.config.istio.dataplane == "ambient":
+            from meshgen.render import istio_ambient
+
+            return istio_ambient.render_namespace(ns, ctx, v)
         out: list[Resource] = []
         if ns.mtls is not None and "namespace.mtls" not in ctx.skipped:
             out.append(_default_peer_authentication(v, ns.namespace, ns.mtls, ctx))
@@ -500,6 +520,13 @@ class _ServiceRender:
                          self.meta, self.ctx)]
 
     # --- VirtualService -------------------------------------------------------------------
+
+    def routing(self) -> list[Resource]:
+        """What carries the routes: the VirtualService (the ambient data plane overrides this)."""
+        return self.virtual_service()
+
+    def waypoint_note(self) -> list[str]:
+        return []
 
     def needs_virtual_service(self) -> bool:
         svc = self.svc
