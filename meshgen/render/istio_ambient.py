@@ -46,6 +46,7 @@ from meshgen.render.routing import EffectiveRoute, effective_routes
 
 WAYPOINT_CLASS = "istio-waypoint"
 USE_WAYPOINT_LABEL = "istio.io/use-waypoint"
+INGRESS_USE_WAYPOINT_LABEL = "istio.io/ingress-use-waypoint"
 ROUTE_API = f"{GATEWAY_GROUP}/v1"
 
 _PREC = (" Gateway API picks the most specific match, so meshgen adds the overlaps of earlier routes as extra "
@@ -160,9 +161,12 @@ class AmbientServiceRender(sidecar._ServiceRender):
         if not self.needs_waypoint():
             return []
         ns, wp = self.ns, self.ctx.config.istio.waypoint
+        # Without ingress-use-waypoint, traffic from an ingress gateway skips the waypoint and with it
+        # every policy attached there.
         return [f"istio ambient: this service runs L7 features in the waypoint; label the Service {ns}/{self.svc.service} "
-                f"(not managed by meshgen) with {USE_WAYPOINT_LABEL}: {wp}, and make sure namespace {ns} has the "
-                f"waypoint Gateway {wp} (a kind: Namespace blueprint renders it; or istioctl waypoint apply -n {ns})"]
+                f"(not managed by meshgen) with {USE_WAYPOINT_LABEL}: {wp} and {INGRESS_USE_WAYPOINT_LABEL}: \"true\", "
+                f"and make sure namespace {ns} has the waypoint Gateway {wp} (a kind: Namespace blueprint renders it; "
+                f"or istioctl waypoint apply -n {ns})"]
 
     def bind(self, attached: bool) -> dict[str, Any]:
         return {"targetRefs": _service_ref(self.svc.service)} if attached else {"selector": self.selector()}
