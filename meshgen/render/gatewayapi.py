@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from meshgen.blueprint.model import AccessRule, Backend, Match, ServiceBlueprint
 from meshgen.render.base import RenderContext, RenderError, Resource, metadata, resource
@@ -169,7 +169,7 @@ def conj(a: Atom, b: Atom) -> Atom | None:
             return None
         headers[n] = ("exact", exact)
     return Atom(
-        path=path if path is not True else None,  # type: ignore[arg-type]
+        path=path if path is not True else None,
         method=a.method or b.method,
         headers=tuple(sorted((n, k, v) for n, (k, v) in headers.items())),
     )
@@ -407,7 +407,7 @@ def version_services(svc: ServiceBlueprint, ctx: RenderContext) -> list[Resource
     return out
 
 
-RouteKey = Hashable  # routes with equal keys share one HTTPRoute (e.g. Linkerd's policy annotations)
+K = TypeVar("K", bound=Hashable)  # routes with equal keys share one HTTPRoute (e.g. Linkerd's policy annotations)
 
 
 def service_http_routes(
@@ -416,8 +416,8 @@ def service_http_routes(
     ctx: RenderContext,
     *,
     api_version: str,
-    keys: Sequence[RouteKey],
-    annotations_of: Callable[[RouteKey], dict[str, str]],
+    keys: Sequence[K],
+    annotations_of: Callable[[K], dict[str, str]],
     backends_of: Callable[[EffectiveRoute], Iterable[Backend]],
     rule_extra: Callable[[EffectiveRoute, Atom], dict[str, Any]] | None = None,
 ) -> list[Resource]:
@@ -432,7 +432,7 @@ def service_http_routes(
         return []
     table = route_table(routes, keys)
     key_of = {id(r): key for r, key in zip(routes, keys)}
-    groups: dict[RouteKey, list[TableRule]] = {}
+    groups: dict[K, list[TableRule]] = {}
     for rule in table.rules:
         groups.setdefault(key_of[id(rule.route)], []).append(rule)
     out = []

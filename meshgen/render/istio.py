@@ -38,7 +38,6 @@ from meshgen.blueprint.model import (
     LoadBalancing,
     Match,
     MeshBlueprint,
-    Monitor,
     NamespaceBlueprint,
     RateLimit,
     RetryPolicy,
@@ -53,10 +52,12 @@ from meshgen.render.observability import (
     MONITORING_API,
     NOTE_ANNOTATION,
     dashboard_configmap,
-    endpoint as monitor_endpoint,
     prometheus_duration,
     service_dashboard,
     service_monitors,
+)
+from meshgen.render.observability import (
+    endpoint as monitor_endpoint,
 )
 from meshgen.render.routing import EffectiveRoute, effective_routes, has_routing, ingress_routes
 

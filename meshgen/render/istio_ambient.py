@@ -42,6 +42,7 @@ from meshgen.render.gatewayapi import (
     version_service,
     version_services,
 )
+from meshgen.render.observability import NOTE_ANNOTATION
 from meshgen.render.routing import EffectiveRoute, effective_routes
 
 WAYPOINT_CLASS = "istio-waypoint"
@@ -163,10 +164,10 @@ class AmbientServiceRender(sidecar._ServiceRender):
         ns, wp = self.ns, self.ctx.config.istio.waypoint
         # Without ingress-use-waypoint, traffic from an ingress gateway skips the waypoint and with it
         # every policy attached there.
-        return [f"istio ambient: this service runs L7 features in the waypoint; label the Service {ns}/{self.svc.service} "
-                f"(not managed by meshgen) with {USE_WAYPOINT_LABEL}: {wp} and {INGRESS_USE_WAYPOINT_LABEL}: \"true\", "
-                f"and make sure namespace {ns} has the waypoint Gateway {wp} (a kind: Namespace blueprint renders it; "
-                f"or istioctl waypoint apply -n {ns})"]
+        return [(f"istio ambient: this service runs L7 features in the waypoint; label the Service {ns}/{self.svc.service} "
+                 f"(not managed by meshgen) with {USE_WAYPOINT_LABEL}: {wp} and {INGRESS_USE_WAYPOINT_LABEL}: \"true\", "
+                 f"and make sure namespace {ns} has the waypoint Gateway {wp} (a kind: Namespace blueprint renders it; "
+                 f"or istioctl waypoint apply -n {ns})")]
 
     def bind(self, attached: bool) -> dict[str, Any]:
         return {"targetRefs": _service_ref(self.svc.service)} if attached else {"selector": self.selector()}
@@ -209,12 +210,12 @@ class AmbientServiceRender(sidecar._ServiceRender):
     # --- DestinationRules: one per destination host ------------------------------------------
 
     def _traffic_policy(self) -> dict[str, Any]:
-        svc, policy = self.svc, {}
+        svc, policy = self.svc, dict[str, Any]()
         if svc.load_balancing is not None and (lb := self.load_balancer(svc.load_balancing)):
             policy["loadBalancer"] = lb
-        if svc.connection_pool is not None and self.on("connectionPool"):
-            if pool := self.connection_pool(svc.connection_pool):
-                policy["connectionPool"] = pool
+        if svc.connection_pool is not None and self.on("connectionPool") and (
+                pool := self.connection_pool(svc.connection_pool)):
+            policy["connectionPool"] = pool
         if svc.circuit_breaker is not None and (outlier := self.outlier_detection(svc.circuit_breaker)):
             policy["outlierDetection"] = outlier
         return policy
@@ -293,13 +294,13 @@ def render_namespace(ns: NamespaceBlueprint, ctx: RenderContext, v: Any) -> list
         # ztunnel: only the waypoint may connect (it carries the callers a service's own waypoint
         # policy allows); services without a waypoint open themselves with selector policies.
         out.append(resource(v.security, "AuthorizationPolicy", metadata(
-            "deny-all", ns.namespace, ctx, annotations={sidecar.NOTE_ANNOTATION: (
+            "deny-all", ns.namespace, ctx, annotations={NOTE_ANNOTATION: (
                 "ztunnel: denies every connection in the namespace except from the waypoint and what a "
                 "service's own access policy allows")}),
             spec={"action": "ALLOW", "rules": [{"from": [{"source": {"principals": [
                 waypoint_principal(ctx, ns.namespace)]}}]}]}))
         out.append(resource(v.security, "AuthorizationPolicy", metadata(
-            "deny-all-waypoint", ns.namespace, ctx, annotations={sidecar.NOTE_ANNOTATION: (
+            "deny-all-waypoint", ns.namespace, ctx, annotations={NOTE_ANNOTATION: (
                 "waypoint: an ALLOW policy with no rules denies every request that no service's own access "
                 "policy allows")}),
             spec={"targetRefs": [{"group": GATEWAY_GROUP, "kind": "Gateway", "name": wp}], "action": "ALLOW"}))

@@ -27,7 +27,9 @@ _PROM_DURATION = re.compile(r"(0|(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+m
 class GoldenSignals(Protocol):
     """A mesh's PromQL for the four dashboard panels."""
 
-    mesh: str  # a dashboard tag
+    @property
+    def mesh(self) -> str:
+        """The mesh's name: a dashboard tag."""
 
     def queries(self, service: str | None, namespace: str | None) -> dict[str, str]:
         """requests (per second), errors (share), latency (p99, ms) and mtls (share) for a service

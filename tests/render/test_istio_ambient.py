@@ -30,7 +30,7 @@ AMBIENT = Config.model_validate({"environments": {"prod": {"mesh": "istio"}}, "i
 
 
 def _meshgen(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "meshgen", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "meshgen", *map(str, args)], capture_output=True, text=True, check=False,
                           timeout=300)
 
 

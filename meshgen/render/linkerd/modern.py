@@ -40,7 +40,6 @@ from typing import Any, ClassVar
 from meshgen.blueprint.base import format_duration
 from meshgen.blueprint.config import Config
 from meshgen.blueprint.model import (
-    AccessRule,
     Backend,
     IngressBlueprint,
     MeshBlueprint,
@@ -59,8 +58,8 @@ from meshgen.render.gatewayapi import (
     backend_refs,
     chunk_rules,
     chunks,
-    escape_regex,
     closure,
+    escape_regex,
     implies,
     namespace_of,
     route_table,
@@ -268,7 +267,7 @@ class LinkerdRenderer:
         whose policies differ go in different HTTPRoutes."""
         return service_http_routes(
             svc, routes, ctx, api_version=self.route_api_version(ctx.config), keys=policies,
-            annotations_of=lambda policy: dict(policy),  # type: ignore[arg-type]
+            annotations_of=dict,
             backends_of=lambda route: self._route_backends(route, routes, ctx),
         )
 
