@@ -140,3 +140,12 @@ def test_namespace_renders_the_waypoint_and_a_deny_all_at_both_layers() -> None:
     waypoint = out[("AuthorizationPolicy", "deny-all-waypoint")]["spec"]
     assert waypoint == {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}],
                         "action": "ALLOW"}
+
+
+def test_a_misspelt_dataplane_is_an_error_at_its_line(tmp_path: Path) -> None:
+    (tmp_path / "blueprints").mkdir()
+    (tmp_path / "meshgen.yaml").write_text("environments:\n  prod: {mesh: istio}\nistio:\n  dataplane: ambiant\n")
+    run = _meshgen("validate", tmp_path)
+    assert run.returncode == 1
+    assert ("meshgen.yaml:4:3: istio.dataplane: the string 'ambiant' is not allowed; input should be 'sidecar' or "
+            "'ambient'") in run.stderr
