@@ -341,7 +341,9 @@ class IstioRenderer:
                 )
             )
             if obs.dashboard:
-                out.append(dashboard_configmap("istio-mesh", root, None, None, ctx, IstioSignals()))
+                # In ambient mode the waypoints report L7 metrics (ztunnel only TCP ones).
+                reporter = "waypoint" if ctx.config.istio.dataplane == "ambient" else "destination"
+                out.append(dashboard_configmap("istio-mesh", root, None, None, ctx, IstioSignals(reporter)))
         return out
 
 

@@ -9,6 +9,7 @@ and render everything else, strictly valid, once they are allowed to be dropped.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import shutil
 import subprocess
@@ -149,3 +150,12 @@ def test_a_misspelt_dataplane_is_an_error_at_its_line(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert ("meshgen.yaml:4:3: istio.dataplane: the string 'ambiant' is not allowed; input should be 'sidecar' or "
             "'ambient'") in run.stderr
+
+
+def test_mesh_dashboard_reads_waypoint_metrics() -> None:
+    from meshgen.blueprint.model import MeshBlueprint
+
+    mesh = MeshBlueprint.model_validate({"kind": "Mesh", "observability": {"serviceMonitor": {}, "dashboard": True}})
+    (cm,) = [r.body for r in IstioRenderer().render_mesh(mesh, _ctx()) if r.kind == "ConfigMap"]
+    exprs = [p["targets"][0]["expr"] for p in json.loads(cm["data"]["istio-mesh.json"])["panels"]]
+    assert all('reporter="waypoint"' in e for e in exprs)
