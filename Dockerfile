@@ -27,6 +27,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     MESHGEN_STATE_DIR=/var/lib/meshgen/state \
     MESHGEN_HOST=0.0.0.0 \
     MESHGEN_PORT=8080
+# git + OpenSSH: SSH remotes (ssh://, git@host:path) are fetched and pushed with the git CLI so that
+# host keys are checked by OpenSSH against MESHGEN_GIT_KNOWN_HOSTS_FILE (meshgen/gitops/transport.py).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends git openssh-client \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 meshgen \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/meshgen --shell /usr/sbin/nologin meshgen \
  && install -d -o 10001 -g 10001 /var/lib/meshgen /var/lib/meshgen/blueprints /var/lib/meshgen/state

@@ -101,6 +101,10 @@ LAZY_COMMANDS = {
     "worker": ("meshgen.gitops.synccli:worker",
                "Run the Celery sync worker (Redis from MESHGEN_REDIS_URL); extra arguments go to Celery."),
     "bootstrap": ("meshgen.bootstrap:bootstrap", "Objects that connect meshgen to the platform around it (Argo CD)."),
+    "doctor": ("meshgen.doctor:doctor",
+               "Check every configured remote with its credentials: one ✔/✘ line each, exit 1 if any fails."),
+    "plan": ("meshgen.plan:plan",
+             "Show what a blueprints change does to each environment: changes, findings, warnings, errors."),
     "serve": ("meshgen.api.serve:serve",
               "Serve the rollout API (/api/v1), the status page (/) and /healthz, /readyz, /metrics."),
 }
@@ -175,14 +179,14 @@ def validate(root: Path, env: str | None, mesh: str | None, strict: bool, all_wa
 
 @main.command()
 @ROOT_ARG
-@click.option("--against", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--against", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A folder of previously rendered manifests (e.g. a checkout of the environment repo).")
 @ENV_OPT
 @MESH_OPT
 @click.option("--exit-code", is_flag=True, help="Exit 2 when there are differences.")
 def diff(root: Path, against: Path, env: str | None, mesh: str | None, exit_code: bool) -> None:
-    """Show, per resource, what would change in --against if ROOT were rendered now."""
-    from meshgen.diff import read_tree, semantic_diff
+    """Show, per environment and resource, what would change in --against if ROOT were rendered now."""
+    from meshgen.diff import env_diff, read_tree
     from meshgen.pipeline import render_repository
 
     try:
@@ -192,8 +196,9 @@ def diff(root: Path, against: Path, env: str | None, mesh: str | None, exit_code
         return
     new = result.files()
     folders = {u.folder for u in result.units}
-    old = read_tree(against, env_paths={result.config.env_path(e) for e in result.config.environments if env in (None, e)})
-    lines = semantic_diff(old, new)
+    env_paths = {e: result.config.env_path(e) for e in result.config.environments if env in (None, e)}
+    old = read_tree(against, env_paths=set(env_paths.values()))
+    lines = env_diff(old, new, env_paths)
     for line in lines:
         click.echo(line)
     if not lines:

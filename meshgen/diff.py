@@ -1,7 +1,7 @@
 """A per-resource diff a reviewer can read, between two sets of rendered manifests.
 
     VirtualService production/api-service: route default: weight v2 10 → 25
-    AuthorizationPolicy production/api-service: access: + mobile-app GET,POST /api/v1/*
+    AuthorizationPolicy production/api-service: access: + production/mobile-app GET,POST /api/v1/*
     + DestinationRule production/api-service
 
 Resources are matched by kind, namespace and name (not by file), lists of named things
@@ -71,6 +71,22 @@ def semantic_diff(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> list[st
     return lines
 
 
+def env_diff(old: Mapping[str, bytes], new: Mapping[str, bytes], env_paths: Mapping[str, str]) -> list[str]:
+    """semantic_diff per environment (`env_paths`: name -> folder), each line starting `<env>: `.
+
+    Resources are keyed by environment too, so one environment's change never hides another's.
+    """
+    lines: list[str] = []
+    for env, path in env_paths.items():
+        prefix = f"{path.strip('/')}/" if path.strip("/") not in ("", ".") else ""
+
+        def mine(files: Mapping[str, bytes], prefix: str = prefix) -> dict[str, bytes]:
+            return {p: d for p, d in files.items() if p.startswith(prefix)}
+
+        lines.extend(f"{env}: {line}" for line in semantic_diff(mine(old), mine(new)))
+    return lines
+
+
 def _label(ident: Identity) -> str:
     kind, ns, name = ident
     return f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
@@ -79,11 +95,50 @@ def _label(ident: Identity) -> str:
 def _summary(doc: dict[str, Any]) -> list[str]:
     view = _view(doc)
     lines = []
-    for route_name, route in (view.get("route") or {}).items():
-        lines.append(f"route {route_name}: " + ", ".join(f"{k} {v}" for k, v in (route.get("weight") or {}).items()))
+    for kind in ("route", "rule"):
+        for route_name, route in (view.get(kind) or {}).items():
+            weights = ", ".join(f"{k} {v}" for k, v in (route.get("weight") or {}).items())
+            match = _match_text(route.get("match") if kind == "route" else route.get("matches"))
+            lines.append(f"{kind} {route_name}: " + (f"when {match} → " if match else "") + weights)
     for rule in view.get("access") or ():
         lines.append(f"access: {rule}")
     return lines
+
+
+def _string_match(value: Any) -> str:
+    """Istio StringMatch {exact|prefix|regex: v} or Gateway API {type, value} as `=v`, `^=v`, `~v`."""
+    if isinstance(value, dict):
+        if "type" in value or ("value" in value and len(value) <= 2):
+            kind, text = str(value.get("type", "Exact")).lower(), value.get("value", "")
+        else:
+            kind, text = next(iter(value.items()), ("exact", ""))
+        op = {"exact": "=", "prefix": "^=", "pathprefix": "^=", "regex": "~", "regularexpression": "~"}.get(
+            str(kind).lower(), f" {kind} ")
+        return f"{op}{text}"
+    return f"={value}"
+
+
+def _match_text(matches: Any) -> str:
+    """A route's match conditions in one line: `uri ^=/api and header x-canary=true or method=GET`."""
+    alternatives: list[str] = []
+    for m in matches or ():
+        if not isinstance(m, dict):
+            continue
+        parts: list[str] = []
+        for key in ("uri", "path"):
+            if key in m:
+                parts.append(f"path {_string_match(m[key])}")
+        if "method" in m:
+            parts.append(f"method {_string_match(m['method'])}")
+        headers = m.get("headers") or {}
+        items = headers.items() if isinstance(headers, dict) else ((h.get("name"), h) for h in headers)
+        parts += [f"header {name}{_string_match(v)}" for name, v in items]
+        params = m.get("queryParams") or {}
+        items = params.items() if isinstance(params, dict) else ((q.get("name"), q) for q in params)
+        parts += [f"query {name}{_string_match(v)}" for name, v in items]
+        if parts:
+            alternatives.append(" and ".join(parts))
+    return " or ".join(alternatives)
 
 
 def _view(doc: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +196,7 @@ def _rule_text(rule: dict[str, Any]) -> str:
     who: list[str] = []
     for src in rule.get("from") or []:
         source = src.get("source") or {}
-        who += [p.split("/sa/")[-1] if "/sa/" in p else p for p in source.get("principals") or []]
+        who += [_principal(p) for p in source.get("principals") or []]
         who += [f"jwt:{p}" for p in source.get("requestPrincipals") or []]
         who += [f"ns:{p}" for p in source.get("namespaces") or []]
     methods: list[str] = []
@@ -153,6 +208,14 @@ def _rule_text(rule: dict[str, Any]) -> str:
     when = [f"{w.get('key')}={','.join(w.get('values') or [])}" for w in rule.get("when") or []]
     parts = [",".join(who) or "anyone", ",".join(methods), " ".join(paths), " ".join(when)]
     return " ".join(p for p in parts if p)
+
+
+def _principal(principal: str) -> str:
+    """`<trust domain>/ns/<ns>/sa/<sa>` as `<ns>/<sa>` (the blueprint's own `ns/sa` form), else as is."""
+    if "/ns/" in principal and "/sa/" in principal:
+        ns = principal.split("/ns/", 1)[1].split("/sa/", 1)[0]
+        return f"{ns}/{principal.rsplit('/sa/', 1)[1]}"
+    return principal
 
 
 def _changes(a: Any, b: Any, path: tuple[str, ...]) -> list[str]:

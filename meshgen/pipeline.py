@@ -12,6 +12,7 @@ import gc
 import multiprocessing
 import os
 import pickle
+import re
 import threading
 import traceback
 from collections.abc import Collection, Iterable, Iterator
@@ -43,11 +44,26 @@ from meshgen.render.features import (
 from meshgen.render.yamlout import dump
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """A unit a failing blueprint would render (partial rendering): it is left exactly as it is."""
+
+    env: str
+    namespace: str  # "" for the mesh-wide unit
+    service: str  # or _namespace / _mesh
+    file: str
+    error: str  # the file's first error, `file:line:col: path: message`
+
+
 @dataclass
 class RenderResult:
     config: Config
     units: list[Unit] = field(default_factory=list)
     warnings: list[Diagnostic] = field(default_factory=list)
+    # Partial rendering only (`render_repository(partial=True)`): what did not render, and why.
+    errors: list[Diagnostic] = field(default_factory=list)
+    failed_files: dict[str, str] = field(default_factory=dict)  # blueprint path -> its first error
+    blocked: list[Blocked] = field(default_factory=list)
 
     def files(self) -> dict[str, bytes]:
         return {f"{u.folder}/{name}": data for u in self.units for name, data in u.files.items()}
@@ -62,6 +78,8 @@ class FileOutcome:
     diagnostics: list[Diagnostic]
     facts: list[Facts]
     units: list[Unit]
+    # (env, namespace, service) a file that failed to load still names, read leniently (blast radius)
+    claims: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: str | None,
@@ -76,7 +94,8 @@ def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: 
         # a file is reported in one run, not only the first kind found.
         for inst in loaded.salvaged or loaded.instances:
             diagnostics.extend(check_instance(loaded, inst))
-        return FileOutcome(rel, loaded.digest, list(dict.fromkeys(diagnostics)), facts, units)
+        return FileOutcome(rel, loaded.digest, list(dict.fromkeys(diagnostics)), facts, units,
+                           _claims(loaded, config, env))
     for inst in loaded.instances:
         diagnostics.extend(check_instance(loaded, inst))
         facts.append(facts_for(loaded, inst))
@@ -96,6 +115,29 @@ def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: 
 def _field_path(inst: Instance, path: tuple[str | int, ...]) -> tuple[str | int, ...]:
     """Where a field of this instance is written: under `environments.<env>` when an overlay set it."""
     return ("environments", inst.env, *path) if path and path[0] in inst.overlay_keys else path
+
+
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _claims(loaded: LoadedFile, config: Config, env: str | None) -> list[tuple[str, str, str]]:
+    """The units a blueprint that failed validation still names (`kind`, `namespace`, `service` read
+    leniently), so a sync can mark them render-failed instead of not knowing them. Names that are not
+    DNS-1123 labels are ignored: they could never be folders."""
+    data = loaded.document.data if loaded.document is not None else None
+    if not isinstance(data, dict):
+        return []
+    kind, ns, svc = data.get("kind", "Service"), data.get("namespace"), data.get("service")
+    envs = [e for e in config.environments if env in (None, e)]
+    if kind == "Mesh":
+        return [(e, "", MESH_FOLDER) for e in envs]
+    if not isinstance(ns, str) or not _LABEL.match(ns):
+        return []
+    if kind == "Namespace":
+        return [(e, ns, NAMESPACE_FOLDER) for e in envs]
+    if kind == "Service" and isinstance(svc, str) and _LABEL.match(svc):
+        return [(e, ns, svc) for e in envs]
+    return []
 
 
 def _unsupported(
@@ -215,14 +257,18 @@ def _files(resources: Iterable[Resource], folder: str) -> dict[str, bytes]:
 
 
 def render_repository(root: Path, *, env: str | None = None, mesh: str | None = None,
-                      config_root: Path | None = None) -> RenderResult:
+                      config_root: Path | None = None, partial: bool = False) -> RenderResult:
     """Render every blueprint under ROOT. Raises BlueprintError with all errors of the run.
 
     `config_root`: read meshgen.yaml from there instead of ROOT (a blueprints checkout rendered
-    with the meshgen.yaml of MESHGEN_ROOT, see meshgen.gitops.sync)."""
+    with the meshgen.yaml of MESHGEN_ROOT, see meshgen.gitops.sync).
+
+    `partial` (the syncs): a blueprint that fails to load, check or render, or that conflicts with
+    another (both sides), only drops its own units, listed in `blocked`, with the errors in
+    `errors`; everything else is returned. meshgen.yaml errors still raise."""
     config, _ = load_config(config_root if config_root is not None else root)
     check_selection(config, env, mesh)
-    return assemble(config, render_files(root, discover(root), config, env=env, mesh=mesh))
+    return assemble(config, render_files(root, discover(root), config, env=env, mesh=mesh), partial=partial)
 
 
 PARALLEL_MIN_FILES = 500
@@ -483,13 +529,31 @@ def check_selection(config: Config, env: str | None, mesh: str | None) -> None:
                                          f"--env {env}: no such environment (environments: {', '.join(config.environments)})")])
 
 
-def assemble(config: Config, outcomes: Iterable[FileOutcome]) -> RenderResult:
-    """Join per-file outcomes, run the fleet checks, and fail with every error if any."""
+def assemble(config: Config, outcomes: Iterable[FileOutcome], *, partial: bool = False) -> RenderResult:
+    """Join per-file outcomes, run the fleet checks, and fail with every error if any (unless `partial`)."""
     outcomes = sorted(outcomes, key=lambda o: o.path)
     diagnostics = [d for o in outcomes for d in o.diagnostics]
     diagnostics.extend(check_fleet([f for o in outcomes for f in o.facts], application_names(config)))
     errors = [d for d in diagnostics if d.severity == "error"]
-    if errors:
+    if errors and not partial:
         raise BlueprintError(diagnostics)
-    units = sorted((u for o in outcomes for u in o.units), key=lambda u: u.folder)
-    return RenderResult(config, units, sorted(set(d for d in diagnostics if d.severity == "warning")))
+    failed: dict[str, str] = {}
+    for d in sorted(errors):
+        failed.setdefault(d.file, str(d))
+    units = sorted((u for o in outcomes if o.path not in failed for u in o.units), key=lambda u: u.folder)
+    blocked = sorted({
+        *(Blocked(f.env, *_unit_key(f), o.path, failed[o.path]) for o in outcomes if o.path in failed for f in o.facts),
+        *(Blocked(e, ns, svc, o.path, failed[o.path]) for o in outcomes if o.path in failed and not o.facts
+          for e, ns, svc in o.claims),
+    }, key=lambda b: (b.env, b.namespace, b.service, b.file))
+    return RenderResult(config, units, sorted(set(d for d in diagnostics if d.severity == "warning")),
+                        errors=sorted(errors), failed_files=failed, blocked=blocked)
+
+
+def _unit_key(f: Facts) -> tuple[str, str]:
+    """(namespace, service) of the unit a blueprint's facts describe."""
+    if f.kind == "Namespace":
+        return f.namespace, NAMESPACE_FOLDER
+    if f.kind == "Mesh":
+        return "", MESH_FOLDER
+    return f.namespace, f.service

@@ -223,7 +223,8 @@ def decide(
         return Decision("awaiting-review", f"pull request #{pr.number} waits for review and merge")
     if pr is not None and pr.state == "closed" and not unit.up_to_date:
         return Decision("rejected", f"pull request #{pr.number} was closed without merging; "
-                                    "change the blueprint or re-run a sync to open a new one")
+                                    "change the blueprint to open a new one, or retry this rendering with "
+                                    "`meshgen sync --retry-rejected`")
 
     if pr is None or pr.state != "merged":
         if not unit.up_to_date:
@@ -243,7 +244,8 @@ def decide(
 
     # A merged pull request: is its merge commit in what Argo CD synced?
     if not argocd_configured:
-        return Decision("unknown", "pull request merged; configure `argocd` in meshgen.yaml to see the rollout")
+        return Decision("awaiting-sync", f"pull request #{pr.number} is merged; without `argocd` in meshgen.yaml "
+                                         "meshgen cannot see the cluster, so the rollout stops here", live=None)
     if app is None:
         name = app_name or "(none)"
         return Decision("unknown", f"no Argo CD application {name} was found; check argocd.nameTemplate or "

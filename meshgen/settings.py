@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _SECRET_FIELDS = (
@@ -21,6 +21,7 @@ _SECRET_FIELDS = (
     "webhook_secret_gitea",
     "forge_token",
     "argocd_token",
+    "blueprints_forge_token",
 )
 
 
@@ -41,6 +42,7 @@ class Settings(BaseSettings):
     webhook_secret_gitea: SecretStr | None = Field(default=None, description="Secret for X-Gitea-Signature.")
     forge_token: SecretStr | None = Field(default=None, description="Token for the forge of the environment repository.")
     argocd_token: SecretStr | None = Field(default=None, description="Bearer token for Argo CD's REST API.")
+    github_app_private_key_file: Path | None = Field(default=None, description="PEM private key of the GitHub App in meshgen.yaml envRepo.forge.app (a mounted secret).")
     log_level: str = Field(default="INFO", description="Python logging level.")
     # Sync worker and webhooks (added with the worker; all optional, defaults suit one replica).
     blueprints_branch: str = Field(default="main", description="Only pushes to this branch of the blueprints repository trigger a sync.")
@@ -52,6 +54,22 @@ class Settings(BaseSettings):
     lock_wait: float = Field(default=600.0, description="How long (s) a sync waits for another writer before the task is retried.")
     visibility_timeout: int = Field(default=3600, description="Seconds before Redis redelivers an unacknowledged task (a killed worker's task).")
     webhook_dedupe_ttl: int = Field(default=86400, description="Seconds a webhook delivery id is remembered to ignore replays.")
+    # Git credentials (meshgen.gitops.transport). Token and key files are re-read for every fetch and push.
+    blueprints_token: SecretStr | None = Field(default=None, description="HTTPS token for MESHGEN_BLUEPRINTS_URL (the password; MESHGEN_BLUEPRINTS_TOKEN_FILE: read per fetch).")
+    blueprints_token_file: Path | None = Field(default=None, description="File holding the HTTPS token of the blueprints repository, re-read for every fetch.")
+    blueprints_username: str = Field(default="x-access-token", min_length=1, description="HTTPS username for the blueprints token (GitHub x-access-token; GitLab OAuth tokens: oauth2; others: any).")
+    git_ssh_key_file: Path | None = Field(default=None, description="Private key for ssh:// and git@host:path remotes (environment and blueprints repositories).")
+    git_ssh_key_passphrase_file: Path | None = Field(default=None, description="File holding the SSH key's passphrase, if it has one.")
+    git_known_hosts_file: Path | None = Field(default=None, description="known_hosts file the SSH servers' host keys are checked against; unknown or changed keys are refused.")
+    # Plans on blueprints pull requests (issue 10): where to comment and set the meshgen/plan status.
+    blueprints_forge_url: str | None = Field(default=None, description="API root of the blueprints repository's forge (https://api.github.com, https://HOST/api/v3, a GitLab or Gitea root); with blueprints_url, pull_request webhooks get a plan comment and a meshgen/plan commit status.")
+    blueprints_forge_token: SecretStr | None = Field(default=None, description="Token for the blueprints repository's forge (comments and commit statuses).")
+
+    @field_validator("github_app_private_key_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: object) -> object:
+        # MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE= (empty) means "not set", not the current directory.
+        return None if value == "" else value
 
     @model_validator(mode="before")
     @classmethod

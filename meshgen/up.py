@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meshgen.diagnostics import BlueprintError
 from meshgen.records import JobRecord, Records
 from meshgen.settings import Settings
 
@@ -91,6 +92,8 @@ class JobRunner:
                 trigger, job = self._wanted.get_nowait()
             try:
                 self.run(trigger, job)
+            except BlueprintError:
+                pass  # already printed as diagnostics by _sync_once: a traceback would only hide them
             except Exception:  # a failed sync is recorded in its job; the loop goes on
                 log.exception("sync failed")
 
@@ -138,7 +141,8 @@ class ProgressReport:
             self._bar = None
 
 
-def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, job: JobRecord | None) -> JobRecord:
+def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, job: JobRecord | None,
+               retry_rejected: bool = False) -> JobRecord:
     from meshgen.diagnostics import BlueprintError
     from meshgen.gitops.sync import sync_repository
 
@@ -146,7 +150,8 @@ def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, j
     log.info("sync started (%s)", trigger)
     bar = ProgressReport()
     try:
-        done = sync_repository(root, settings, trigger=trigger, records=records, job=job, progress=bar)
+        done = sync_repository(root, settings, trigger=trigger, records=records, job=job, progress=bar,
+                               retry_rejected=retry_rejected)
     except BlueprintError as exc:
         errors = [d for d in exc.diagnostics if d.severity == "error"]
         for d in exc.diagnostics:
@@ -155,6 +160,11 @@ def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, j
         raise
     finally:
         bar.close()
+    for error in done.errors:
+        log.error("%s", error)
+    if done.state == "partial":
+        log.error("%d blueprint error(s): only the units of the failing blueprints were held back; "
+                  "fix them and save: meshgen syncs again", len(done.errors))
     actions = Counter(pr.action for pr in done.prs)
     summary = ", ".join(f"{n} {action}" for action, n in sorted(actions.items())) or "no changes"
     log.info("sync done in %.1fs: pull requests %s", time.perf_counter() - started, summary)
@@ -179,11 +189,15 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
 
     records, where = connect_records(settings)
     log.info("blueprints: %s; records: %s", root.resolve(), where)
-    runner = JobRunner(lambda trigger, job: _sync_once(root, settings, records, trigger, job))
+    retry_ids: set[str] = set()  # jobs asked for with retry_rejected (POST /api/v1/syncs)
+    runner = JobRunner(lambda trigger, job: _sync_once(root, settings, records, trigger, job,
+                                                       retry_rejected=job is not None and job.id in retry_ids))
 
     def enqueue(request: SyncRequest) -> JobRecord:
         job = JobRecord(id=new_job_id(), trigger=request.trigger, state="queued",
                         blueprint_commit=request.blueprint_commit, blueprint_author=request.blueprint_author)
+        if request.retry_rejected:
+            retry_ids.add(job.id)
         records.save_job(job)
         runner.submit(request.trigger, job)
         return job
@@ -191,7 +205,9 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
     # The first sync runs before the server starts, so the status page opens on real data.
     try:
         _sync_once(root, settings, records, "up", None)
-    except Exception as exc:  # blueprint or repository errors are logged; the server still starts
+    except BlueprintError:
+        pass  # printed as diagnostics by _sync_once; the server still starts
+    except Exception as exc:  # repository errors are logged; the server still starts
         log.error("first sync did not complete: %s", exc)
     runner.start()
     stop = threading.Event()

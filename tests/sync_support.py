@@ -217,6 +217,6 @@ class Fleet:
     def finished(self, job_id: str, timeout: float = 30.0) -> JobRecord:
         def done() -> JobRecord | None:
             job = self.records.get_job(job_id)
-            return job if job is not None and job.state in ("succeeded", "failed") else None
+            return job if job is not None and job.state in ("succeeded", "partial", "failed") else None
 
         return wait_for(done, timeout, f"job {job_id} to finish")  # type: ignore[return-value]

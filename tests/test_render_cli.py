@@ -136,11 +136,43 @@ def test_diff_reads_like_a_review(tmp_path: Path) -> None:
     run = meshgen("diff", root, "--against", out, "--env", "production", "--exit-code")
     assert run.returncode == 2, run.stderr
     lines = run.stdout.splitlines()
-    assert "VirtualService payments/api-service: route default: weight v1 90 → 75" in lines
-    assert "VirtualService payments/api-service: route default: weight v2 10 → 25" in lines
-    assert "AuthorizationPolicy payments/api-service: access: + mobile-app GET,POST /api/v1/*" in lines
+    assert "production: VirtualService payments/api-service: route default: weight v1 90 → 75" in lines
+    assert "production: VirtualService payments/api-service: route default: weight v2 10 → 25" in lines
+    assert "production: AuthorizationPolicy payments/api-service: access: + payments/mobile-app GET,POST /api/v1/*" \
+        in lines
     same = meshgen("diff", root, "--against", out, "--env", "staging", "--exit-code")
     assert same.returncode == 2  # staging changed too (no overlay)
+
+
+def test_diff_keys_resources_by_environment(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "repo", {"payments/api-service.yaml": API})
+    out = tmp_path / "out"
+    assert meshgen("render", root, "--out", out).returncode == 0
+    # The same resource changes differently in each environment: neither hides the other.
+    (root / "blueprints/payments/api-service.yaml").write_text(
+        API.replace("v1: 90, v2: 10", "v1: 75, v2: 25")
+        + "environments:\n  staging:\n    routes: [{name: default, to: {v1: 50, v2: 50}}]\n"
+        + "  production: {}\n")
+    (root / "blueprints/payments/web.yaml").write_text(
+        "service: web\nnamespace: payments\nversions: {v1: {version: v1}}\n"
+        "routes:\n  - name: beta\n    match: {headers: {x-beta: \"1\"}, path: {prefix: /beta}}\n    to: v1\n"
+        "  - name: default\n    to: v1\naccess:\n  - from: [edge/web-gateway]\n")
+    run = meshgen("diff", root, "--against", out, "--exit-code")
+    assert run.returncode == 2, run.stderr
+    lines = run.stdout.splitlines()
+    assert "production: VirtualService payments/api-service: route default: weight v2 10 → 25" in lines
+    assert "staging: VirtualService payments/api-service: route default: weight v2 10 → 50" in lines
+    assert all(line.split(":", 1)[0] in ("staging", "production") for line in lines)
+    assert "production: + VirtualService payments/web" in lines
+    summary = lines[lines.index("production: + VirtualService payments/web") + 1]
+    assert "route beta: when" in summary and "header x-beta=1" in summary and "^=/beta" in summary
+    assert any("access: edge/web-gateway" in line for line in lines)
+
+
+def test_diff_against_a_missing_folder_is_an_error(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "repo", {"payments/api-service.yaml": API})
+    run = meshgen("diff", root, "--against", tmp_path / "nope")
+    assert run.returncode == 2 and "does not exist" in run.stderr and not run.stdout
 
 
 def test_schema_validates_the_examples(tmp_path: Path) -> None:

@@ -57,6 +57,8 @@ def test_up_renders_opens_local_prs_serves_state_and_follows_edits(tmp_path: Pat
         assert after["state"] == "awaiting-review"
         job = httpx.get(f"{base}/api/v1/jobs/{after['job']['id']}", timeout=2).json()
         assert job["state"] == "succeeded"
+        # No churn: after one merge and one edit, no other pull request was pushed again.
+        assert sorted(p["action"] for p in job["prs"] if p["action"] != "unchanged") == ["opened"]
         shown = subprocess.run([sys.executable, "-m", "meshgen", "pr", "--repo", str(repo), "show",
                                 str(after["pr"]["number"])], capture_output=True, text=True, check=True).stdout
         assert "weight v2 10 → 30" in shown
@@ -70,6 +72,42 @@ def test_up_renders_opens_local_prs_serves_state_and_follows_edits(tmp_path: Pat
         out = proc.communicate(timeout=20)[0] or ""
     assert "records: memory (no Redis answered" in out
     assert "pull requests 22 opened" in out
+
+
+@pytest.mark.slow
+def test_up_holds_back_only_a_broken_blueprint_and_prints_diagnostics(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns(".meshgen"))
+    broken = root / "blueprints" / "payments" / "api-service.yaml"
+    broken.write_text(broken.read_text().replace("v1: 90, v2: 10", "v1: 90, v2: 20"))
+    (root / "blueprints" / "payments" / "new-empty.yaml").write_text("")
+    port = free_port()
+    env = {**os.environ, "MESHGEN_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    proc = subprocess.Popen([sys.executable, "-m", "meshgen", "up", str(root), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    base = f"http://127.0.0.1:{port}"
+
+    def api_up() -> dict | None:  # type: ignore[type-arg]
+        if proc.poll() is not None:
+            raise AssertionError(f"meshgen up exited with {proc.returncode}")
+        return httpx.get(f"{base}/api/v1/rollouts?limit=100", timeout=2).json()  # type: ignore[no-any-return]
+
+    try:
+        rollouts = wait_for(api_up, timeout=60, what="the API", interval=0.2, ignore=(httpx.HTTPError,))
+        states = {(r["env"], r["namespace"], r["service"]): r for r in rollouts["items"]}
+        failed = states[("production", "payments", "api-service")]
+        assert failed["state"] == "render-failed"
+        assert failed["reason"].startswith("blueprints/payments/api-service.yaml:")
+        others = [r for k, r in states.items() if k[2] != "api-service"]
+        assert others and {r["state"] for r in others} == {"awaiting-review"}  # every other team delivered
+        page = httpx.get(base + "/", timeout=2).text
+        assert "blueprints/payments/api-service.yaml:" in page and "mesh-wide" in page
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0] or ""
+    assert "blueprints/payments/api-service.yaml:" in out and "blueprints/payments/new-empty.yaml:" in out
+    assert "Traceback" not in out
+    assert "only the units of the failing blueprints were held back" in out
 
 
 def test_long_syncs_report_progress_every_tenth_when_not_on_a_terminal(caplog: pytest.LogCaptureFixture) -> None:

@@ -26,12 +26,13 @@ def _backoff(retries: int) -> float:
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
-def sync(self: Task, *, job_id: str, env: str | None = None, gen: int = 0) -> dict[str, Any]:
+def sync(self: Task, *, job_id: str, env: str | None = None, gen: int = 0,
+         retry_rejected: bool = False) -> dict[str, Any]:
     final = self.request.retries >= MAX_RETRIES
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
         job = run_sync_job(settings, _records(), job_id=job_id, env=env, gen=gen, final_attempt=final,
-                           redelivered=redelivered)
+                           redelivered=redelivered, retry_rejected=retry_rejected)
     except RETRYABLE as exc:
         if final:
             raise

@@ -165,6 +165,11 @@ def create_app(settings: Settings | None = None, *, records: Records | None = No
     from meshgen.api.webhooks import router as webhooks_router
 
     app.include_router(webhooks_router, prefix="/api/v1/webhooks")
+    from meshgen.api.prhooks import router as prhooks_router
+    from meshgen.api.prpages import router as prpages_router
+
+    app.include_router(prhooks_router, prefix="/api/v1/webhooks")
+    app.include_router(prpages_router)
     _problem_openapi(app)
     return app
 
@@ -346,7 +351,8 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
         _authorize(request, "write")
         body = body or SyncBody()
         try:
-            job = enqueue(SyncRequest(trigger="api", blueprint_commit=body.blueprint_commit, env=body.env))
+            job = enqueue(SyncRequest(trigger="api", blueprint_commit=body.blueprint_commit, env=body.env,
+                                      retry_rejected=body.retry_rejected))
         except (redis.RedisError, OSError) as exc:
             raise Problem(503, "Service Unavailable", f"could not queue the sync ({exc}); check Redis "
                           "(MESHGEN_REDIS_URL) and retry", slug="queue-unavailable") from exc
@@ -362,6 +368,7 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
              responses=problem_responses(401, 403, 422, 503))(post_sync)
 
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True)
+    templates.filters["pr_link"] = _pr_link
 
     @app.get("/", response_class=HTMLResponse, tags=["status page"], openapi_extra=_SECURITY,
              summary="Status page: services x environments",
@@ -370,10 +377,25 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
         request: Request,
         team: Annotated[str | None, Query(max_length=63, description="Only this team.")] = None,
     ) -> HTMLResponse:
-        st = _authorize(request, "read")
+        st: ApiState = request.app.state.meshgen
+        # A browser logged in at /login (meshgen.api.prpages) carries its token in a cookie.
+        from meshgen.api.prpages import COOKIE
+
+        cookie = request.cookies.get(COOKIE)
+        header = request.headers.get("authorization") or (f"Bearer {cookie}" if cookie else None)
+        st.auth.check(header, "read")
         _ensure_view(st)
         html = _render_page(templates, st, team or None)
         return HTMLResponse(html)
+
+
+def _pr_link(url: str) -> str:
+    """Local-forge pull requests (`file://...#pr-N`) open on this server's /prs/N; others as they are."""
+    if url.startswith("file://") and "#pr-" in url:
+        number = url.rsplit("#pr-", 1)[1]
+        if number.isdigit():
+            return f"/prs/{number}"
+    return url
 
 
 def _render_page(templates: jinja2.Environment, st: ApiState, team: str | None) -> str:

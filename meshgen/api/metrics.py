@@ -23,7 +23,7 @@ from meshgen.argocd.poller import ArgoKeys
 from meshgen.records import JobRecord, Records
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-_TERMINAL = ("succeeded", "failed")
+_TERMINAL = ("succeeded", "partial", "failed")
 
 
 class _Histogram:

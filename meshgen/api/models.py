@@ -93,6 +93,8 @@ class SyncRequestBody(BaseModel):
     env: str | None = Field(default=None, description="Only this environment (default: all).", max_length=63)
     blueprint_commit: str | None = Field(default=None, description="The blueprints commit that motivated the sync.",
                                          max_length=64)
+    retry_rejected: bool = Field(default=False, description="Open pull requests again for renderings a reviewer "
+                                                            "rejected (closed without merging).")
 
 
 def sync_request_body(environments: list[str]) -> type[SyncRequestBody]:

@@ -239,7 +239,9 @@ class RolloutView:
             entry = self._entry(unit, job, name, app, facts)
             entries[entry.key] = entry
         keys = sorted(entries)
-        envs = sorted({e.env for e in entries.values()} | set(self.config.environments if self.config else ()))
+        # meshgen.yaml's order (what the platform wrote), then environments only the records know, sorted.
+        configured = list(self.config.environments) if self.config else []
+        envs = configured + sorted({e.env for e in entries.values()} - set(configured))
         teams = sorted({e.team for e in entries.values() if e.team})
         return Snapshot(entries, keys, self.clock(), time.perf_counter() - started, envs, teams)
 

@@ -133,6 +133,8 @@ async def _handle(forge: _Forge, request: Request, settings: Settings, records: 
     event = request.headers.get(forge.event_header, "")
     if forge.name == "github" and event == "ping":
         return JSONResponse({"status": "pong"})
+    if event in _plan_events(forge.name):  # blueprints pull requests: planned (meshgen.api.planhooks)
+        return _plan(forge.name, body, settings)
     if event not in forge.push_events:
         return _accepted("ignored", reason=f"event {event!r} is not a push")
     try:
@@ -156,6 +158,18 @@ async def _handle(forge: _Forge, request: Request, settings: Settings, records: 
         return problem(503, "Service Unavailable", "could not queue the sync (is Redis reachable?); "
                        "the forge retries the delivery, or redeliver it from the webhook settings")
     return _accepted("queued", job=job.id, commit=push.commit)
+
+
+def _plan_events(forge: str) -> tuple[str, ...]:
+    from meshgen.api.planhooks import EVENTS
+
+    return EVENTS.get(forge, ())
+
+
+def _plan(forge: str, body: bytes, settings: Settings) -> JSONResponse:
+    from meshgen.api.planhooks import accept
+
+    return accept(forge, body, settings)
 
 
 def _not_for_us(push: Push, settings: Settings) -> str | None:

@@ -46,9 +46,25 @@ def _relative_path(value: Any) -> str:
     return "/".join(parts)
 
 
+def _http_url(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"https?://[^\s/@]+(/[^\s]*)?\Z", value):
+        raise fail("url", f"expected an http(s) URL such as http://prometheus.monitoring:9090 (no credentials in it), "
+                   f"got {describe_value(value)}")
+    return value.rstrip("/")
+
+
+class PrometheusSettings(Strict):
+    """Where canary gates are measured; the token (optional) comes from an environment variable or a file."""
+
+    url: Annotated[str, BeforeValidator(_http_url)]
+    token_env: str | None = Field(default=None, alias="tokenEnv")
+    token_file: str | None = Field(default=None, alias="tokenFile")
+
+
 class Environment(Strict):
     mesh: MeshName = "istio"
     path: Annotated[str, BeforeValidator(_relative_path)] | None = None
+    prometheus: PrometheusSettings | None = None
 
 
 class IstioSettings(Strict):
@@ -77,6 +93,14 @@ class LinkerdSettings(Strict):
         return version_tuple(self.version)
 
 
+class GitHubAppSettings(Strict):
+    """A GitHub App installation meshgen acts as (instead of a token); the private key is a process
+    setting (MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE), never in meshgen.yaml."""
+
+    id: int | str  # the app id (a number) or its client id (Iv1...): GitHub accepts either as the JWT issuer
+    installation_id: int = Field(alias="installationId", gt=0)
+
+
 class ForgeSettings(Strict):
     """Where pull requests are opened. `local`: the environment repository itself keeps them."""
 
@@ -87,9 +111,12 @@ class ForgeSettings(Strict):
     project: str | None = None  # GitLab project path or id
     token_env: str = Field(default="MESHGEN_FORGE_TOKEN", alias="tokenEnv")
     token_file: str | None = Field(default=None, alias="tokenFile")
+    app: GitHubAppSettings | None = None  # GitHub only: authenticate as a GitHub App installation
 
     @model_validator(mode="after")
     def _complete(self) -> ForgeSettings:
+        if self.app is not None and self.kind != "github":
+            raise fail("forge", f"forge.app (a GitHub App) needs forge kind 'github', not {self.kind!r}")
         missing = {
             "github": [k for k in ("owner", "repo") if getattr(self, k) is None],
             "gitea": [k for k in ("base_url", "owner", "repo") if getattr(self, k) is None],
@@ -106,10 +133,43 @@ class Author(Strict):
     email: str = "meshgen@localhost"
 
 
+class GitCredentialSettings(Strict):
+    """envRepo.git: HTTPS git credentials when they differ from the forge's API token.
+
+    The token comes from `tokenEnv` (an environment variable) or `tokenFile` (re-read for every
+    fetch and push, so a rotated Secret is picked up); `username` alone keeps the forge token
+    but changes the HTTPS username (Gitea/Forgejo: the token's user, if the server wants it).
+    """
+
+    token_env: str | None = Field(default=None, alias="tokenEnv")
+    token_file: str | None = Field(default=None, alias="tokenFile")
+    username: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GitCredentialSettings:
+        if self.token_env is not None and self.token_file is not None:
+            raise fail("git", "give either tokenEnv or tokenFile, not both")
+        return self
+
+
+def _credential_free_url(value: Any) -> Any:
+    """A URL with user:password@ (or token@) would put the token in meshgen.yaml, the mirror's git
+    config and every error message: refuse it and say where the token goes."""
+    from meshgen.gitops.transport import url_credentials_problem
+
+    if isinstance(value, str):
+        problem = url_credentials_problem(value, "envRepo.url")
+        if problem:
+            raise fail("url", problem)
+    return value
+
+
 class EnvRepoSettings(Strict):
     """The environment repository that rendered manifests reach through pull requests."""
 
-    url: str = ".meshgen/env-repo"  # a local path (relative to the blueprints repository) or a git URL
+    # a local path (relative to the blueprints repository) or a git URL (https://, ssh://, git@host:path)
+    url: Annotated[str, BeforeValidator(_credential_free_url)] = ".meshgen/env-repo"
+    git: GitCredentialSettings | None = None  # HTTPS credentials when not the forge's token
     branch: str = "main"
     forge: ForgeSettings = ForgeSettings()
     author: Author = Author()
@@ -147,6 +207,7 @@ class Config(Strict):
     teams: dict[DNSLabel, Team] | None = None
     env_repo: EnvRepoSettings = Field(default_factory=EnvRepoSettings, alias="envRepo")
     argocd: ArgoCDSettings | None = None
+    prometheus: PrometheusSettings | None = None
     trust_domain: str = Field(default="cluster.local", alias="trustDomain")
     cluster_domain: str = Field(default="cluster.local", alias="clusterDomain")
 
@@ -166,6 +227,10 @@ class Config(Strict):
                 raise fail("environments", f"environments {seen[path]!r} and {name!r} both write to folder {path!r}")
             seen[path] = name
         return self
+
+    def prometheus_for(self, env: str) -> PrometheusSettings | None:
+        """The Prometheus that measures canaries in `env`: its own, else the top-level one."""
+        return self.environments[env].prometheus or self.prometheus
 
     def env_path(self, env: str) -> str:
         return self.environments[env].path or env

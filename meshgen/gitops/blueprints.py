@@ -26,16 +26,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import pygit2
 
 from meshgen.gitops.envrepo import EnvRepoError, Mirror, _local_path, _mirror_lock
+
+if TYPE_CHECKING:
+    from meshgen.gitops.transport import RemoteAccess
 
 CONFIG_FILE = "meshgen.yaml"
 BLUEPRINTS_DIR = "blueprints"
 KEEP_CHECKOUTS = 3
 _TMP = ".tmp-"
-_SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")  # Debian (the image), Ubuntu, Alpine
-_ca_set = False
 
 
 class BlueprintsSourceError(RuntimeError):
@@ -55,20 +58,21 @@ def checkout_blueprints(
     commit: str | None = None,
     *,
     callbacks: pygit2.RemoteCallbacks | None = None,
+    access: RemoteAccess | None = None,
 ) -> tuple[Path, str]:
     """Fetch `url`, resolve the commit to render on `branch`, materialise it; (folder, commit sha).
 
     `commit` (a pushed sha, full or abbreviated) must be on `branch`; the returned sha is the
     branch's tip, which is `commit` itself or newer. Raises BlueprintsSourceError for what a
-    retry cannot fix and EnvRepoError when fetching fails (network, locks: worth a retry).
+    retry cannot fix and EnvRepoError when fetching fails (network, locks: worth a retry;
+    GitTransportError, a subclass, for credentials, permissions and host keys). `access`
+    (meshgen.gitops.transport.blueprints_access) carries the HTTPS token or SSH key.
     """
     local = _local_path(url)
     if local is not None and not local.exists():
         raise BlueprintsSourceError(f"blueprints repository {local} does not exist; fix MESHGEN_BLUEPRINTS_URL")
-    if local is None:
-        _use_system_ca()
     state_path = Path(state_path)
-    mirror = _BlueprintsMirror(url, cache_dir=state_path, callbacks=callbacks, prefix="blueprints-")
+    mirror = _BlueprintsMirror(url, cache_dir=state_path, callbacks=callbacks, prefix="blueprints-", access=access)
     mirror.fetch()
     tip = mirror.commit_at(branch)
     if tip is None:
@@ -78,15 +82,6 @@ def checkout_blueprints(
     if commit:
         _check_on_branch(mirror.repo, tip, commit, branch, mirror.remote)
     return materialise(mirror.repo, tip, state_path / "checkouts"), str(tip.id)
-
-
-def _use_system_ca() -> None:
-    """libgit2 in pygit2's wheels brings its own OpenSSL, which does not look at the system's CA
-    bundle: point it there for HTTPS fetches (as the chart's clone init container does)."""
-    global _ca_set
-    if not _ca_set and _SYSTEM_CA.exists():
-        pygit2.settings.set_ssl_cert_locations(str(_SYSTEM_CA), str(_SYSTEM_CA.parent))
-    _ca_set = True
 
 
 def _check_on_branch(repo: pygit2.Repository, tip: pygit2.Commit, commit: str, branch: str, remote: str) -> None:

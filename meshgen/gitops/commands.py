@@ -131,15 +131,24 @@ def list_(ctx: click.Context, state: str | None, as_json: bool) -> None:
 @pr.command("show")
 @click.argument("number", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--diff", "with_diff", is_flag=True, help="Print the per-file YAML diff of the pull request.")
 @click.pass_context
-def show(ctx: click.Context, number: int, as_json: bool) -> None:
-    """One pull request with its description and conversation."""
+def show(ctx: click.Context, number: int, as_json: bool, with_diff: bool) -> None:
+    """One pull request with its description and conversation (--diff: its YAML diff)."""
     forge = _forge(ctx)
     try:
         p = forge.get(number)
         comments = forge.comments(number)
     except ForgeError as exc:
         raise click.ClickException(str(exc)) from exc
+    if with_diff:
+        from meshgen.gitops.prdiff import pr_diff
+
+        change = pr_diff(forge.repo, p)
+        click.echo(change.patch, nl=False)
+        if change.truncated:
+            click.echo(f"\n(diff cut at {len(change.patch)} bytes)", err=True)
+        return
     if as_json:
         _echo_json(pr_json(p))
         return
@@ -159,14 +168,14 @@ def show(ctx: click.Context, number: int, as_json: bool) -> None:
 
 
 def _record_merge(p: PullRequest) -> int:
-    """Best effort: mark the unit records of `p` merged in Redis (MESHGEN_REDIS_URL / _PREFIX).
+    """Best effort: mark the unit records of `p` merged (or closed) in Redis (MESHGEN_REDIS_URL / _PREFIX).
 
     Without Redis nothing is lost: the next sync records the merge (and its merge commit) too.
     """
     import redis
     from pydantic import ValidationError
 
-    from meshgen.gitops.sync import record_merged
+    from meshgen.gitops.sync import record_pr_state
     from meshgen.records import Records
     from meshgen.settings import Settings
 
@@ -177,7 +186,7 @@ def _record_merge(p: PullRequest) -> int:
         log.debug("not updating rollout records: %s", exc)
         return 0
     try:
-        updated = record_merged(Records(client, settings.redis_prefix), p)
+        updated = record_pr_state(Records(client, settings.redis_prefix), p)
     except redis.RedisError as exc:
         log.debug("not updating rollout records (Redis: %s); the next sync records the merge", exc)
         return 0
@@ -212,14 +221,20 @@ def merge(ctx: click.Context, number: int, as_json: bool, records: bool) -> None
 @click.argument("number", type=int)
 @click.option("--comment", default=None, help="Why it is closed (kept in the conversation).")
 @click.option("--json", "as_json", is_flag=True, help="Print the closed pull request as JSON.")
+@click.option("--records/--no-records", default=True, show_default=True,
+              help="Also mark the unit records in Redis rejected right away, when reachable.")
 @click.pass_context
-def close(ctx: click.Context, number: int, comment: str | None, as_json: bool) -> None:
-    """Close without merging."""
+def close(ctx: click.Context, number: int, comment: str | None, as_json: bool, records: bool) -> None:
+    """Close without merging: rejects this rendering (meshgen opens nothing for it until it changes)."""
     try:
         p = _forge(ctx).close(number, comment=comment)
     except ForgeError as exc:
         raise click.ClickException(str(exc)) from exc
+    recorded = _record_merge(p) if records else 0
     if as_json:
         _echo_json(pr_json(p))
     else:
-        click.echo(f"closed #{p.number} ({p.branch})")
+        click.echo(f"closed #{p.number} ({p.branch}); meshgen will not open this rendering again "
+                   "(`meshgen sync --retry-rejected` does)")
+        if recorded:
+            click.echo(f"recorded the rejection on {recorded} rollout(s)")

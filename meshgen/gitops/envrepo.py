@@ -24,9 +24,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import pygit2
+
+if TYPE_CHECKING:
+    from meshgen.gitops.transport import RemoteAccess
 
 try:
     import fcntl
@@ -372,8 +375,10 @@ class Mirror:
 
     `remote` is a local path (bare or not, `file://` too) or a URL. The mirror lives in
     `<cache_dir>/mirrors/<prefix><hash of remote>.git`; creating, fetching and ref changes
-    take a file lock next to it, so processes may share a cache directory. Credentials are
-    the caller's `callbacks` (pygit2.RemoteCallbacks); meshgen builds none itself.
+    take a file lock next to it, so processes may share a cache directory. Credentials come
+    from `access` (meshgen.gitops.transport.RemoteAccess: HTTPS token or SSH key, built from
+    meshgen.yaml and settings); `callbacks` (raw pygit2.RemoteCallbacks) is the lower-level
+    alternative. The mirror's git config only ever holds the credential-free URL.
     """
 
     #: What the remote is, for error messages ("environment repository", "blueprints repository").
@@ -388,6 +393,7 @@ class Mirror:
         cache_dir: str | os.PathLike[str],
         callbacks: pygit2.RemoteCallbacks | None = None,
         prefix: str = "",
+        access: RemoteAccess | None = None,
     ) -> None:
         remote = os.fspath(remote)
         local = _local_path(remote)
@@ -399,6 +405,7 @@ class Mirror:
         self.remote = remote
         self._local = local
         self._callbacks = callbacks
+        self._access = access
         key = prefix + hashlib.sha256(remote.encode()).hexdigest()[:16]
         path = Path(cache_dir) / "mirrors" / f"{key}.git"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -419,7 +426,12 @@ class Mirror:
     def fetch(self) -> None:
         """Bring every remote branch into the mirror (`refs/remotes/origin/*`), pruning deleted ones."""
 
+        access = self._access
+
         def run() -> None:
+            if access is not None:  # errors come back as GitTransportError (what, where, the fix)
+                access.fetch(self.repo, _REMOTE, ["+refs/heads/*:refs/remotes/origin/*"])
+                return
             self.repo.remotes[_REMOTE].fetch(
                 ["+refs/heads/*:refs/remotes/origin/*"],
                 callbacks=self._callbacks,
@@ -455,8 +467,9 @@ class EnvRepo(Mirror):
         identity: Identity = Identity(),
         clock: Callable[[], int] | None = None,
         callbacks: pygit2.RemoteCallbacks | None = None,
+        access: RemoteAccess | None = None,
     ) -> None:
-        super().__init__(remote, cache_dir=cache_dir, callbacks=callbacks)
+        super().__init__(remote, cache_dir=cache_dir, callbacks=callbacks, access=access)
         self.identity = identity
         self._clock = clock or (lambda: int(time.time()))
 
@@ -512,17 +525,26 @@ class EnvRepo(Mirror):
         tmp = f"{_TMP_PREFIX}{uuid.uuid4().hex}"
         self.repo.references.create(tmp, new, force=True)
         try:
-            self._transport_push([f"+{tmp}:refs/heads/{branch}"], lease=(branch, expected))
+            if self._access is not None and self._access.is_ssh:
+                # SSH goes through git + OpenSSH (host keys checked): --force-with-lease there.
+                self._access.push_with_lease(self.repo, _REMOTE, tmp, branch, expected)
+            else:
+                self._transport_push([f"+{tmp}:refs/heads/{branch}"], lease=(branch, expected))
         finally:
             self.repo.references.delete(tmp)
 
     def _transport_push(self, specs: list[str], lease: tuple[str, pygit2.Oid | None] | None = None) -> None:
-        callbacks = _LeaseCallbacks(self._callbacks, lease)
+        inner = self._access.callbacks() if self._access is not None else self._callbacks
+        callbacks = _LeaseCallbacks(inner, lease)
         try:
             self.repo.remotes[_REMOTE].push(specs, callbacks=callbacks)
-        except pygit2.GitError as exc:
+        except Exception as exc:  # pygit2.GitError, or what a credentials callback raised
             if callbacks.lease_error is not None:
                 raise callbacks.lease_error from None
+            if self._access is not None:
+                raise self._access.failure("push", exc, inner) from None  # type: ignore[arg-type]
+            if not isinstance(exc, pygit2.GitError):
+                raise
             raise EnvRepoError(f"push to {self.remote} failed: {exc}; check access and retry") from exc
         if callbacks.lease_error is not None:
             raise callbacks.lease_error

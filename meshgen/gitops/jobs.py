@@ -38,6 +38,7 @@ from meshgen.diagnostics import BlueprintError
 from meshgen.gitops.blueprints import BlueprintsSourceError
 from meshgen.gitops.coordination import Generations, LockBusy, WriterLock
 from meshgen.gitops.envrepo import EnvRepoError
+from meshgen.gitops.transport import GitTransportError
 from meshgen.gitops.forges.base import ForgeError
 from meshgen.gitops.sync import env_repo_identity, new_job_id, sync_repository
 from meshgen.records import JobRecord, Records
@@ -62,6 +63,7 @@ class SyncRequest:
     blueprint_commit: str | None = None
     blueprint_author: str | None = None
     env: str | None = None
+    retry_rejected: bool = False  # open pull requests again for renderings reviewers rejected
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -129,8 +131,9 @@ def beat_schedule(settings: Settings) -> tuple[dict[str, Any], str]:
     return {POLL_SCHEDULE_ENTRY: entry}, f"Argo CD poll scheduled every {interval:g}s on queue {settings.queue}"
 
 
-def _scope(env: str | None) -> str:
-    return f"env:{env or '*'}"
+def _scope(env: str | None, retry_rejected: bool = False) -> str:
+    # A retry is never coalesced into (covered by) a plain sync, which would not retry.
+    return f"env:{env or '*'}" + (":retry-rejected" if retry_rejected else "")
 
 
 def enqueue_sync(app: Celery, settings: Settings, records: Records, request: SyncRequest) -> JobRecord:
@@ -138,8 +141,11 @@ def enqueue_sync(app: Celery, settings: Settings, records: Records, request: Syn
     job = JobRecord(id=new_job_id(), trigger=request.trigger, state="queued",
                     blueprint_commit=request.blueprint_commit, blueprint_author=request.blueprint_author)
     records.save_job(job)
-    gen = Generations(records.client, records.prefix, _scope(request.env)).next()
-    app.send_task(TASK_NAME, kwargs={"job_id": job.id, "env": request.env, "gen": gen}, task_id=job.id,
+    gen = Generations(records.client, records.prefix, _scope(request.env, request.retry_rejected)).next()
+    kwargs: dict[str, Any] = {"job_id": job.id, "env": request.env, "gen": gen}
+    if request.retry_rejected:
+        kwargs["retry_rejected"] = True  # only when set: workers of an older release accept the rest
+    app.send_task(TASK_NAME, kwargs=kwargs, task_id=job.id,
                   queue=settings.queue, countdown=settings.sync_debounce if settings.sync_debounce > 0 else None)
     return job
 
@@ -175,12 +181,12 @@ def _lock_resource(root: Path) -> str:
 
 def run_sync_job(settings: Settings, records: Records, *, job_id: str, env: str | None = None, gen: int = 0,
                  final_attempt: bool = True, redelivered: bool = False,
-                 forge_options: dict[str, Any] | None = None) -> JobRecord:
+                 forge_options: dict[str, Any] | None = None, retry_rejected: bool = False) -> JobRecord:
     """The sync task's body (see the module docstring). Raises a RETRYABLE error to ask for a retry."""
     job = records.get_job(job_id) or JobRecord(id=job_id, trigger="api")  # the record may have been lost
     if redelivered:
         job.warnings.append("redelivered: a previous attempt was interrupted (worker lost)")
-    gens = Generations(records.client, records.prefix, _scope(env))
+    gens = Generations(records.client, records.prefix, _scope(env, retry_rejected))
     if (covering := gens.covered_by(gen)) is not None:
         return _coalesced(records, job, covering)
     root = settings.root
@@ -193,13 +199,21 @@ def run_sync_job(settings: Settings, records: Records, *, job_id: str, env: str 
             latest = gens.latest()
             try:
                 job = sync_repository(root, settings, env=env, trigger=job.trigger, records=records, job=job,
-                                      fence=lock.check, forge_options=forge_options, skip_if_synced=True)
+                                      fence=lock.check, forge_options=forge_options, skip_if_synced=True,
+                                      retry_rejected=retry_rejected)
             except BlueprintError:
                 gens.mark_done(latest, job.id)  # rendering this state fails; only a new push can help
                 return records.get_job(job.id) or job
             except BlueprintsSourceError as exc:
                 # Nothing was rendered: the generations stay open for the requests it did not cover.
                 log.warning("sync job %s refused: %s", job.id, exc)
+                return records.get_job(job.id) or job
+            except GitTransportError as exc:
+                if not exc.permanent:
+                    raise  # network: worth a retry
+                # Wrong token, missing permission, unknown host key: the job is recorded failed with the
+                # fix in its message; retrying would only fail the same way until someone acts.
+                log.warning("sync job %s failed: %s", job.id, exc)
                 return records.get_job(job.id) or job
             gens.mark_done(latest, job.id)
             return job

@@ -12,6 +12,12 @@ Invariants this module keeps, also under retries and concurrent runs:
 * Nothing to change → no pull request; an open one whose change has gone is closed with a
   comment saying why. Open meshgen pull requests no group claims any more are closed as
   superseded.
+* No churn: an open pull request's branch is rewritten only when the group's rendering changes
+  or its head no longer merges cleanly into the base (`_head_still_fits`).
+* Reviewer decisions stick: a pull request a person closed without merging rejects that
+  rendering (the content hash in its description marker); the group is reported `rejected`
+  and nothing is pushed or opened for it until its rendering changes (or `retry_rejected`).
+  Pull requests meshgen closes itself carry `closed-by=meshgen` in the marker and reject nothing.
 
 `units` must be the complete rendering of the environment: an owned folder without a unit
 is a deleted blueprint and is removed.
@@ -20,7 +26,7 @@ is a deleted blueprint and is removed.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +48,7 @@ from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
 from meshgen.gitops.units import MESH_SERVICE, Unit, content_hash
 
 Grouping = Literal["service", "team", "env"]
-Action = Literal["opened", "updated", "unchanged", "closed", "merged"]
+Action = Literal["opened", "updated", "unchanged", "closed", "merged", "rejected"]
 #: (old files, new files), each {repo-relative path: YAML bytes} -> reviewer lines.
 Describe = Callable[[Mapping[str, bytes], Mapping[str, bytes]], list[str]]
 Progress = Callable[[str, int, int], None]  # (environment, groups done, groups in all)
@@ -130,6 +136,14 @@ def _md_text(value: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", _one_line(value))
 
 
+def _md_url(value: object) -> str:
+    """A link target inside `<...>`: only http(s) URLs, and no character that could end the target."""
+    text = _one_line(value)
+    if not re.match(r"https?://", text):
+        return "#"
+    return re.sub(r"[<>\s`]", lambda m: f"%{ord(m.group()):02X}", text)
+
+
 def _md_fence(lines: Sequence[object], info: str = "") -> str:
     """A fenced code block whose fence is longer than any backtick run inside it."""
     body = "\n".join(str(line).replace("\r", "") for line in lines)
@@ -155,7 +169,7 @@ def _templates(template_dir: Path | None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(code=_md_code, text=_md_text, fence=_md_fence)
+    env.filters.update(code=_md_code, text=_md_text, fence=_md_fence, urlsafe=_md_url)
     return env
 
 
@@ -182,10 +196,14 @@ class _Ctx:
     describe: Describe | None
     blueprint_commit: str | None
     blueprint_author: str | None
+    blueprint_subject: str | None
+    blueprint_url: str | None  # web address of the blueprints repository, for commit links
     validation: Mapping[str, Sequence[str]]
     auto_merge: bool
     templates: jinja2.Environment
     max_attempts: int
+    retry_rejected: bool = False
+    closed_prs: list[PullRequest] | None = None  # this env's closed PRs, listed on first need
 
 
 def sync_env(
@@ -200,17 +218,26 @@ def sync_env(
     describe: Describe | None = None,
     blueprint_commit: str | None = None,
     blueprint_author: str | None = None,
+    blueprint_subject: str | None = None,
+    blueprint_url: str | None = None,
     validation: Mapping[str, Sequence[str]] | None = None,
     auto_merge: bool = False,
     template_dir: Path | None = None,
     max_attempts: int = 5,
     progress: Progress | None = None,
+    retry_rejected: bool = False,
+    blocked: Collection[tuple[str, str]] = (),
+    failed_files: Collection[str] = (),
 ) -> SyncReport:
     """Bring the pull requests of environment `env` in line with `units` (its complete rendering).
 
     `describe` turns old/new files into reviewer lines (meshgen.diff.semantic_diff);
     without it the description lists changed files. `validation` maps a unit folder to
     validation result lines shown in the description.
+
+    Blast radius: `blocked` (namespace, service) units and the folders rendered from `failed_files`
+    (blueprints that did not render this time) are frozen: their folders are neither removed nor
+    changed, and an open pull request keeps carrying what it carried (`_frozen_unit`).
     """
     ctx = _Ctx(
         repo=repo,
@@ -222,28 +249,49 @@ def sync_env(
         describe=describe,
         blueprint_commit=blueprint_commit,
         blueprint_author=blueprint_author,
+        blueprint_subject=blueprint_subject,
+        blueprint_url=blueprint_url.rstrip("/").removesuffix(".git") if blueprint_url else None,
         validation=validation or {},
         auto_merge=auto_merge,
         templates=_templates(template_dir),
         max_attempts=max_attempts,
+        retry_rejected=retry_rejected,
     )
     for unit in units:
         _check_unit(ctx, unit)
 
     repo.fetch()
     base_tree = _base_commit(ctx).tree
-    removals = [
-        _removal(ctx, folder)
-        for folder in stale_folders(repo.repo, base_tree, ctx.env_path, [u.folder for u in units])
-    ]
+    frozen = sorted({_folder_of(ctx, ns, svc) for ns, svc in blocked} - {u.folder for u in units})
+    stale = stale_folders(repo.repo, base_tree, ctx.env_path, [*(u.folder for u in units), *frozen])
+    failed = set(failed_files)
+    if failed:
+        # A blueprint that failed to load names no service: its folders are found by their annotation.
+        mine = [f for f in stale if _blueprint_of(repo.repo, base_tree, f) in failed]
+        stale = [f for f in stale if f not in mine]
+        frozen = sorted({*frozen, *mine})
+    removals = [_removal(ctx, folder) for folder in stale]
     # One listing instead of a find_open per group: with per-service grouping a fleet has
     # thousands of groups, and on a remote forge each lookup is an API call.
     prefix = f"meshgen/{env}/"
     open_prs = {
         pr.branch: pr for pr in forge.list("open") if pr.branch.startswith(prefix) and pr.base == base
     }
+    if failed_files:
+        # ... and so are the folders their open pull requests change (not in the base yet).
+        claimed = {branch_for(u, grouping) for u in units}
+        for branch in sorted(open_prs.keys() - claimed):
+            tip = repo.tip(branch)
+            if tip is None:
+                continue
+            head_tree = repo.repo[tip].peel(pygit2.Commit).tree
+            for folder in _pr_folders(ctx, branch):
+                if folder not in frozen and _blueprint_of(repo.repo, head_tree, folder) in failed:
+                    frozen.append(folder)
+                    removals = [r for r in removals if r.folder != folder]
+    held = [_frozen_unit(ctx, folder, base_tree, open_prs) for folder in sorted(frozen)]
     groups: dict[str, list[Unit]] = {}
-    for unit in [*units, *removals]:
+    for unit in [*units, *held, *removals]:
         groups.setdefault(branch_for(unit, grouping), []).append(unit)
 
     results: list[SyncResult] = []
@@ -290,6 +338,50 @@ def _removal(ctx: _Ctx, folder: str) -> Unit:
     return Unit(env=ctx.env, namespace=namespace, service=service, team=None, folder=folder, files={})
 
 
+def _folder_of(ctx: _Ctx, namespace: str, service: str) -> str:
+    prefix = f"{ctx.env_path}/" if ctx.env_path else ""
+    return f"{prefix}{MESH_SERVICE}" if service == MESH_SERVICE else f"{prefix}{namespace}/{service}"
+
+
+_SOURCE_RE = re.compile(rb"""meshgen\.dev/blueprint["']?:[ \t]*["']?([^"'\s]+)""")
+_TEAM_RE = re.compile(rb"""meshgen\.dev/team["']?:[ \t]*["']?([^"'\s]+)""")
+
+
+def _annotation(
+    repo: pygit2.Repository, tree: pygit2.Tree | None, folder: str, pattern: re.Pattern[bytes]
+) -> str | None:
+    for data in managed_files(repo, tree, folder).values():
+        found = pattern.search(data)
+        if found:
+            return found.group(1).decode("utf-8", "replace")
+    return None
+
+
+def _blueprint_of(repo: pygit2.Repository, tree: pygit2.Tree | None, folder: str) -> str | None:
+    """The blueprint file an owned folder was rendered from (its meshgen.dev/blueprint annotation)."""
+    return _annotation(repo, tree, folder, _SOURCE_RE)
+
+
+def _frozen_unit(ctx: _Ctx, folder: str, base_tree: pygit2.Tree, open_prs: Mapping[str, PullRequest]) -> Unit:
+    """A unit whose blueprint did not render this time, held as it is.
+
+    As its open pull request carries it, else as the base has it."""
+    rel = folder[len(ctx.env_path) + 1 :] if ctx.env_path else folder
+    namespace, _, service = rel.rpartition("/")
+    repo = ctx.repo.repo
+    team = _annotation(repo, base_tree, folder, _TEAM_RE)
+    tree: pygit2.Tree | None = base_tree
+    stub = Unit(env=ctx.env, namespace=namespace, service=service, team=team, folder=folder, files={})
+    branch = branch_for(stub, ctx.grouping)
+    tip = ctx.repo.tip(branch) if branch in open_prs else None
+    if tip is not None:
+        tree = repo[tip].peel(pygit2.Commit).tree
+        team = team or _annotation(repo, tree, folder, _TEAM_RE)
+    files = managed_files(repo, tree, folder)
+    return Unit(env=ctx.env, namespace=namespace, service=service, team=team, folder=folder, files=files,
+                blueprint_path=_blueprint_of(repo, tree, folder) or "")
+
+
 def _base_commit(ctx: _Ctx) -> pygit2.Commit:
     commit = ctx.repo.commit_at(ctx.base)
     if commit is None:
@@ -313,17 +405,28 @@ def _sync_group(ctx: _Ctx, branch: str, units: list[Unit], listed: PullRequest |
             comment = _render(
                 ctx.templates, "closed.md.j2", **_close_context(ctx, branch, "no-diff", base_commit)
             )
-            closed = ctx.forge.close(existing.number, comment=comment)
+            closed = _close_as_meshgen(ctx, existing, comment)
             return SyncResult(branch, "closed", closed.number, closed.url, closed.head_sha or None)
 
-        tree = write_tree(ctx.repo.repo, base_tree, changed)  # unchanged units would rewrite equal folders
+        if existing is None and not ctx.retry_rejected:
+            rejected = _rejected_by(ctx, branch, content_hash(units))
+            if rejected is not None:
+                return SyncResult(branch, "rejected", rejected.number, rejected.url, rejected.head_sha or None)
         tip = ctx.repo.tip(branch)
         head = ctx.repo.repo[tip].peel(pygit2.Commit) if tip is not None else None
         pushed = False
+        # No churn: an open PR whose head already carries exactly this rendering and still merges
+        # cleanly into the base keeps its head commit (a push reruns CI and can dismiss reviews).
+        keep = existing is not None and head is not None and _head_still_fits(ctx, branch, head, base_commit, units)
         # Idempotence: the branch is a pure function of (base commit, units), so "same tree on
         # the same parent" means a previous run (or a concurrent one) already did this work.
-        if head is None or head.tree_id != tree or head.parent_ids != [base_commit.id]:
-            message = _commit_message(ctx, branch, units, changed)
+        tree = None if keep else write_tree(ctx.repo.repo, base_tree, changed)
+        since: list[dict[str, Any]] = []
+        if not keep and (head is None or head.tree_id != tree or head.parent_ids != [base_commit.id]):
+            assert tree is not None
+            if existing is not None and head is not None:
+                since = _since(ctx, head, changed)
+            message = _commit_message(ctx, branch, units, changed, since)
             new = ctx.repo.commit(tree, [base_commit.id], message)
             try:
                 ctx.repo.push(branch, new, expected=tip)
@@ -332,7 +435,11 @@ def _sync_group(ctx: _Ctx, branch: str, units: list[Unit], listed: PullRequest |
                 continue
             pushed = True
 
-        title, body, labels = _describe_pr(ctx, branch, units, changed, base_tree)
+        # The description follows the branch's head commit: a head kept as it is keeps its provenance
+        # and its "changed since the last push" section, so an unrelated sync edits no text.
+        described = ctx.repo.tip(branch)
+        provenance = _head_facts(ctx.repo.repo[described].peel(pygit2.Commit)) if described is not None else {}
+        title, body, labels = _describe_pr(ctx, branch, units, changed, base_tree, provenance)
         pr: PullRequest | None = None
         action: Action
         if existing is None:
@@ -368,20 +475,143 @@ def _sync_group(ctx: _Ctx, branch: str, units: list[Unit], listed: PullRequest |
     )
 
 
-def _commit_message(ctx: _Ctx, branch: str, units: list[Unit], changed: list[Unit]) -> str:
+_MARKER = re.compile(r"<!-- meshgen: branch=(?P<branch>\S+) content=(?P<content>sha256:[0-9a-f]{64})"
+                     r"(?P<closed> closed-by=meshgen)? -->")
+
+
+def marker(branch: str, content: str) -> str:
+    """The hidden line every description ends with: which rendering the pull request carries."""
+    return f"<!-- meshgen: branch={branch} content={content} -->"
+
+
+def carried_content(body: str) -> tuple[str | None, bool]:
+    """(content hash a description's marker names, whether meshgen itself closed the PR)."""
+    found = None
+    for found in _MARKER.finditer(body):
+        pass  # the last marker wins: a template could quote an earlier one
+    if found is None:
+        return None, False
+    return found["content"], bool(found["closed"])
+
+
+def _close_as_meshgen(ctx: _Ctx, pr: PullRequest, comment: str) -> PullRequest:
+    """Close with a comment, first marking the description so the close never counts as a rejection."""
+    content, _ = carried_content(pr.body)
+    if content is not None:
+        body = pr.body.replace(marker(pr.branch, content), marker(pr.branch, content)[:-4] + " closed-by=meshgen -->")
+        if body != pr.body:
+            ctx.forge.update(pr.number, title=pr.title, body=body, labels=pr.labels)
+    return ctx.forge.close(pr.number, comment=comment)
+
+
+def _rejected_by(ctx: _Ctx, branch: str, content: str) -> PullRequest | None:
+    """The newest pull request a person closed without merging that carried exactly `content`."""
+    if ctx.closed_prs is None:
+        ctx.closed_prs = [p for p in ctx.forge.list("closed") if p.branch.startswith(f"meshgen/{ctx.env}/")]
+    for pr in ctx.closed_prs:  # newest first
+        if pr.branch != branch or pr.state != "closed":
+            continue
+        carried, by_meshgen = carried_content(pr.body)
+        if carried == content and not by_meshgen:
+            return pr
+    return None
+
+
+def _head_still_fits(
+    ctx: _Ctx, branch: str, head: pygit2.Commit, base_commit: pygit2.Commit, units: Sequence[Unit]
+) -> bool:
+    """Whether `head` (the open PR's branch) may stay as it is against `base_commit`.
+
+    True when it is one meshgen commit on a past (or the current) base, changes no owned folder
+    outside this group, holds exactly the group's rendering, and merging it into the base is clean
+    and leaves every folder of the group as rendered. Anything else means a rebuild.
+    """
+    repo = ctx.repo.repo
+    if len(head.parent_ids) != 1:
+        return False
+    parent = head.parent_ids[0]
+    if parent != base_commit.id and not repo.descendant_of(base_commit.id, parent):
+        return False
+    if any(folder_differs(repo, head.tree, u) for u in units):
+        return False
+    if not set(_pr_folders(ctx, branch)) <= {u.folder for u in units}:
+        return False
+    if parent == base_commit.id:
+        return True
+    merged = repo.merge_commits(base_commit, head)
+    if merged.conflicts is not None:
+        return False
+    merged_tree = repo[merged.write_tree(repo)].peel(pygit2.Tree)
+    return not any(folder_differs(repo, merged_tree, u) for u in units)
+
+
+_SINCE_HEADER = "Changed since the last push:"
+
+
+def _since(ctx: _Ctx, head: pygit2.Commit, changed: Sequence[Unit]) -> list[dict[str, Any]]:
+    """Per unit, the reviewer lines between the PR's previous head and what is pushed now."""
+    out = []
+    for unit in sorted(changed, key=lambda u: u.folder):
+        old = {f"{unit.folder}/{n}": d for n, d in managed_files(ctx.repo.repo, head.tree, unit.folder).items()}
+        new = {f"{unit.folder}/{n}": d for n, d in unit.files.items()}
+        if old == new:
+            continue
+        lines = list(ctx.describe(old, new)) if ctx.describe is not None else _file_summary(old, new)
+        out.append({"name": unit.display_name, "diff": [_one_line(line) for line in lines]})
+    return out
+
+
+def _head_facts(head: pygit2.Commit) -> dict[str, Any]:
+    """What a meshgen head commit says about itself: blueprint trailers and the since-last-push lines."""
+    facts: dict[str, Any] = {"since": []}
+    entries: dict[str, list[str]] = {}
+    in_since = False
+    for line in head.message.splitlines():
+        if line == _SINCE_HEADER:
+            in_since = True
+            continue
+        if in_since and line.startswith("  ") and ": " in line:
+            name, text = line[2:].split(": ", 1)
+            entries.setdefault(name, []).append(text)
+            continue
+        in_since = False
+        for key, field_ in (("Blueprint-Commit: ", "commit"), ("Blueprint-Author: ", "author"),
+                            ("Blueprint-Subject: ", "subject")):
+            if line.startswith(key):
+                facts[field_] = line[len(key):]
+    facts["since"] = [{"name": n, "diff": d} for n, d in entries.items()]
+    return facts
+
+
+def _verb(unit: Unit, base_tree: pygit2.Tree | None) -> str:
+    return {"added": "add", "removed": "remove"}.get(_status(base_tree, unit), "update") if base_tree is not None \
+        else ("remove" if not unit.files else "update")
+
+
+def _commit_message(
+    ctx: _Ctx, branch: str, units: list[Unit], changed: list[Unit], since: Sequence[Mapping[str, Any]] = ()
+) -> str:
     """Deterministic: no timestamps, sorted lists; trailers let a retry recognise its own work."""
+    base_tree = _base_commit(ctx).tree
     if len(changed) == 1:
         unit = changed[0]
-        verb = "remove" if not unit.files else "update"
-        subject = f"meshgen({ctx.env}): {verb} {unit.display_name}"
+        subject = f"meshgen({ctx.env}): {_verb(unit, base_tree)} {unit.display_name}"
     else:
         subject = f"meshgen({ctx.env}): update {len(changed)} folders"
     lines = [subject, ""]
     for unit in sorted(changed, key=lambda u: u.folder):
         lines.append(f"- {unit.folder}{' (removed)' if not unit.files else ''}")
     lines.append("")
+    if since:
+        lines.append(_SINCE_HEADER)
+        lines.extend(f"  {entry['name']}: {line}" for entry in since for line in entry["diff"])
+        lines.append("")
     if ctx.blueprint_commit:
         lines.append(f"Blueprint-Commit: {ctx.blueprint_commit}")
+    if ctx.blueprint_author:
+        lines.append(f"Blueprint-Author: {_one_line(ctx.blueprint_author)}")
+    if ctx.blueprint_subject:
+        lines.append(f"Blueprint-Subject: {_one_line(ctx.blueprint_subject)}")
     lines.append(f"Meshgen-Branch: {branch}")
     lines.append(f"Meshgen-Content: {content_hash(units)}")
     return "\n".join(lines) + "\n"
@@ -394,7 +624,12 @@ def _status(base_tree: pygit2.Tree, unit: Unit) -> str:
 
 
 def _describe_pr(
-    ctx: _Ctx, branch: str, units: list[Unit], changed: list[Unit], base_tree: pygit2.Tree
+    ctx: _Ctx,
+    branch: str,
+    units: list[Unit],
+    changed: list[Unit],
+    base_tree: pygit2.Tree,
+    provenance: Mapping[str, Any] | None = None,
 ) -> tuple[str, str, tuple[str, ...]]:
     repo = ctx.repo.repo
     entries = []
@@ -411,6 +646,7 @@ def _describe_pr(
                 "folder": unit.folder,
                 "blueprint_path": unit.blueprint_path,
                 "status": _status(base_tree, unit),
+                "verb": _verb(unit, base_tree),
                 "diff": diff,
                 "warnings": list(unit.warnings),
                 "validation": list(ctx.validation.get(unit.folder, ())),
@@ -426,12 +662,20 @@ def _describe_pr(
         "units": entries,
         "teams": teams,
         "labels": labels,
-        "blueprint_commit": ctx.blueprint_commit,
-        "blueprint_author": ctx.blueprint_author,
         "content_hash": content_hash(units),
     }
+    facts = provenance or {}
+    commit = facts.get("commit") if provenance else ctx.blueprint_commit
+    context.update({
+        "blueprint_commit": commit,
+        "blueprint_author": facts.get("author") if provenance else ctx.blueprint_author,
+        "blueprint_subject": facts.get("subject") if provenance else ctx.blueprint_subject,
+        "blueprint_commit_url": f"{ctx.blueprint_url}/commit/{commit}" if ctx.blueprint_url and commit else None,
+        "since_last_push": list(facts.get("since") or []),
+    })
     title = _one_line(_render(ctx.templates, "title.txt.j2", **context))
-    body = _render(ctx.templates, "body.md.j2", **context)
+    # The marker is added here, not by the template, so an override cannot lose it.
+    body = _render(ctx.templates, "body.md.j2", **context) + marker(branch, content_hash(units)) + "\n"
     return title, body, labels
 
 
@@ -476,7 +720,7 @@ def _close_superseded(
         comment = _render(
             ctx.templates, "closed.md.j2", **_close_context(ctx, pr.branch, reason, replaced_by=replaced)
         )
-        closed = ctx.forge.close(pr.number, comment=comment)
+        closed = _close_as_meshgen(ctx, pr, comment)
         out.append(SyncResult(pr.branch, "closed", closed.number, closed.url, closed.head_sha or None))
     return out
 

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,10 +27,11 @@ from meshgen.gitops.blueprints import BlueprintsSourceError, blueprints_remote, 
 from meshgen.gitops.coordination import IdempotencyMarkers
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity, folder_differs
 from meshgen.gitops.forges import make_forge
-from meshgen.gitops.forges.base import Forge, ForgeError, PRState, PullRequest
+from meshgen.gitops.forges.base import Forge, ForgeError, GitCredential, PRState, PullRequest
 from meshgen.gitops.lifecycle import Progress, SyncReport, SyncResult, branch_for, sync_env
+from meshgen.gitops.transport import blueprints_access, env_repo_access
 from meshgen.gitops.units import Unit, content_hash
-from meshgen.pipeline import RenderResult, render_repository
+from meshgen.pipeline import Blocked, RenderResult, render_repository
 from meshgen.records import JobPR, JobRecord, PRRef, Records, UnitRecord
 from meshgen.settings import Settings
 
@@ -126,6 +127,9 @@ class _TimedForge:
     def list(self, state: PRState | None = None) -> list[PullRequest]:
         return self._timed(lambda: self.inner.list(state), writes=False)  # type: ignore[no-any-return]
 
+    def git_credential(self) -> GitCredential | None:
+        return self.inner.git_credential()
+
 
 # ---- the environment repository and the forge, from meshgen.yaml -----------------------
 
@@ -164,6 +168,15 @@ def _state_path(root: Path, settings: Settings) -> Path:
 
 def _token_kwargs(root: Path, fs: ForgeSettings, settings: Settings) -> dict[str, Any]:
     # The token itself only goes to the forge client (which redacts it); never into logs or records.
+    if fs.app is not None:
+        from meshgen.gitops.forges.github_app import GitHubApp
+
+        key = settings.github_app_private_key_file
+        if key is None:
+            raise ForgeError("envRepo.forge.app (a GitHub App) is set but MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE is "
+                             "not: set it to the path of the app's private key (.pem)")
+        return {"app": GitHubApp(app_id=str(fs.app.id), installation_id=fs.app.installation_id,
+                                 private_key_file=key)}
     if fs.token_file:
         path = Path(fs.token_file)
         return {"token_file": path if path.is_absolute() else root / path}
@@ -224,7 +237,7 @@ def _pr_ref(repo: EnvRepo, result: SyncResult) -> PRRef | None:
     if result.number is None:
         return None
     action = result.action
-    state: PRState = "merged" if action == "merged" else "closed" if action == "closed" else "open"
+    state: PRState = "merged" if action == "merged" else "closed" if action in ("closed", "rejected") else "open"
     head = result.head_sha
     if not head:
         tip = repo.tip(result.branch)
@@ -289,7 +302,8 @@ def _settled_prs(forge: Forge, env: str, base: str, branches: Mapping[tuple[str,
 
 
 def _record_units(records: Records, repo: EnvRepo, forge: Forge, config: Config, env: str, units: Sequence[Unit],
-                  report: SyncReport, job: JobRecord) -> None:
+                  report: SyncReport, job: JobRecord, blocked: Sequence[Blocked] = (),
+                  failed_files: Collection[str] = ()) -> None:
     """One UnitRecord per rendered (env, ns, svc); records of deleted blueprints follow their removal PR.
 
     A unit without a pull-request change this sync keeps its branch's last pull request: a merged
@@ -331,7 +345,9 @@ def _record_units(records: Records, repo: EnvRepo, forge: Forge, config: Config,
             blueprint_path=unit.blueprint_path, blueprint_commit=job.blueprint_commit, job_id=job.id,
             render_state="rendered", up_to_date=up_to_date[key], pr=prs[key],
         ))
-    for old in [u for k, u in previous.items() if k not in live]:
+    held = {(b.namespace, b.service) for b in blocked}
+    for old in [u for k, u in previous.items() if k not in live and k not in held
+                and u.blueprint_path not in failed_files]:
         stub = Unit(env, old.namespace, old.service, None, "", {})
         result = results.get(branch_for(stub, grouping))
         if result is None or result.action == "closed":
@@ -348,7 +364,17 @@ def record_merged(records: Records, pr: PullRequest) -> int:
     What `meshgen pr merge` calls so the rollout API shows awaiting-sync without waiting for the
     next sync (which would record the same). Returns how many units were updated. Raises RedisError.
     """
-    if pr.state != "merged":
+    return record_pr_state(records, pr) if pr.state == "merged" else 0
+
+
+def record_pr_state(records: Records, pr: PullRequest) -> int:
+    """Record that `pr` (matched by number, URL and branch) is now merged or closed, on every unit carrying it.
+
+    `meshgen pr merge|close` and the forge's pull_request webhooks call this so the rollout API
+    answers awaiting-sync / rejected at once; the next sync records the same. Returns how many
+    units changed. Raises RedisError.
+    """
+    if pr.state not in ("merged", "closed"):
         return 0
     ref = _ref_of(pr)
     updated = 0
@@ -356,11 +382,30 @@ def record_merged(records: Records, pr: PullRequest) -> int:
         old = unit.pr
         if old is None or old.number != pr.number or old.url != pr.url or old.branch != pr.branch:
             continue
-        if old.state == "merged" and old.merge_sha == pr.merge_sha:
+        if old.state == pr.state and old.merge_sha == ref.merge_sha:
             continue
-        records.save_unit(unit.model_copy(update={"pr": ref, "up_to_date": True, "updated_at": time.time()}))
+        records.save_unit(unit.model_copy(update={"pr": ref, "up_to_date": pr.state == "merged" or unit.up_to_date,
+                                                  "updated_at": time.time()}))
         updated += 1
     return updated
+
+
+def _record_blocked(records: Records, result: RenderResult, job: JobRecord) -> None:
+    """render-failed, with the file's first error, on every unit a failing blueprint would render."""
+    now = time.time()
+    seen = set()
+    for b in result.blocked:
+        seen.add((b.env, b.namespace, b.service))
+        old = records.get_unit(b.env, b.namespace, b.service)
+        base = old or UnitRecord(env=b.env, namespace=b.namespace, service=b.service)
+        records.save_unit(base.model_copy(update={
+            "blueprint_path": b.file, "render_state": "render-failed", "render_error": b.error,
+            "job_id": job.id, "updated_at": now}))
+    for unit in records.iter_units():  # files that failed to load name no unit: match the recorded path
+        if unit.blueprint_path in result.failed_files and (unit.env, unit.namespace, unit.service) not in seen:
+            records.save_unit(unit.model_copy(update={
+                "render_state": "render-failed", "render_error": result.failed_files[unit.blueprint_path],
+                "job_id": job.id, "updated_at": now}))
 
 
 def _record_render_failure(records: Records, exc: BlueprintError, job: JobRecord) -> None:
@@ -393,6 +438,7 @@ def sync_repository(
     forge_options: Mapping[str, Any] | None = None,
     skip_if_synced: bool = False,
     progress: Progress | None = None,
+    retry_rejected: bool = False,
 ) -> JobRecord:
     """Render ROOT and sync every environment (or `env`) to the environment repository.
 
@@ -407,6 +453,9 @@ def sync_repository(
     directory (see `_checkout`); `blueprint_commit` must then be on that branch, else
     BlueprintsSourceError (recorded as a failed job first). ROOT still anchors the state
     directory and the relative paths of meshgen.yaml (envRepo.url, templates, token files).
+
+    A rendering a reviewer rejected (closed its pull request without merging) is not opened again
+    (reported `rejected` in job.prs, with a warning) unless `retry_rejected`.
     """
     root = Path(root)
     job = job or JobRecord(id=new_job_id(), trigger=trigger)
@@ -428,10 +477,12 @@ def sync_repository(
             _finish(job, "failed", clock, started, render=0.0)
             recorder.job(job)
             raise
+    _fill_provenance(job, root, settings)
     render_started = time.perf_counter()
     try:
-        result = render_repository(render_root, env=env, config_root=config_root)
-    except BlueprintError as exc:
+        # Partial: one team's broken blueprint blocks only its own units (see render_repository).
+        result = render_repository(render_root, env=env, config_root=config_root, partial=True)
+    except BlueprintError as exc:  # meshgen.yaml itself (or --env) is wrong: nothing can render
         job.errors = [str(d) for d in exc.diagnostics if d.severity == "error"]
         job.warnings = [*job.warnings, *(str(d) for d in exc.diagnostics if d.severity == "warning")]
         _finish(job, "failed", clock, started, render=time.perf_counter() - render_started)
@@ -441,14 +492,19 @@ def sync_repository(
         raise
     render_s = time.perf_counter() - render_started
     job.warnings = [*job.warnings, *(str(d) for d in result.warnings)]  # keep notes of earlier attempts
+    job.errors = [str(d) for d in result.errors]
+    if result.blocked or result.failed_files:
+        rendered = result
+        recorder.run("render failures", lambda r: _record_blocked(r, rendered, job))
     try:
-        _sync_rendered(root, settings, result, env, job, recorder, fence, forge_options, skip_if_synced, progress)
+        _sync_rendered(root, settings, result, env, job, recorder, fence, forge_options,
+                       skip_if_synced and not retry_rejected, progress, retry_rejected)
     except (EnvRepoError, ForgeError) as exc:
         job.errors.append(str(exc))
         _finish(job, "failed", clock, started, render=render_s)
         recorder.job(job)
         raise
-    _finish(job, "succeeded", clock, started, render=render_s)
+    _finish(job, "partial" if result.errors else "succeeded", clock, started, render=render_s)
     recorder.job(job)
     return job
 
@@ -463,9 +519,10 @@ def _checkout(root: Path, settings: Settings, job: JobRecord, clock: _Clock) -> 
     started = time.perf_counter()
     assert settings.blueprints_url is not None
     pushed = job.blueprint_commit
+    url = blueprints_remote(settings.blueprints_url, root)
     try:
-        path, sha = checkout_blueprints(blueprints_remote(settings.blueprints_url, root),
-                                        settings.blueprints_branch, _state_path(root, settings), commit=pushed)
+        path, sha = checkout_blueprints(url, settings.blueprints_branch, _state_path(root, settings), commit=pushed,
+                                        access=blueprints_access(url, settings))
     finally:
         clock.checkout += time.perf_counter() - started
     note = None
@@ -477,6 +534,56 @@ def _checkout(root: Path, settings: Settings, job: JobRecord, clock: _Clock) -> 
     job.blueprint_commit = sha
     log.info("rendering blueprints commit %s from %s", sha[:12], path)
     return path, (root if (root / "meshgen.yaml").is_file() else None)
+
+
+def _fill_provenance(job: JobRecord, root: Path, settings: Settings) -> None:
+    """Author and subject of the blueprint commit, from the blueprints mirror or ROOT's own git repository.
+
+    Without a commit (a plain `meshgen sync` of a working tree), ROOT's HEAD counts only when
+    nothing under ROOT differs from it: uncommitted edits are never attributed to a commit.
+    """
+    repo: pygit2.Repository | None = None
+    try:
+        if settings.blueprints_url:
+            from meshgen.gitops.blueprints import _BlueprintsMirror
+
+            repo = _BlueprintsMirror(blueprints_remote(settings.blueprints_url, root),
+                                     cache_dir=_state_path(root, settings), prefix="blueprints-").repo
+        else:
+            found = pygit2.discover_repository(str(root))
+            repo = pygit2.Repository(found) if found else None
+        if repo is None:
+            return
+        if job.blueprint_commit:
+            commit = repo.revparse_single(job.blueprint_commit).peel(pygit2.Commit)
+        elif settings.blueprints_url or repo.is_bare or repo.head_is_unborn:
+            return
+        else:
+            workdir = Path(repo.workdir).resolve()
+            inside = root.resolve().relative_to(workdir).as_posix()
+            prefix = "" if inside == "." else inside + "/"
+            state = (_state_path(root, settings).resolve().relative_to(workdir).as_posix() + "/"
+                     if _state_path(root, settings).resolve().is_relative_to(workdir) else None)
+            dirty = [p for p, flags in repo.status(untracked_files="all").items()
+                     if p.startswith(prefix) and flags != pygit2.GIT_STATUS_IGNORED
+                     and not (state and p.startswith(state))]
+            if dirty:
+                return
+            commit = repo.head.peel(pygit2.Commit)
+            job.blueprint_commit = str(commit.id)
+    except (pygit2.GitError, KeyError, ValueError, EnvRepoError, OSError):
+        return  # provenance is a courtesy: a sync never fails for it
+    job.blueprint_author = job.blueprint_author or commit.author.name
+    job.blueprint_subject = job.blueprint_subject or commit.message.split("\n", 1)[0].strip()
+
+
+def _web_url(url: str | None) -> str | None:
+    """The blueprints repository's web address (commit links), when its URL is http(s); credentials dropped."""
+    if not url or not url.startswith(("https://", "http://")):
+        return None
+    scheme, rest = url.split("://", 1)
+    host_path = rest.split("@", 1)[-1] if "@" in rest.split("/", 1)[0] else rest
+    return f"{scheme}://{host_path}".rstrip("/").removesuffix(".git")
 
 
 def _finish(job: JobRecord, state: str, clock: _Clock, started: float, *, render: float) -> None:
@@ -496,19 +603,21 @@ def _finish(job: JobRecord, state: str, clock: _Clock, started: float, *, render
 
 def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: str | None, job: JobRecord,
                    recorder: _Recorder, fence: Fence | None, forge_options: Mapping[str, Any] | None,
-                   skip_if_synced: bool, progress: Progress | None = None) -> None:
+                   skip_if_synced: bool, progress: Progress | None = None, retry_rejected: bool = False) -> None:
     config = result.config
     settings_er = config.env_repo
     identity = Identity(settings_er.author.name, settings_er.author.email)
     local = local_env_repo_path(root, settings_er.url)
     if local is not None:
         ensure_local_repo(local, settings_er.branch, identity)
-    repo = _SyncEnvRepo(str(local) if local is not None else settings_er.url,
-                        cache_dir=_state_path(root, settings), identity=identity)
-    repo.fence = fence
-    forge = _TimedForge(forge_from_config(root, config, settings, local_path=local, identity=identity,
-                                          options=forge_options), recorder.clock, fence)
+    inner = forge_from_config(root, config, settings, local_path=local, identity=identity, options=forge_options)
+    forge = _TimedForge(inner, recorder.clock, fence)
     try:
+        # The forge's token (or envRepo.git's) authenticates fetch and push; SSH URLs use the key.
+        repo = _SyncEnvRepo(str(local) if local is not None else settings_er.url,
+                            cache_dir=_state_path(root, settings), identity=identity,
+                            access=env_repo_access(root, config, settings, inner))
+        repo.fence = fence
         envs = [env] if env else list(config.environments)
         content = f"{','.join(envs)}|{content_hash(result.units)}"
         if skip_if_synced and _already_synced(recorder, repo, settings_er.branch, content, job):
@@ -517,10 +626,12 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
         for unit in result.units:
             by_env.setdefault(unit.env, []).append(unit)
         for name in envs:
-            report = _sync_one_env(root, config, repo, forge, name, by_env[name], result, job, progress)
+            report = _sync_one_env(root, config, repo, forge, name, by_env[name], result, job, progress,
+                                   retry_rejected, settings.blueprints_url)
 
             def record(r: Records, env_name: str = name, rep: SyncReport = report) -> None:
-                _record_units(r, repo, forge, config, env_name, by_env[env_name], rep, job)
+                _record_units(r, repo, forge, config, env_name, by_env[env_name], rep, job,
+                              [b for b in result.blocked if b.env == env_name], result.failed_files)
 
             recorder.run(f"units of {name}", record)
         tip = repo.tip(settings_er.branch)
@@ -551,7 +662,8 @@ def _already_synced(recorder: _Recorder, repo: EnvRepo, branch: str, content: st
 
 
 def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: str, units: list[Unit],
-                  result: RenderResult, job: JobRecord, progress: Progress | None = None) -> SyncReport:
+                  result: RenderResult, job: JobRecord, progress: Progress | None = None,
+                  retry_rejected: bool = False, blueprints_url: str | None = None) -> SyncReport:
     er = config.env_repo
     by_file: dict[str, list[str]] = {}
     for d in result.warnings:
@@ -563,10 +675,21 @@ def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: 
     report = sync_env(
         repo, forge, units, env=env, env_path=config.env_path(env), base=er.branch, grouping=er.grouping,
         describe=semantic_diff, blueprint_commit=job.blueprint_commit, blueprint_author=job.blueprint_author,
+        blueprint_subject=job.blueprint_subject, blueprint_url=_web_url(blueprints_url),
         validation=validation, auto_merge=env in er.auto_merge, template_dir=templates, progress=progress,
+        retry_rejected=retry_rejected,
+        blocked=[(b.namespace, b.service) for b in result.blocked if b.env == env],
+        failed_files=list(result.failed_files),
     )
     job.prs.extend(JobPR(env=env, branch=r.branch, action=r.action, number=r.number, url=r.url)
                    for r in report.results)
+    for r in report.results:
+        if r.action == "rejected":
+            note = (f"{env}: {r.branch}: this rendering was rejected in pull request #{r.number} (closed without "
+                    "merging); nothing opened. Change the blueprint, or run `meshgen sync --retry-rejected` "
+                    "(API: POST /api/v1/syncs {\"retry_rejected\": true}) to open it again")
+            if note not in job.warnings:
+                job.warnings.append(note)
     return report
 
 

@@ -39,7 +39,10 @@ def _records_if_reachable(settings: Settings) -> object | None:
                    "must be on MESHGEN_BLUEPRINTS_BRANCH, whose fetched tip is rendered.")
 @click.option("--no-records", is_flag=True, help="Do not write job/unit records to Redis even if it is reachable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
-def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_json: bool) -> None:
+@click.option("--retry-rejected", is_flag=True,
+              help="Open pull requests again for renderings a reviewer rejected (closed without merging).")
+def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_json: bool,
+         retry_rejected: bool) -> None:
     """Render ROOT and open or update the pull requests of the environment repository, in-process.
 
     With MESHGEN_BLUEPRINTS_URL set, the blueprints repository is fetched and the tip of
@@ -64,9 +67,9 @@ def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_j
             with WriterLock(records.client, records.prefix, _lock_resource(root), ttl=settings.lock_ttl,
                             wait=settings.lock_wait) as lock:
                 job = sync_repository(root, settings, env=env, blueprint_commit=commit, records=records,
-                                      fence=lock.check)
+                                      fence=lock.check, retry_rejected=retry_rejected)
         else:
-            job = sync_repository(root, settings, env=env, blueprint_commit=commit)
+            job = sync_repository(root, settings, env=env, blueprint_commit=commit, retry_rejected=retry_rejected)
     except BlueprintError as exc:
         for d in exc.diagnostics:
             click.echo(str(d), err=True)
@@ -80,9 +83,16 @@ def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_j
         click.echo(warning, err=True)
     if as_json:
         click.echo(json.dumps(job.model_dump(mode="json"), indent=2))
-        return
-    for line in format_report(job):
-        click.echo(line)
+    else:
+        for line in format_report(job):
+            click.echo(line)
+    if job.state == "partial":
+        # The healthy units were delivered; the broken blueprints blocked only their own units.
+        for error in job.errors:
+            click.echo(error, err=True)
+        click.echo(f"meshgen: {len(job.errors)} error(s); only the units of the failing blueprints were held back",
+                   err=True)
+        sys.exit(1)
 
 
 @click.command("worker", context_settings={"ignore_unknown_options": True})

@@ -38,7 +38,7 @@ def write_config(root: Path, env_repo: Path, argocd: dict[str, Any] | None, **ex
     }
     if argocd is not None:
         config["argocd"] = argocd
-    (root / "meshgen.yaml").write_text(yaml.safe_dump(config))
+    (root / "meshgen.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def make_settings(root: Path, prefix: str, **overrides: Any) -> Settings:

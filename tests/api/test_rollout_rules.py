@@ -103,11 +103,12 @@ def test_without_merge_sha_the_head_commit_is_checked() -> None:
     assert decide(unit(pr_state="merged", merge=None, head=""), facts(revision=M), contains=contains).state == "unknown"
 
 
-def test_app_missing_or_argocd_not_configured_is_unknown() -> None:
+def test_app_missing_is_unknown_and_no_argocd_stops_at_awaiting_sync() -> None:
     d = decide(merged(), None, contains=contains, app_name="api-staging")
     assert d.state == "unknown" and "api-staging" in d.reason and "nameTemplate" in d.reason
+    # What the README promises for the embedded setup: without Argo CD a merge stops at awaiting-sync.
     d = decide(merged(), None, contains=contains, argocd_configured=False)
-    assert d.state == "unknown" and "argocd" in d.reason
+    assert d.state == "awaiting-sync" and "argocd" in d.reason
 
 
 @pytest.mark.parametrize("condition", ["ComparisonError", "InvalidSpecError"])

@@ -249,5 +249,5 @@ def test_argocd_not_configured(tmp_path: Path, prefix: str, records: Records, en
     app, _ = build_app(settings, records)
     with TestClient(app) as client:
         body = _get(refreshed(client))
-        assert body["state"] == "unknown" and body["argocd"] is None and body["stale"] is False
+        assert body["state"] == "awaiting-sync" and body["argocd"] is None and body["stale"] is False
         assert client.get("/readyz").json()["checks"]["argocd"]["ok"] is True

@@ -37,6 +37,8 @@ def served(settings: Settings, records: Records, argo: ArgoCDServer, env_repo: E
                            merge=env_repo.merge, head=env_repo.branch, number=3))
     records.save_unit(unit(env="production", service="search", namespace="search", team="search",
                            render_state="render-failed", render_error="blueprints/search/search.yaml:4:3: bad"))
+    records.save_unit(unit(service="_mesh", namespace="", team=None, up_to_date=True))
+    records.save_unit(unit(service="_namespace", namespace="payments", up_to_date=True))
     argo.put(application("api-staging", revision=env_repo.later))
     argo.put(application("search-staging", revision=env_repo.later, health="Degraded",
                          health_message="Deployment search has 0/3 ready replicas"))
@@ -85,7 +87,7 @@ def test_status_page(served: str, browser: Any) -> None:
     refresh = browser.find_element(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]').get_attribute("content")
     assert refresh == str(PAGE_REFRESH_SECONDS)
     headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#rollouts thead th")]
-    assert headers == ["namespace / service", "production", "staging"]
+    assert headers == ["namespace / service", "staging", "production"]  # meshgen.yaml's order
 
     def cell(service: str, env: str) -> Any:
         return browser.find_element(By.CSS_SELECTOR, f'tr[data-service="{service}"] td[data-env="{env}"]')
@@ -102,6 +104,12 @@ def test_status_page(served: str, browser: Any) -> None:
     assert "0/3 ready replicas" in degraded.get_attribute("title")
     failed = cell("search/search", "production")
     assert failed.get_attribute("data-state") == "render-failed"
+    # The reason is text on the page, not only a tooltip: a render failure shows its file:line.
+    assert "blueprints/search/search.yaml:4:3: bad" in failed.find_element(By.CSS_SELECTOR, ".reason").text
+    assert "#2 waits for review" in review.find_element(By.CSS_SELECTOR, ".reason").text
+    labels = {tr.get_attribute("data-service"): tr.find_element(By.CSS_SELECTOR, "td").text
+              for tr in browser.find_elements(By.CSS_SELECTOR, "#rollouts tbody tr")}
+    assert labels["/_mesh"] == "mesh-wide" and labels["payments/_namespace"].startswith("namespace-wide")
     assert "Argo CD data" in browser.find_element(By.ID, "argocd-age").text
 
     ARTIFACTS.mkdir(exist_ok=True)

@@ -164,7 +164,7 @@ def test_components_and_commands() -> None:
     assert _env(api)["MESHGEN_HOST"] == "0.0.0.0" and _env(api)["MESHGEN_PORT"] == "8080"
     worker = _one(docs, "Deployment", "worker")["spec"]["template"]["spec"]
     assert worker["containers"][0]["args"] == ["worker"]
-    assert [c["name"] for c in worker["initContainers"]] == ["clone-blueprints"]
+    assert [c["name"] for c in worker["initContainers"]] == ["require-blueprints-url"]  # no URL by default
     beat = _one(docs, "Deployment", "beat")
     assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"] == {"type": "Recreate"}
     c = beat["spec"]["template"]["spec"]["containers"][0]
@@ -208,13 +208,17 @@ def test_full_values() -> None:
     api_pod = _one(docs, "Deployment", "api")["spec"]["template"]["spec"]
     assert api_pod["automountServiceAccountToken"] is True
     worker = _one(docs, "Deployment", "worker")["spec"]["template"]["spec"]
-    init = worker["initContainers"][0]
-    assert _env(init)["BLUEPRINTS_TOKEN_FILE"] == "/etc/meshgen/blueprints-git/token"
+    assert "initContainers" not in worker  # a private repository is fetched with its token on every sync
     worker_env = _env(worker["containers"][0])
     assert worker_env["MESHGEN_BLUEPRINTS_REPO"] == "example/blueprints"
-    assert worker_env["MESHGEN_BLUEPRINTS_BRANCH"] == _env(init)["BLUEPRINTS_BRANCH"] == "main"
-    assert "MESHGEN_BLUEPRINTS_URL" not in worker_env  # a token: cloned at start, per-sync fetches cannot send it
-    assert {v["name"]: v for v in worker["volumes"]}["blueprints-git"]["secret"]["secretName"] == "blueprints-git"
+    assert worker_env["MESHGEN_BLUEPRINTS_BRANCH"] == "main"
+    assert worker_env["MESHGEN_BLUEPRINTS_URL"] == "https://github.com/example/blueprints.git"
+    assert worker_env["MESHGEN_BLUEPRINTS_USERNAME"] == "x-access-token"
+    assert worker_env["MESHGEN_BLUEPRINTS_TOKEN_FILE"] == "/etc/meshgen/secrets/blueprints-token"
+    # the GitHub App's key file reaches the setting envRepo.forge.app needs
+    assert worker_env["MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE"] == "/etc/meshgen/secrets/github-app-private-key"
+    config = Config.model_validate(yaml.safe_load(_one(docs, "ConfigMap", "config")["data"]["meshgen.yaml"]))
+    assert config.env_repo.forge.app is not None and config.env_repo.forge.app.installation_id == 7890123
 
 
 def test_network_policies() -> None:
@@ -241,7 +245,10 @@ def test_secrets_are_files_never_environment_values() -> None:
     expected = {
         "api": {"api_read_tokens", "api_write_tokens", "webhook_secret_github", "webhook_secret_gitlab",
                 "webhook_secret_gitea", "argocd_token"},
-        "worker": {"forge_token", "argocd_token"},
+        # every git credential goes to the worker only (it alone fetches and pushes); gitToken has no
+        # variable: meshgen.yaml's envRepo.git.tokenFile names its file (test_git_token_file)
+        "worker": {"forge_token", "argocd_token", "blueprints_token", "git_ssh_key", "git_ssh_key_passphrase",
+                   "git_known_hosts", "github_app_private_key"},
         "beat": set(),
     }
     for comp, names in expected.items():
@@ -250,14 +257,17 @@ def test_secrets_are_files_never_environment_values() -> None:
         env = _env(container)
         files = {n[len("MESHGEN_"):-len("_FILE")].lower(): v for n, v in env.items() if n.endswith("_FILE")}
         assert set(files) == names, comp
-        assert names <= set(_SECRET_FIELDS)
+        # each variable is a setting: a secret with a _FILE variant, or a *_file path setting
+        assert all(n in _SECRET_FIELDS or f"{n}_file" in Settings.model_fields for n in names), names
         assert not any(isinstance(v, dict) and "secretKeyRef" in v for v in env.values())
         if not names:
             assert "secrets" not in {v["name"] for v in pod["volumes"]}
             continue
         mount = {m["name"]: m for m in container["volumeMounts"]}["secrets"]
         assert mount["readOnly"] is True
-        sources = {v["name"]: v for v in pod["volumes"]}["secrets"]["projected"]["sources"]
+        projected = {v["name"]: v for v in pod["volumes"]}["secrets"]["projected"]
+        assert projected["defaultMode"] == 0o440  # readable by the pod's fsGroup only (SSH keys too)
+        sources = projected["sources"]
         by_path = {s["secret"]["items"][0]["path"]: s["secret"] for s in sources}
         for field, path in files.items():
             camel = field.split("_")[0] + "".join(p.title() for p in field.split("_")[1:])
@@ -279,10 +289,63 @@ def test_worker_fetches_the_blueprints_repository_on_every_sync() -> None:
     for comp in ("api", "beat"):
         other = _one(docs, "Deployment", comp)["spec"]["template"]["spec"]["containers"][0]
         assert "MESHGEN_BLUEPRINTS_URL" not in _env(other)
-    # the guard stays: without a URL the init container refuses to start the worker
+    # the guard stays: without a URL an init container refuses to start the worker
     default = _one(template(), "Deployment", "worker")["spec"]["template"]["spec"]
-    assert [c["name"] for c in default["initContainers"]] == ["clone-blueprints"]
+    assert [c["name"] for c in default["initContainers"]] == ["require-blueprints-url"]
     assert "MESHGEN_BLUEPRINTS_URL" not in _env(default["containers"][0])
+
+
+def test_the_guard_init_container_says_what_to_set() -> None:
+    init = _one(template(), "Deployment", "worker")["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["command"] == ["python", "-c"]
+    proc = subprocess.run([sys.executable, "-c", *init["args"]], capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "set the Helm value blueprints.git.url" in proc.stderr
+
+
+def test_git_token_file() -> None:
+    """secrets.gitToken is mounted, and meshgen.yaml's envRepo.git.tokenFile points at it."""
+    docs = template("-f", str(FULL_VALUES))
+    worker = _one(docs, "Deployment", "worker")["spec"]["template"]["spec"]
+    sources = {v["name"]: v for v in worker["volumes"]}["secrets"]["projected"]["sources"]
+    assert {"key": "git-token", "path": "git-token"} in [i for s in sources for i in s["secret"]["items"]]
+    assert "MESHGEN_GIT_TOKEN_FILE" not in _env(worker["containers"][0])
+    text = _one(docs, "ConfigMap", "config")["data"]["meshgen.yaml"]
+    assert yaml.safe_load(text)["envRepo"]["git"] == {"tokenFile": "/etc/meshgen/secrets/git-token"}
+    assert Config.model_validate(yaml.safe_load(text)).env_repo.git is not None
+    # a config that says where the git token comes from is left as it is
+    docs = template("-f", str(FULL_VALUES), "--set", "blueprints.config.envRepo.git.tokenEnv=GIT_TOKEN")
+    text = _one(docs, "ConfigMap", "config")["data"]["meshgen.yaml"]
+    assert yaml.safe_load(text)["envRepo"]["git"] == {"tokenEnv": "GIT_TOKEN"}
+    # without gitToken the config is the values' config, untouched
+    default = _one(template(), "ConfigMap", "config")["data"]["meshgen.yaml"]
+    assert yaml.safe_load(default) == values()["blueprints"]["config"]
+
+
+@pytest.mark.parametrize("setting", ["blueprints.git.existingSecret=blueprints-git", "blueprints.git.tokenKey=token"])
+def test_moved_blueprints_token_values_say_where_they_went(setting: str) -> None:
+    proc = run_helm("template", RELEASE, str(CHART), "--set", setting, check=False)
+    assert proc.returncode != 0 and "secrets.blueprintsToken.existingSecret" in proc.stderr
+
+
+def test_ssh_remote_secrets() -> None:
+    docs = template("--set", "blueprints.git.url=git@github.com:example/blueprints.git",
+                    "--set", "secrets.gitSshKey.existingSecret=meshgen-ssh",
+                    "--set", "secrets.gitKnownHosts.existingSecret=meshgen-ssh",
+                    "--set", "secrets.gitKnownHosts.key=known_hosts")
+    worker = _one(docs, "Deployment", "worker")["spec"]["template"]["spec"]
+    env = _env(worker["containers"][0])
+    assert env["MESHGEN_BLUEPRINTS_URL"] == "git@github.com:example/blueprints.git"
+    assert env["MESHGEN_GIT_SSH_KEY_FILE"] == "/etc/meshgen/secrets/git-ssh-key"
+    assert env["MESHGEN_GIT_KNOWN_HOSTS_FILE"] == "/etc/meshgen/secrets/git-known-hosts"
+    assert "MESHGEN_GIT_SSH_KEY_PASSPHRASE_FILE" not in env and "MESHGEN_BLUEPRINTS_USERNAME" not in env
+    sources = {v["name"]: v for v in worker["volumes"]}["secrets"]["projected"]["sources"]
+    assert [(s["secret"]["name"], s["secret"]["items"]) for s in sources] == [
+        ("meshgen-ssh", [{"key": "git-ssh-key", "path": "git-ssh-key"}]),
+        ("meshgen-ssh", [{"key": "known_hosts", "path": "git-known-hosts"}]),
+    ]
+    for comp in ("api", "beat"):  # only the worker holds git credentials
+        other = _one(docs, "Deployment", comp)["spec"]["template"]["spec"]["containers"][0]
+        assert not any(n.startswith("MESHGEN_GIT_") for n in _env(other))
 
 
 def test_external_redis() -> None:
@@ -301,43 +364,12 @@ def test_notes() -> None:
     assert "port-forward svc/mg-meshgen-api" in notes
     assert "blueprints.git.url is not set" in notes
     assert "meshgen bootstrap argocd" in notes
-    for args, says, not_says in ((VARIANTS["public-git"], "Every sync fetches", "rollout restart"),
-                                 (VARIANTS["full"], "per-sync fetches cannot send a token", "Every sync fetches")):
+    assert "exec deploy/mg-meshgen-worker -- meshgen doctor /var/lib/meshgen/blueprints" in notes
+    for args, says in ((VARIANTS["public-git"], "Every sync fetches https://git.example.com/platform/blueprints.git"),
+                       (VARIANTS["full"], "with secrets.blueprintsToken")):
         proc = run_helm("install", RELEASE, str(CHART), "--dry-run=client", "--namespace", "meshgen", *args)
         notes = proc.stdout.split("NOTES:", 1)[1]
-        assert says in notes and not_says not in notes and "blueprints.git.url is not set" not in notes
-
-
-# --- the blueprints clone of the worker's init container ----------------------------------------
-
-
-def _script() -> str:
-    worker = _one(template(), "Deployment", "worker")
-    init = worker["spec"]["template"]["spec"]["initContainers"][0]
-    assert init["command"] == ["python", "-c"]
-    return init["args"][0]
-
-
-def test_init_container_clones_the_blueprints_repository(tmp_path: Path) -> None:
-    pygit2 = pytest.importorskip("pygit2")
-    src = tmp_path / "src"
-    repo = pygit2.init_repository(str(src), initial_head="main")
-    (src / "meshgen.yaml").write_text("environments: {production: {}}\n")
-    (src / "blueprints").mkdir()
-    (src / "blueprints" / "a.yaml").write_text("service: a\nnamespace: b\n")
-    index = repo.index
-    index.add_all()
-    index.write()
-    sig = pygit2.Signature("t", "t@example.com")
-    repo.create_commit("HEAD", sig, sig, "init", index.write_tree(), [])
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    (dest / "stale").write_text("from a previous start")
-    env = {"BLUEPRINTS_URL": src.as_uri(), "BLUEPRINTS_BRANCH": "main", "BLUEPRINTS_DEST": str(dest), "PATH": ""}
-    proc = subprocess.run([sys.executable, "-c", _script()], env=env, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in dest.iterdir()) == [".git", "blueprints", "meshgen.yaml"]
-    assert src.as_uri() not in proc.stdout  # the URL may carry credentials: never printed
-    env["BLUEPRINTS_URL"] = ""
-    proc = subprocess.run([sys.executable, "-c", _script()], env=env, capture_output=True, text=True, check=False)
-    assert proc.returncode == 1 and "blueprints.git.url" in proc.stderr
+        assert says in notes and "rollout restart" not in notes and "blueprints.git.url is not set" not in notes
+    proc = run_helm("install", RELEASE, str(CHART), "--dry-run=client", "--namespace", "meshgen",
+                    "--set", "secrets.gitToken.existingSecret=git", "--set", "blueprints.existingConfigMap=mine")
+    assert "set envRepo.git.tokenFile to that\npath in the meshgen.yaml of ConfigMap mine" in proc.stdout

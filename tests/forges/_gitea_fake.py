@@ -16,6 +16,8 @@ _LABELS = "/repos/{owner}/{repo}/issues/{index}/labels"
 _COMMENTS = "/repos/{owner}/{repo}/issues/{index}/comments"
 # Not in the trimmed reference file; written from Gitea's API documentation (issueCreateLabel).
 _REPO_LABELS = "/repos/{owner}/{repo}/labels"
+# Not in the trimmed reference file either (repoGet); its answer is the documented Repository.
+_REPO = "/repos/{owner}/{repo}"
 _CREATE_LABEL_OPTION = {
     "type": "object",
     "required": ["name", "color"],
@@ -47,6 +49,8 @@ class GiteaFake(FakeForge):
         self.repo_labels: dict[str, int] = {}
         self.closed_at: dict[int, float] = {}
         self.merged_at: dict[int, float] = {}
+        #: What GET /repos/{owner}/{repo} reports for the token's user (`meshgen doctor`).
+        self.repo_permissions = {"admin": False, "push": True, "pull": True}
 
     def expected_auth(self) -> str:
         return f"token {self.token}"
@@ -191,15 +195,29 @@ class GiteaFake(FakeForge):
         self.repo_labels[name] = len(self.repo_labels) + 1
         return 201, self._label(name)
 
-    # The label-creation route is the one call outside gitea-pulls.json: check it by hand.
+    @route("GET", _REPO)
+    def get_repository(self, req: Request) -> tuple[int, Any]:
+        self._repo_or_404(req)
+        return 200, {"id": self.repo_id, "name": self.name, "full_name": f"{self.owner}/{self.name}",
+                     "private": True, "default_branch": "main", "html_url": f"{self.root}/{self.owner}/{self.name}",
+                     "permissions": dict(self.repo_permissions)}
+
+    # Label creation and the repository are the calls outside gitea-pulls.json: check them by hand.
     def check_request_without_spec(self, key: str, method: str, template: str, query: dict[str, str],
                                    body: Any) -> None:
+        if template == _REPO:
+            if query or body is not None:
+                self.violations.append(f"{key}: takes no query parameters or body")
+            return
         assert template == _REPO_LABELS, template
         self.violations.extend(f"{key}: request body: {e}" for e in self._spec().errors(_CREATE_LABEL_OPTION, body))
 
     def check_response_without_spec(self, key: str, method: str, template: str, status: int,
                                     payload: Any) -> None:
-        if status == 201:
+        if template == _REPO and status == 200:
+            spec = self._spec()
+            self.violations.extend(f"{key}: response: {e}" for e in spec.errors(spec.schema("Repository"), payload))
+        elif status == 201:
             spec = self._spec()
             self.violations.extend(f"{key}: response: {e}" for e in spec.errors(spec.schema("Label"), payload))
 

@@ -1,10 +1,28 @@
-"""A GitHub REST v3 fake: the pulls/issues endpoints meshgen uses, answers shaped by github-pulls.json."""
+"""A GitHub REST v3 fake: the pulls/issues endpoints meshgen uses, answers shaped by github-pulls.json.
+
+GitHub App endpoints (`enable_app`): the reference subset in shared/reference/api does not include
+them, so `POST /app/installations/{installation_id}/access_tokens` follows GitHub's REST docs
+("Generating a JSON Web Token (JWT) for a GitHub App", "Generating an installation access token for
+a GitHub App", "Create an installation access token for an app"): the app JWT arrives as
+`Authorization: Bearer`, is verified with the app's public key (RS256 only), and must carry
+`iss` = the app id, an `iat` not in the future and an `exp` in the future but at most 10 minutes
+ahead; a wrong installation id answers 404. The 201 answer is `{token, expires_at, permissions,
+repository_selection}` (checked by a hand-written schema below). Installation tokens expire after
+`app_token_ttl` seconds of the fake's `clock`, which tests move forward, so refreshing is proven
+without sleeping; an expired token is refused with 401 like any bad credential.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
+from collections.abc import Callable
 from typing import Any
+
+import jwt
+from gitserver import Account
+from jsonschema import Draft202012Validator
 
 from ._schemas import github_spec
 from ._server import FakeForge, HttpError, PRRecord, Request, route
@@ -14,6 +32,30 @@ _PULL = "/repos/{owner}/{repo}/pulls/{pull_number}"
 _MERGE = "/repos/{owner}/{repo}/pulls/{pull_number}/merge"
 _LABELS = "/repos/{owner}/{repo}/issues/{issue_number}/labels"
 _COMMENTS = "/repos/{owner}/{repo}/issues/{issue_number}/comments"
+_APP_TOKENS = "/app/installations/{installation_id}/access_tokens"
+# Not in the reference subset either (GitHub's "Get a repository"): its answer is a full-repository,
+# a superset of the documented `repository` schema, which is what the fake sends and checks.
+_REPO = "/repos/{owner}/{repo}"
+
+# Hand-written from GitHub's REST docs (the endpoint is not in the reference subset).
+_APP_TOKEN_REQUEST = Draft202012Validator({
+    "type": "object", "additionalProperties": False,
+    "properties": {"repositories": {"type": "array", "items": {"type": "string"}},
+                   "repository_ids": {"type": "array", "items": {"type": "integer"}},
+                   "permissions": {"type": "object", "additionalProperties": {"enum": ["read", "write", "admin"]}}},
+})
+_APP_TOKEN_RESPONSE = Draft202012Validator({
+    "type": "object", "additionalProperties": False,
+    "required": ["token", "expires_at"],
+    "properties": {"token": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"},
+                   "permissions": {"type": "object", "additionalProperties": {"enum": ["read", "write", "admin"]}},
+                   "repository_selection": {"enum": ["all", "selected"]},
+                   "repositories": {"type": "array"}, "single_file": {"type": "string"},
+                   "has_multiple_single_files": {"type": "boolean"},
+                   "single_file_paths": {"type": "array", "items": {"type": "string"}}},
+})
+#: GitHub refuses app JWTs whose exp is more than 10 minutes ahead.
+JWT_MAX_LIFETIME = 600
 
 
 def _iso(ts: float | None) -> str | None:
@@ -24,14 +66,121 @@ class GitHubFake(FakeForge):
     spec = github_spec()
     prefix = "/api/v3"  # GitHub Enterprise Server layout: proves base_url is really configurable
 
+    git_username = "x-access-token"  # the documented HTTPS username for tokens
+
     def __init__(self, repo: Any, token: str, owner: str = "acme", name: str = "env") -> None:
         super().__init__(repo, token)
         self.owner = owner
         self.name = name
         self.closed_at: dict[int, float] = {}
+        self.app: dict[str, Any] | None = None
+        self.app_tokens: dict[str, float] = {}  # installation token -> expiry (fake clock)
+        self.jwt_rejections: list[str] = []  # why app JWTs were refused, for tests to assert on
+        self.clock: Callable[[], float] = time.time
+        #: What GET /repos/{owner}/{repo} reports for a token acting as a user (`meshgen doctor`).
+        self.repo_permissions = {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True}
 
     def expected_auth(self) -> str:
         return f"Bearer {self.token}"
+
+    # -- GitHub App ----------------------------------------------------------------------------
+
+    def enable_app(self, app_id: str, installation_id: int, public_key: Any, *,
+                   clock: Callable[[], float] = time.time, token_ttl: float = 3600.0,
+                   permissions: dict[str, str] | None = None) -> None:
+        """Accept JWTs of app `app_id` (verified with `public_key`) and mint tokens for one installation."""
+        self.clock = clock
+        self.app = {"id": str(app_id), "installation_id": installation_id, "key": public_key,
+                    "ttl": token_ttl,
+                    "permissions": permissions or {"contents": "write", "pull_requests": "write",
+                                                   "issues": "write", "metadata": "read"}}
+
+    def authorized(self, template: str, presented: str) -> bool:
+        scheme, _, credential = presented.partition(" ")
+        if template == _APP_TOKENS:
+            return scheme == "Bearer" and self._jwt_ok(credential)
+        if presented == self.expected_auth():
+            return True
+        expiry = self.app_tokens.get(credential) if scheme in ("Bearer", "token") else None
+        return expiry is not None and self.clock() < expiry
+
+    def _jwt_ok(self, token: str) -> bool:
+        app = self.app
+        if app is None:
+            self.jwt_rejections.append("no app configured")
+            return False
+        try:
+            # Signature (RS256 only) and shape by PyJWT; times against the fake's own clock below.
+            claims = jwt.decode(token, app["key"], algorithms=["RS256"], issuer=app["id"],
+                                options={"require": ["iat", "exp", "iss"], "verify_exp": False,
+                                         "verify_iat": False})
+        except jwt.PyJWTError as exc:
+            self.jwt_rejections.append(f"{type(exc).__name__}: {exc}")
+            return False
+        now = self.clock()
+        problems = []
+        if not isinstance(claims["iat"], int) or not isinstance(claims["exp"], int):
+            problems.append("iat/exp must be integers")
+        elif claims["iat"] > now + 1:
+            problems.append("iat is in the future")
+        elif claims["exp"] <= now:
+            problems.append("exp is in the past")
+        elif claims["exp"] > now + JWT_MAX_LIFETIME:
+            problems.append("exp is more than 10 minutes ahead")
+        self.jwt_rejections.extend(problems)
+        return not problems
+
+    def expire_app_tokens(self) -> None:
+        """Revoke every installation token at once (as GitHub does when the app's permissions change)."""
+        self.app_tokens.clear()
+
+    @route("POST", _APP_TOKENS)
+    def create_installation_token(self, req: Request) -> tuple[int, Any]:
+        assert self.app is not None  # authorized() refused otherwise
+        if req.params["installation_id"] != str(self.app["installation_id"]):
+            raise HttpError(404, {"message": "Not Found",
+                                  "documentation_url": "https://docs.github.com/rest/apps/apps"
+                                                       "#create-an-installation-access-token-for-an-app"})
+        token = "ghs_" + secrets.token_urlsafe(27)
+        expires = self.clock() + self.app["ttl"]
+        self.app_tokens[token] = expires
+        # The git side accepts it too, under GitHub's HTTPS username, for as long as the API does.
+        self.git.accounts.append(_InstallationAccount(token, self.git_username, fake=self))
+        return 201, {"token": token, "expires_at": _iso(expires), "permissions": dict(self.app["permissions"]),
+                     "repository_selection": "selected"}
+
+    @route("GET", _REPO)
+    def get_repository(self, req: Request) -> tuple[int, Any]:
+        self._repo_or_404(req)
+        out = self.spec.skeleton(self.spec.schema("repository"))
+        out.update(id=1, name=self.name, full_name=f"{self.owner}/{self.name}", private=True, default_branch="main",
+                   html_url=f"{self.root}/{self.owner}/{self.name}", url=f"{self.url}/repos/{self.owner}/{self.name}")
+        # GitHub reports `permissions` for tokens acting as a user; an installation token's rights
+        # are the permissions of the token itself (the access_tokens answer), so none here.
+        if not req.headers.get("authorization", "").startswith("Bearer ghs_"):
+            out["permissions"] = dict(self.repo_permissions)
+        return 200, out
+
+    def check_request_without_spec(self, key: str, method: str, template: str, query: dict[str, str],
+                                   body: Any) -> None:
+        if template == _REPO and (query or body is not None):
+            self.violations.append(f"{key}: takes no query parameters or body")
+        if template == _APP_TOKENS:
+            if query:
+                self.violations.append(f"{key}: undocumented query parameters {sorted(query)}")
+            if body is not None:
+                self.violations.extend(f"{key}: request body: {e.message}"
+                                       for e in _APP_TOKEN_REQUEST.iter_errors(body))
+
+    def check_response_without_spec(self, key: str, method: str, template: str, status: int,
+                                    payload: Any) -> None:
+        if template == _REPO and status == 200:
+            assert self.spec is not None
+            self.violations.extend(f"{key}: response body: {e}"
+                                   for e in self.spec.errors(self.spec.schema("repository"), payload))
+        if template == _APP_TOKENS and status == 201:
+            self.violations.extend(f"{key}: response body: {e.message}"
+                                   for e in _APP_TOKEN_RESPONSE.iter_errors(payload))
 
     def _repo_or_404(self, req: Request) -> None:
         if (req.params["owner"], req.params["repo"]) != (self.owner, self.name):
@@ -170,3 +319,16 @@ class GitHubFake(FakeForge):
         out.update(id=len(pr.comments), body=req.body["body"],
                    html_url=f"{self.root}/{self.owner}/{self.name}/pull/{pr.number}#issuecomment-{len(pr.comments)}")
         return 201, out
+
+
+class _InstallationAccount(Account):
+    """A git-side account for one installation token: valid while the fake's API would accept it."""
+
+    def __init__(self, password: str, username: str | None, *, fake: GitHubFake) -> None:
+        super().__init__(password, username)
+        object.__setattr__(self, "_fake", fake)
+
+    def matches(self, username: str, password: str) -> bool:
+        fake: GitHubFake = object.__getattribute__(self, "_fake")
+        expiry = fake.app_tokens.get(password)
+        return super().matches(username, password) and expiry is not None and fake.clock() < expiry

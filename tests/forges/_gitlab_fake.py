@@ -20,6 +20,20 @@ _MRS = "/projects/{id}/merge_requests"
 _MR = "/projects/{id}/merge_requests/{iid}"
 _MERGE = "/projects/{id}/merge_requests/{iid}/merge"
 _NOTES = "/projects/{id}/merge_requests/{iid}/notes"
+_PROJECT = "/projects/{id}"  # "Get a single project" (Projects API), for `meshgen doctor`
+_ACCESS = {"anyOf": [{"type": "null"},
+                     {"type": "object", "additionalProperties": False, "required": ["access_level"],
+                      "properties": {"access_level": {"enum": [0, 5, 10, 15, 20, 30, 40, 50]},
+                                     "notification_level": {"type": "integer"}}}]}
+PROJECT = {
+    "type": "object", "additionalProperties": False,
+    "required": ["id", "path_with_namespace", "default_branch", "web_url"],
+    "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "path": {"type": "string"},
+                   "path_with_namespace": {"type": "string"}, "default_branch": {"type": ["string", "null"]},
+                   "web_url": {"type": "string"}, "visibility": {"enum": ["private", "internal", "public"]},
+                   "permissions": {"type": "object", "additionalProperties": False,
+                                   "properties": {"project_access": _ACCESS, "group_access": _ACCESS}}},
+}
 
 _NULLABLE_STR = {"type": ["string", "null"]}
 _USER = {"type": "object", "additionalProperties": False,
@@ -105,14 +119,28 @@ def _errors(schema: dict[str, Any], instance: Any) -> list[str]:
 class GitLabFake(FakeForge):
     prefix = "/api/v4"
 
+    git_username = "oauth2"  # the documented HTTPS username for tokens
+
     def __init__(self, repo: Any, token: str, project_path: str = "acme/platform/env", project_id: int = 42) -> None:
         super().__init__(repo, token)
         self.project_path = project_path
         self.project_id = project_id
         self.closed_at: dict[int, float] = {}
+        #: The token user's membership levels GET /projects/:id reports (`meshgen doctor`).
+        self.access_levels: dict[str, int | None] = {"project_access": 30, "group_access": None}
 
     def expected_auth(self) -> str:
         return f"Bearer {self.token}"  # GitLab accepts access tokens as OAuth bearer tokens
+
+    @route("GET", _PROJECT)
+    def get_project(self, req: Request) -> tuple[int, Any]:
+        self._project_or_404(req)
+        levels = {k: (None if v is None else {"access_level": v, "notification_level": 3})
+                  for k, v in self.access_levels.items()}
+        return 200, {"id": self.project_id, "name": self.project_path.rsplit("/", 1)[-1],
+                     "path": self.project_path.rsplit("/", 1)[-1], "path_with_namespace": self.project_path,
+                     "default_branch": "main", "web_url": f"{self.root}/{self.project_path}",
+                     "visibility": "private", "permissions": levels}
 
     def not_found_body(self) -> Any:
         return {"message": "404 Not found"}
@@ -247,8 +275,10 @@ class GitLabFake(FakeForge):
                                     payload: Any) -> None:
         if status >= 400:
             return
-        if template == _NOTES:
-            schema: dict[str, Any] = NOTE
+        if template == _PROJECT:
+            schema: dict[str, Any] = PROJECT
+        elif template == _NOTES:
+            schema = NOTE
         elif key == f"GET {_MRS}":
             schema = {"type": "array", "items": MERGE_REQUEST}
         else:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import FileMode
 
+from meshgen.gitops.envrepo import EnvRepo
+
 _SIG_NAME, _SIG_EMAIL = "meshgen tests", "tests@meshgen.test"
 
 
@@ -79,3 +81,22 @@ class BareRepo:
         assert isinstance(commit, pygit2.Commit)
         blob = commit.tree[path]
         return self.repo.get(blob.id).data.decode()  # type: ignore[union-attr]
+
+
+def push_files(repo: EnvRepo, branch: str, files: dict[str, str], message: str, *, start: str | None = None) -> str:
+    """Commit `files` on top of `branch` (or of `start` when the branch is new) in the mirror `repo`,
+    then push it over `repo`'s transport, as a developer's `git push` would; returns the new tip."""
+    repo.fetch()
+    expected = repo.tip(branch)
+    parent_oid = expected or (repo.tip(start) if start else None)
+    index = pygit2.Index()
+    parents: list[pygit2.Oid] = []
+    if parent_oid is not None:
+        parent = repo.repo[parent_oid].peel(pygit2.Commit)
+        index.read_tree(parent.tree)
+        parents = [parent.id]
+    for path, content in files.items():
+        index.add(pygit2.IndexEntry(path, repo.repo.create_blob(content.encode()), FileMode.BLOB))
+    new = repo.commit(index.write_tree(repo.repo), parents, message)
+    repo.push(branch, new, expected=expected)
+    return str(new)

@@ -18,9 +18,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from gitserver import Account, GitHttpServer
 
 from ._gitrepo import BareRepo
 from ._schemas import ApiSpec
@@ -101,11 +104,18 @@ class PRRecord:
 
 
 class FakeForge:
-    """Base class: HTTP plumbing, auth, counting, faults, validation, and the shared PR store."""
+    """Base class: HTTP plumbing, auth, counting, faults, validation, and the shared PR store.
+
+    Its git side is real smart HTTP (`git http-backend` behind basic auth, tests/gitserver.py) at
+    `git_url`, accepting the token under the forge's documented HTTPS username (`git_username`;
+    None: any non-empty name, as Gitea/Forgejo do), so pushes go through the network as in
+    production. Like the real forges, a pull request whose head branch was never pushed is refused.
+    """
 
     spec: ApiSpec | None = None
     prefix: str = ""
     auth_header: str = "authorization"
+    git_username: str | None = None
 
     def __init__(self, repo: BareRepo, token: str) -> None:
         self.repo = repo
@@ -129,16 +139,26 @@ class FakeForge:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         daemon=True)
+        repo_path = Path(self.repo.repo.path).resolve()
+        self.git = GitHttpServer(repo_path.parent, [Account(token, self.git_username)])
+        self._git_rel = repo_path.name
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> FakeForge:
         self._thread.start()
+        self.git.start()
         return self
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self.git.stop()
+
+    @property
+    def git_url(self) -> str:
+        """The environment repository's HTTPS clone URL (basic auth with the forge token)."""
+        return self.git.url(self._git_rel)
 
     @property
     def root(self) -> str:
@@ -201,6 +221,10 @@ class FakeForge:
     def expected_auth(self) -> str:
         raise NotImplementedError
 
+    def authorized(self, template: str, presented: str) -> bool:
+        """Does `presented` (the auth header) open `template`? One fixed token unless a fake says more."""
+        return presented == self.expected_auth()
+
     # -- dispatch ------------------------------------------------------------------------------
 
     def dispatch(self, method: str, raw_target: str, headers: dict[str, str], raw_body: bytes
@@ -222,7 +246,7 @@ class FakeForge:
         with self.lock:
             self.hits[key] += 1
         presented = headers.get(self.auth_header, "")
-        if presented != self.expected_auth():
+        if not self.authorized(candidate.template, presented):
             return 401, self.unauthorized_body(presented), {}
         active: Fault | None = None
         with self.lock:

@@ -16,11 +16,13 @@ import pytest
 from meshgen.gitops.forges.gitea import GiteaForge
 from meshgen.gitops.forges.github import GitHubForge
 from meshgen.gitops.forges.gitlab import GitLabForge
+from meshgen.gitops.envrepo import EnvRepo
+from meshgen.gitops.transport import RemoteAccess
 
 from ._gitea_fake import GiteaFake
 from ._github_fake import GitHubFake
 from ._gitlab_fake import GitLabFake
-from ._gitrepo import BareRepo
+from ._gitrepo import BareRepo, push_files
 from ._server import FakeForge
 
 # Looks like a real token, so a leak would be easy to spot and impossible to miss in a search.
@@ -38,11 +40,13 @@ class ForgeEnv:
     fake: FakeForge
     repo: BareRepo
     make: Callable[..., Any]  # make(**overrides) -> forge client
+    pusher: EnvRepo  # a mirror of the repository, pushing over authenticated smart HTTP
 
     def push(self, branch: str, files: dict[str, str] | None = None, *, start: str = "main") -> str:
-        """Commit to `branch` in the bare repository, as a `git push` would; returns the new tip."""
-        return self.repo.commit_files(branch, files or {f"{branch}.yaml": "kind: Demo\n"},
-                                      f"update {branch}", start=start)
+        """Commit to `branch` and push it to the fake's git server with the provider's own git
+        credential (its username convention), as a `git push` would; returns the new tip."""
+        return push_files(self.pusher, branch, files or {f"{branch}.yaml": "kind: Demo\n"},
+                          f"update {branch}", start=start)
 
 
 def _client(kind: str, fake: FakeForge, **overrides: Any) -> Any:
@@ -67,7 +71,7 @@ def bare_repo(tmp_path: Path) -> BareRepo:
     return BareRepo(tmp_path / "env.git")
 
 
-def _start(kind: str, repo: BareRepo) -> Iterator[ForgeEnv]:
+def _start(kind: str, repo: BareRepo, cache: Path) -> Iterator[ForgeEnv]:
     fake = _FAKES[kind](repo, TOKEN).start()
     clients: list[Any] = []
 
@@ -76,8 +80,9 @@ def _start(kind: str, repo: BareRepo) -> Iterator[ForgeEnv]:
         clients.append(client)
         return client
 
+    access = RemoteAccess(fake.git_url, "environment repository", credential=make().git_credential())
     try:
-        yield ForgeEnv(kind, fake, repo, make)
+        yield ForgeEnv(kind, fake, repo, make, EnvRepo(fake.git_url, cache_dir=cache, access=access))
     finally:
         for client in clients:
             client.close_connections()
@@ -86,20 +91,20 @@ def _start(kind: str, repo: BareRepo) -> Iterator[ForgeEnv]:
 
 
 @pytest.fixture(params=["github", "gitea", "gitlab"])
-def forge_env(request: pytest.FixtureRequest, bare_repo: BareRepo) -> Iterator[ForgeEnv]:
-    yield from _start(request.param, bare_repo)
+def forge_env(request: pytest.FixtureRequest, bare_repo: BareRepo, tmp_path: Path) -> Iterator[ForgeEnv]:
+    yield from _start(request.param, bare_repo, tmp_path / "pusher")
 
 
 @pytest.fixture
-def github_env(bare_repo: BareRepo) -> Iterator[ForgeEnv]:
-    yield from _start("github", bare_repo)
+def github_env(bare_repo: BareRepo, tmp_path: Path) -> Iterator[ForgeEnv]:
+    yield from _start("github", bare_repo, tmp_path / "pusher")
 
 
 @pytest.fixture
-def gitea_env(bare_repo: BareRepo) -> Iterator[ForgeEnv]:
-    yield from _start("gitea", bare_repo)
+def gitea_env(bare_repo: BareRepo, tmp_path: Path) -> Iterator[ForgeEnv]:
+    yield from _start("gitea", bare_repo, tmp_path / "pusher")
 
 
 @pytest.fixture
-def gitlab_env(bare_repo: BareRepo) -> Iterator[ForgeEnv]:
-    yield from _start("gitlab", bare_repo)
+def gitlab_env(bare_repo: BareRepo, tmp_path: Path) -> Iterator[ForgeEnv]:
+    yield from _start("gitlab", bare_repo, tmp_path / "pusher")

@@ -99,6 +99,8 @@ def test_create_for_missing_branch_fails_without_retry(forge_env: ForgeEnv) -> N
     with pytest.raises(ForgeError) as err:
         forge.create(branch="meshgen/never-pushed", base="main", title="t", body="", labels=())
     assert "create" in str(err.value) and "meshgen/never-pushed" in str(err.value)
+    # as the real APIs answer: GitHub 422 Validation Failed, Gitea 404, GitLab 422
+    assert {"github": "HTTP 422", "gitea": "HTTP 404", "gitlab": "HTTP 422"}[forge_env.kind] in str(err.value)
     assert forge_env.fake.total_hits() == 1
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitops_support import BOT, Clock, Origin, make_unit, semantic
+from gitops_support import BOT, Clock, Origin, make_unit, manifest, semantic
 
 from meshgen.gitops.envrepo import EnvRepo
 from meshgen.gitops.forges.local import LocalForge
@@ -54,7 +54,7 @@ def test_change_opens_pr_with_labels_and_description(
     pr = forge.get(report.results[0].number)
     assert pr.state == "open" and pr.branch == API and pr.base == "main"
     assert set(pr.labels) == {"meshgen", "env/staging", "team/payments"}
-    assert pr.title == "meshgen(staging): update production/api"
+    assert pr.title == "meshgen(staging): add production/api"
     for expected in (
         "`0123456789abcdef`",
         "Jane Doe",
@@ -83,6 +83,36 @@ def test_second_change_updates_the_same_pr(origin: Origin, env_repo: EnvRepo, fo
     assert forge.get(1).head_sha == str(origin.tip(API).id)
 
 
+def test_description_provenance_verbs_and_changes_since_the_last_push(
+    origin: Origin, env_repo: EnvRepo, forge: LocalForge
+) -> None:
+    sha1, sha2 = "1" * 40, "2" * 40
+    first = _sync(env_repo, forge, [make_unit("api", weight=10)], blueprint_commit=sha1, blueprint_author="Ada",
+                  blueprint_subject="Canary 10%", blueprint_url="https://git.example.com/acme/blueprints.git")
+    pr = forge.get(first.results[0].number)
+    assert pr.title == "meshgen(staging): add production/api"
+    assert f"[`{sha1[:12]}`](<https://git.example.com/acme/blueprints/commit/{sha1}>) by Ada: Canary 10%" in pr.body
+    assert "Changed since the last push" not in pr.body
+    # The reviewer's next view: what changed since the head they reviewed, not since main.
+    _sync(env_repo, forge, [make_unit("api", weight=25)], blueprint_commit=sha2, blueprint_author="Bob",
+          blueprint_subject="Canary 25%")
+    pr = forge.get(pr.number)
+    assert pr.title == "meshgen(staging): add production/api"
+    assert f"`{sha2}` by Bob: Canary 25%" in pr.body
+    since = pr.body.split("### Changed since the last push", 1)[1]
+    assert "`production/api`:" in since and "virtualservice.yaml: changed" in since
+    # A later sync from another blueprint commit that does not touch this unit changes neither head nor text.
+    head = origin.tip(API).id
+    again = _sync(env_repo, forge, [make_unit("api", weight=25)], blueprint_commit="3" * 40, blueprint_author="Cy")
+    assert again.actions() == {API: "unchanged"} and origin.tip(API).id == head
+    assert forge.get(pr.number).body == pr.body
+    # Once merged, the removal reads "remove"; a change to an existing folder reads "update".
+    _merge_to_main(origin, API)
+    forge.close(pr.number)
+    assert forge.get(_sync(env_repo, forge, [make_unit("api", weight=30)]).results[0].number).title == \
+        "meshgen(staging): update production/api"
+
+
 def test_reverted_change_closes_pr_with_comment(origin: Origin, env_repo: EnvRepo, forge: LocalForge) -> None:
     _sync(env_repo, forge, [make_unit("api", weight=10)])
     _merge_to_main(origin, API)
@@ -95,20 +125,61 @@ def test_reverted_change_closes_pr_with_comment(origin: Origin, env_repo: EnvRep
     assert "nothing in this pull request differs" in forge.comments(2)[-1]["body"]
 
 
-def test_base_moved_rebuilds_branch_on_new_base(origin: Origin, env_repo: EnvRepo, forge: LocalForge) -> None:
+def test_unrelated_base_move_keeps_the_head(origin: Origin, env_repo: EnvRepo, forge: LocalForge) -> None:
+    """No churn: the base moving elsewhere does not rewrite an open PR that still merges cleanly."""
+    _sync(env_repo, forge, [make_unit("api")])
+    old_head = origin.tip(API).id
+    origin.commit_on("main", {"staging/production/legacy-app/notes.txt": b"edited\n"})
+    report = _sync(env_repo, forge, [make_unit("api")])
+    assert report.actions() == {API: "unchanged"}
+    assert origin.tip(API).id == old_head
+    assert forge.get(1).head_sha == str(old_head)
+
+
+def test_conflicting_base_move_rebuilds_branch_on_new_base(
+    origin: Origin, env_repo: EnvRepo, forge: LocalForge
+) -> None:
     _sync(env_repo, forge, [make_unit("api")])
     old_head = origin.tip(API)
-    moved = origin.commit_on("main", {"staging/production/legacy-app/notes.txt": b"edited\n"})
+    # Someone writes the PR's own file on main by hand: the PR no longer merges cleanly.
+    moved = origin.commit_on(
+        "main", {"staging/production/api/virtualservice.yaml": manifest("VirtualService", "api", "weight: 99")}
+    )
     report = _sync(env_repo, forge, [make_unit("api")])
     assert report.actions() == {API: "updated"}
     head = origin.tip(API)
     assert head.parent_ids == [moved] and head.id != old_head.id
-    files = origin.files(API)
-    assert files["staging/production/legacy-app/notes.txt"] == b"edited\n"
     assert (
-        files["staging/production/api/virtualservice.yaml"]
+        origin.files(API)["staging/production/api/virtualservice.yaml"]
         == origin.repo[old_head.tree["staging/production/api/virtualservice.yaml"].id].data
     )
+
+
+@pytest.mark.parametrize("grouping", ["service", "team"])
+def test_merging_one_pr_leaves_the_others_untouched(
+    origin: Origin, env_repo: EnvRepo, forge: LocalForge, grouping: str
+) -> None:
+    units = [make_unit(s, team=s) for s in ("api", "web", "shop", "cart")]
+    first = _sync(env_repo, forge, units, grouping=grouping)
+    assert set(first.actions().values()) == {"opened"}
+    heads = {b: origin.tip(b).id for b in first.actions()}
+    merged_branch = sorted(heads)[0]
+    merged = forge.merge(next(r.number for r in first.results if r.branch == merged_branch))
+    assert merged.merge_sha
+    # A later sync (any blueprint push) with one more change elsewhere.
+    second = _sync(env_repo, forge, [*units, make_unit("new", team="new")], grouping=grouping)
+    actions = second.actions()
+    assert [a for b, a in actions.items() if b in heads] == ["unchanged"] * (len(heads) - 1)
+    assert merged_branch not in actions
+    assert {b: origin.tip(b).id for b in heads if b != merged_branch} == {
+        b: h for b, h in heads.items() if b != merged_branch
+    }
+    # Its own change still rewrites it.
+    changed = [make_unit("web", team="web", weight=30), *(u for u in units if u.service != "web")]
+    third = _sync(env_repo, forge, changed, grouping=grouping)
+    web = branch_for(changed[0], grouping)  # type: ignore[arg-type]
+    if web != merged_branch:
+        assert third.actions()[web] == "updated" and origin.tip(web).id != heads[web]
 
 
 def test_rerun_is_idempotent(origin: Origin, env_repo: EnvRepo, forge: LocalForge) -> None:
@@ -196,8 +267,39 @@ def test_template_override(origin: Origin, env_repo: EnvRepo, forge: LocalForge,
     )
     _sync(env_repo, forge, [make_unit("api")], template_dir=templates)
     pr = forge.get(1)
-    assert pr.body == "Custom for `staging`: `production/api`\n"
-    assert pr.title == "meshgen(staging): update production/api"  # default title still used
+    # The template decides the text; the hidden marker naming the rendering is always appended.
+    assert pr.body.startswith("Custom for `staging`: `production/api`\n<!-- meshgen: branch=")
+    assert pr.title == "meshgen(staging): add production/api"  # default title still used
+
+
+def test_closed_pr_rejects_that_rendering(origin: Origin, env_repo: EnvRepo, forge: LocalForge) -> None:
+    _sync(env_repo, forge, [make_unit("api", weight=10)])
+    forge.close(1, comment="not now")  # a reviewer says no
+    branches = {b: origin.tip(b).id for b in origin.repo.branches.local}
+    again = _sync(env_repo, forge, [make_unit("api", weight=10)])
+    assert again.actions() == {API: "rejected"} and again.results[0].number == 1
+    assert forge.list("open") == []
+    assert {b: origin.tip(b).id for b in origin.repo.branches.local} == branches  # nothing pushed
+    # A deliberate retry opens it again ...
+    retried = _sync(env_repo, forge, [make_unit("api", weight=10)], retry_rejected=True)
+    assert retried.actions() == {API: "opened"} and retried.results[0].number == 2
+    forge.close(2)
+    # ... and so does a changed rendering.
+    changed = _sync(env_repo, forge, [make_unit("api", weight=20)])
+    assert changed.actions() == {API: "opened"} and changed.results[0].number == 3
+
+
+def test_prs_meshgen_closes_reject_nothing(origin: Origin, env_repo: EnvRepo, forge: LocalForge) -> None:
+    _sync(env_repo, forge, [make_unit("api", weight=10)])
+    _merge_to_main(origin, API)
+    closed = _sync(env_repo, forge, [make_unit("api", weight=10)])  # no diff any more: meshgen closes it
+    assert closed.actions() == {API: "closed"}
+    # Someone changes the folder on main by hand: the same rendering must be proposed again.
+    origin.commit_on(
+        "main", {"staging/production/api/virtualservice.yaml": manifest("VirtualService", "api", "weight: 99")}
+    )
+    again = _sync(env_repo, forge, [make_unit("api", weight=10)])
+    assert again.actions() == {API: "opened"}
 
 
 def test_blueprint_strings_cannot_break_markdown(

@@ -1,8 +1,9 @@
 """A limit of the target mesh is the blueprint's error: file:line:col, field, message, exit 1.
 
 Renderers raise RenderError(field path, message); the pipeline turns it into a Diagnostic, so
-`meshgen render` prints it like any other blueprint error (never a traceback) and a sync ends
-its job `failed` with it, nothing pushed.
+`meshgen render` prints it like any other blueprint error (never a traceback), and a sync treats
+it like any other broken blueprint: its unit is held back as render-failed with the diagnostic, the
+job ends (partial, with the error), nothing of that unit is pushed.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import sys
 from pathlib import Path
 
 import pygit2
-import pytest
 from helpers import write_repo
 from sync_support import REDIS_DB_URL, env_repo, make_root, redis_namespace
 
-from meshgen.diagnostics import BlueprintError
 from meshgen.gitops.sync import sync_repository
 from meshgen.settings import Settings
 
@@ -69,19 +68,22 @@ def test_kind_ingress_over_16_rules_points_at_routes(tmp_path: Path) -> None:
            "HTTPRoute rules, Gateway API allows 16" in run.stderr
 
 
-def test_a_sync_with_a_renderer_error_ends_failed_and_pushes_nothing(tmp_path: Path) -> None:
+def test_a_sync_with_a_renderer_error_holds_back_its_unit_with_the_diagnostic(tmp_path: Path) -> None:
+    """The job ends (partial: the healthy unit still syncs), never `running`; the broken unit is
+    render-failed with the diagnostic, and nothing of it is pushed."""
     root = make_root(tmp_path / "bp", ["cart"])
     with redis_namespace("render-error") as rns:
         settings = Settings(root=root, redis_url=REDIS_DB_URL, redis_prefix=rns.prefix, lock_ttl=2, lock_wait=5)
         sync_repository(root, settings, records=rns.records)
-        repo = pygit2.Repository(str(env_repo(root)))
-        tips = {r: str(repo.references[r].target) for r in repo.references}
         (root / "blueprints" / "api.yaml").write_text("mesh: linkerd\n" + _many_routes(21))
-        with pytest.raises(BlueprintError):
-            sync_repository(root, settings, records=rns.records)
+        job = sync_repository(root, settings, records=rns.records)
+        assert job.state == "partial"
+        recorded = rns.records.get_job(job.id)
+        assert recorded is not None and recorded.state == "partial"
+        expected = "blueprints/api.yaml:5:1: ingress: linkerd 2.18 httproute+annotations: ingress needs more than 16"
+        assert any(e.startswith(expected) for e in recorded.errors), recorded.errors
+        unit = rns.records.get_unit("production", "shop", "api")
+        assert unit is not None and unit.render_state == "render-failed"
+        assert (unit.render_error or "").startswith(expected)
         repo = pygit2.Repository(str(env_repo(root)))
-        assert {r: str(repo.references[r].target) for r in repo.references} == tips
-        job = rns.records.recent_jobs(1)[0]
-        assert job.state == "failed"
-        assert any(e.startswith("blueprints/api.yaml:5:1: ingress: ") and "more than 16 HTTPRoute rules" in e
-                   for e in job.errors), job.errors
+        assert not [r for r in repo.references if r.endswith("/shop/api")]  # nothing of it pushed

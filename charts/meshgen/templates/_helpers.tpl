@@ -76,15 +76,29 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name ($root.Chart.Version | replace
 {{/* Secrets ------------------------------------------------------------------------------
 Which secrets each component mounts:
   api:    API tokens, webhook secrets, the Argo CD token (rollout actions)
-  worker: the forge token, the Argo CD token (the Argo CD poll runs as a worker task)
+  worker: the forge token, the Argo CD token (the Argo CD poll runs as a worker task), and every
+          git credential (git token, blueprints token, SSH key + passphrase + known_hosts, GitHub
+          App key): only the worker fetches and pushes (`meshgen doctor` runs there too)
   beat:   none (it only schedules)
 */}}
 {{- define "meshgen.secretNames" -}}
 {{- $c := index . 1 -}}
 {{- if eq $c "api" -}}apiReadTokens apiWriteTokens webhookSecretGithub webhookSecretGitlab webhookSecretGitea argocdToken
-{{- else if eq $c "worker" -}}forgeToken argocdToken
+{{- else if eq $c "worker" -}}forgeToken argocdToken gitToken blueprintsToken gitSshKey gitSshKeyPassphrase gitKnownHosts githubAppPrivateKey
 {{- end -}}
 {{- end }}
+
+{{/* Secrets that are only mounted, without a MESHGEN_*_FILE variable: meshgen.yaml names their file
+(gitToken: envRepo.git.tokenFile, see configmap.yaml). */}}
+{{- define "meshgen.fileOnlySecrets" -}}gitToken{{- end }}
+
+{{/* "true" when secret (list $ "name") is configured, else "". */}}
+{{- define "meshgen.secretActive" -}}
+{{- $s := index (index . 0).Values.secrets (index . 1) -}}
+{{- if or $s.value $s.existingSecret -}}true{{- end -}}
+{{- end }}
+
+{{- define "meshgen.secretPath" -}}/etc/meshgen/secrets/{{ include "meshgen.secretFile" . }}{{- end }}
 
 {{/* The secrets of a component that are configured (value or existingSecret), space-separated. */}}
 {{- define "meshgen.activeSecrets" -}}
@@ -104,8 +118,9 @@ Which secrets each component mounts:
 {{- define "meshgen.secretEnvName" -}}MESHGEN_{{ snakecase . | upper }}_FILE{{- end }}
 
 {{- define "meshgen.secretEnv" -}}
+{{- $fileOnly := splitList " " (include "meshgen.fileOnlySecrets" .) }}
 {{- range $name := splitList " " (include "meshgen.activeSecrets" .) }}
-{{- if $name }}
+{{- if and $name (not (has $name $fileOnly)) }}
 - name: {{ include "meshgen.secretEnvName" $name }}
   value: /etc/meshgen/secrets/{{ include "meshgen.secretFile" $name }}
 {{- end }}

@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, Self, TypeVar
+from typing import Any, ClassVar, NoReturn, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
-from .base import ForgeError
+from .base import ForgeError, GitCredential
 
 _log = logging.getLogger("meshgen.gitops.forges")
 
@@ -46,10 +46,11 @@ _MAX_DETAIL = 300
 class _Secret:
     """A token. Its repr and str are constant so it cannot leak through formatting or tracebacks."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_value", "source")
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, source: str = "the token") -> None:
         self._value = value
+        self.source = source  # where it came from ("environment variable X"), for error messages
 
     def reveal(self) -> str:
         return self._value
@@ -57,6 +58,10 @@ class _Secret:
     def scrub(self, text: str) -> str:
         """`text` with every occurrence of the token replaced."""
         return text.replace(self._value, "<redacted>") if self._value else text
+
+    def rejected(self) -> None:
+        """The forge answered 401 to this token. A fixed token can do nothing about it; a rotating
+        one (GitHub App installation token) drops it so the next call gets a fresh one."""
 
     def __repr__(self) -> str:
         return "<token redacted>"
@@ -101,7 +106,7 @@ def _resolve_token(
     if any(ch in value for ch in "\r\n\0"):
         # Would corrupt the Authorization header (header injection); also catches a pasted file.
         raise ForgeError(f"{forge}: {source} holds more than one line; it must contain only the token")
-    return _Secret(value)
+    return _Secret(value, source)
 
 
 def _segment(value: str | int) -> str:
@@ -200,13 +205,26 @@ class _ApiClient:
         self._retry = retry
         self._hint_not_found = hint_not_found
         self._hint_auth = hint_auth
-        name, value = auth_header(secret.reveal())
-        headers = {"Accept": "application/json", "User-Agent": "meshgen", **(extra_headers or {}), name: value}
+        self._auth_header = auth_header
+        headers = {"Accept": "application/json", "User-Agent": "meshgen", **(extra_headers or {})}
         # follow_redirects: GitHub answers renamed repositories with 301/307. httpx drops the
         # Authorization header when a redirect leaves the origin, so the token stays with the forge.
+        # auth: the header is set on every request, not once, because some secrets rotate
+        # (a GitHub App's installation token is re-minted before it expires).
         self._http = httpx.Client(
-            base_url=self.base_url + "/", headers=headers, timeout=timeout, follow_redirects=True
+            base_url=self.base_url + "/", headers=headers, timeout=timeout, follow_redirects=True,
+            auth=_TokenAuth(self),
         )
+
+    def token(self) -> str:
+        """The token, read afresh for every request and every git fetch/push: the one place a
+        provider's token is read (a refreshing token source only has to change `_secret`)."""
+        return self._secret.reveal()
+
+    @property
+    def token_source(self) -> str:
+        """Where the token comes from, for messages (never the token)."""
+        return self._secret.source
 
     def close(self) -> None:
         self._http.close()
@@ -340,6 +358,7 @@ class _ApiClient:
     def _fail_status(self, operation: str, response: httpx.Response) -> NoReturn:
         status = response.status_code
         if status == 401:
+            self._secret.rejected()
             hint = f"the token was rejected; {self._hint_auth}"
         elif status == 403:
             hint = f"the token lacks permission for this; {self._hint_auth}"
@@ -372,10 +391,29 @@ class _ApiClient:
                          "Check base_url, DNS, proxy settings and that the forge is reachable from here")
 
 
+class _TokenAuth(httpx.Auth):
+    """Sets the Authorization header per request from the client's current token."""
+
+    def __init__(self, client: _ApiClient) -> None:
+        self._client = client
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        name, value = self._client._auth_header(self._client.token())
+        request.headers[name] = value
+        yield request
+
+
 class _HTTPForge:
     """Connection lifecycle shared by the HTTP forges; `close` is the protocol's close-a-PR."""
 
     _api: _ApiClient
+    #: The HTTPS git username that goes with this forge's token (its documented convention).
+    git_username: ClassVar[str] = "meshgen"
+
+    def git_credential(self) -> GitCredential:
+        """The API token as git credentials (Forge protocol); asked per fetch/push, like the API's."""
+        return GitCredential(self.git_username, self._api.token,
+                             f"the {self._api.forge} forge token ({self._api.token_source})")
 
     def close_connections(self) -> None:
         """Release pooled HTTP connections (the forge object is unusable afterwards)."""

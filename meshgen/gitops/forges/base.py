@@ -7,10 +7,28 @@ except the local forge, whose "server" is the repository.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 PRState = Literal["open", "merged", "closed"]
+
+#: Gives the current token each time it is called (once per fetch or push): a token that is
+#: refreshed (a GitHub App installation token) or rotated on disk is picked up without a restart.
+TokenSource = Callable[[], str]
+
+
+@dataclass(frozen=True)
+class GitCredential:
+    """HTTPS credentials for git: `username` and a token used as the password.
+
+    `source` says where the token comes from ("environment variable MESHGEN_FORGE_TOKEN"), for
+    error messages; it never holds the token. The token is only read through `token()`.
+    """
+
+    username: str
+    token: TokenSource = field(repr=False)
+    source: str = "the forge token"
 
 
 @dataclass(frozen=True)
@@ -62,3 +80,25 @@ class Forge(Protocol):
 
     def list(self, state: PRState | None = None) -> list[PullRequest]:
         """Pull requests opened by meshgen (head branch under meshgen/), newest first."""
+
+    def check_access(self) -> str:
+        """Whether this credential can push branches and open pull requests on the repository
+        (`meshgen doctor`): a sentence saying what was verified, or ForgeError with the fix."""
+
+    def git_credential(self) -> GitCredential | None:
+        """The forge's token as HTTPS git credentials, in the forge's username convention.
+
+        meshgen.gitops.transport uses it for the environment repository unless meshgen.yaml's
+        envRepo.git names a separate credential. None: this forge has no token (local).
+        """
+
+
+@runtime_checkable
+class PlanReporter(Protocol):
+    """What `meshgen plan` needs from the blueprints repository's forge (GitHub, GitLab, Gitea)."""
+
+    def upsert_comment(self, number: int, marker: str, body: str) -> int:
+        """Edit the pull request's comment that contains `marker` in place, or add it; its id."""
+
+    def set_status(self, sha: str, state: str, description: str, context: str) -> None:
+        """Set a commit status (success, failure, pending, error) named `context` on `sha`."""

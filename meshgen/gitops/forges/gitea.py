@@ -32,6 +32,8 @@ class GiteaForge(_HTTPForge):
     """
 
     kind: ClassVar[str] = "gitea"
+    #: Gitea/Forgejo accept any non-empty username with a token as password; envRepo.git.username overrides it.
+    git_username: ClassVar[str] = "meshgen"
 
     def __init__(
         self,
@@ -66,6 +68,18 @@ class GiteaForge(_HTTPForge):
     def __repr__(self) -> str:
         return f"GiteaForge(base_url={self._api.base_url!r}, repo='{self.owner}/{self.repo}')"
 
+    def check_access(self) -> str:
+        """Whether meshgen can push branches and open pull requests here (for `meshgen doctor`):
+        GET /repos/{owner}/{repo} and its `permissions.push`. A sentence, or ForgeError with the fix."""
+        data = self._api.call(f"read repository {self.owner}/{self.repo}", "GET", self._repo_path, parse=dict)
+        where = f"{self.owner}/{self.repo}"
+        permissions = data.get("permissions")
+        if not isinstance(permissions, dict) or not permissions.get("push"):
+            raise ForgeError(f"Gitea: the token can read {where} but not push to it, so meshgen cannot push "
+                             "branches or open pull requests; give the token's user write access to the repository "
+                             "(and the token the write:repository and write:issue scopes)")
+        return f"{where}: the token can push and open pull requests"
+
     # -- Forge protocol ------------------------------------------------------------------------
 
     def find_open(self, branch: str) -> PullRequest | None:
@@ -95,6 +109,31 @@ class GiteaForge(_HTTPForge):
         self._api.call(
             f"comment on pull request #{number}", "POST", f"{self._repo_path}/issues/{number}/comments",
             json={"body": body}, ok=(201,),
+        )
+
+    def upsert_comment(self, number: int, marker: str, body: str) -> int:
+        """Edit the comment carrying `marker` in place, or add it (PlanReporter); its id."""
+        comments: list[dict[str, Any]] = self._api.call(
+            f"list comments of pull request #{number}", "GET", f"{self._repo_path}/issues/{number}/comments",
+            parse=lambda data: list(data),
+        )
+        for item in comments:
+            if marker in (item.get("body") or ""):
+                self._api.call(f"edit comment {item['id']}", "PATCH",
+                               f"{self._repo_path}/issues/comments/{int(item['id'])}", json={"body": body},
+                               ok=(200, 201))
+                return int(item["id"])
+        created: int = self._api.call(
+            f"comment on pull request #{number}", "POST", f"{self._repo_path}/issues/{number}/comments",
+            json={"body": body}, ok=(201,), parse=lambda data: int(data["id"]),
+        )
+        return created
+
+    def set_status(self, sha: str, state: str, description: str, context: str) -> None:
+        """A commit status (PlanReporter): success, failure, error or pending."""
+        self._api.call(
+            f"set status {context} on {sha[:12]}", "POST", f"{self._repo_path}/statuses/{_segment(sha)}",
+            json={"state": state, "context": context, "description": description[:140]}, ok=(200, 201),
         )
 
     def close(self, number: int, *, comment: str | None = None) -> PullRequest:

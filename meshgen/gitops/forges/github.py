@@ -10,8 +10,9 @@ import os
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from ._http import _ApiClient, _HTTPForge, _resolve_token, _RetryPolicy, _segment
+from ._http import _ApiClient, _HTTPForge, _resolve_token, _RetryPolicy, _Secret, _segment
 from .base import ForgeError, PRState, PullRequest
+from .github_app import GitHubApp, InstallationTokens
 
 _PREFIX = "meshgen/"
 _PAGE = 100  # GitHub's maximum per_page
@@ -23,10 +24,14 @@ class GitHubForge(_HTTPForge):
     base_url is the REST API root: https://api.github.com for github.com, or
     https://HOST/api/v3 for GitHub Enterprise Server. The token (fine-grained: "Pull requests"
     and "Issues" read/write, "Contents" read/write to merge) comes from exactly one of `token`,
-    `token_env` (an environment variable name) or `token_file` (a file path).
+    `token_env` (an environment variable name) or `token_file` (a file path), or, instead of a
+    token, from a GitHub App installation (`app`, see github_app.py: installation tokens minted
+    and refreshed on demand; the app needs Pull requests, Issues and Contents read/write).
     """
 
     kind: ClassVar[str] = "github"
+    #: GitHub's documented username for token-authenticated HTTPS git (installation tokens need it; PATs accept it).
+    git_username: ClassVar[str] = "x-access-token"
 
     def __init__(
         self,
@@ -37,6 +42,7 @@ class GitHubForge(_HTTPForge):
         token: str | None = None,
         token_env: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
+        app: GitHubApp | None = None,
         timeout: float = 30.0,
         max_attempts: int = 5,
         max_wait: float = 60.0,
@@ -44,21 +50,66 @@ class GitHubForge(_HTTPForge):
     ) -> None:
         self.owner = owner
         self.repo = repo
-        secret = _resolve_token("GitHub", token=token, token_env=token_env, token_file=token_file)
+        retry = _RetryPolicy(max_attempts=max_attempts, max_wait=max_wait, backoff=backoff)
+        secret: _Secret
+        self.app_tokens: InstallationTokens | None
+        if app is not None:
+            if (token, token_env, token_file) != (None, None, None):
+                raise ForgeError("GitHub: give either a GitHub App (envRepo.forge.app) or a token, not both")
+            secret = self.app_tokens = InstallationTokens.shared(app, base_url, timeout=timeout, retry=retry)
+        else:
+            self.app_tokens = None
+            secret = _resolve_token("GitHub", token=token, token_env=token_env, token_file=token_file)
         self._api = _ApiClient(
             "GitHub", base_url, secret, lambda value: ("Authorization", f"Bearer {value}"),
             timeout=timeout,
-            retry=_RetryPolicy(max_attempts=max_attempts, max_wait=max_wait, backoff=backoff),
+            retry=retry,
             extra_headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
             hint_not_found=(f"check owner/repo ({owner}/{repo}), base_url ({base_url}) and the pull request "
-                            "number; GitHub also answers 404 when the token cannot see a private repository"),
-            hint_auth="check that the token is valid, not expired, and has Pull requests, Issues and "
-                      "Contents read/write access to the repository",
+                            "number; GitHub also answers 404 when the token cannot see a private repository"
+                            + ("" if app is None else " (for a GitHub App: when its installation does not "
+                               "include the repository)")),
+            hint_auth=("check that the token is valid, not expired, and has Pull requests, Issues and "
+                       "Contents read/write access to the repository") if app is None else
+                      (f"check that GitHub App {app.app_id} has Pull requests, Issues and Contents "
+                       "read/write permissions and that its installation includes the repository"),
         )
         self._repo_path = f"repos/{_segment(owner)}/{_segment(repo)}"
 
     def __repr__(self) -> str:
         return f"GitHubForge(base_url={self._api.base_url!r}, repo='{self.owner}/{self.repo}')"
+
+    def check_access(self) -> str:
+        """Whether meshgen can push branches and open pull requests here (for `meshgen doctor`).
+
+        A sentence saying what was verified, or ForgeError with the fix. GET /repos/{owner}/{repo}
+        proves the credential works and sees the repository; its `permissions.push` (reported for
+        tokens acting as a user) says whether it may push. An app installation's rights are the
+        `permissions` of its installation token instead: Contents and Pull requests must be write.
+        """
+        data = self._api.call(f"read repository {self.owner}/{self.repo}", "GET", self._repo_path, parse=dict)
+        where = f"{self.owner}/{self.repo}"
+        if self.app_tokens is not None:
+            app = self.app_tokens.app
+            self.app_tokens.refresh()  # the permissions of a token minted now, not of a cached one
+            granted = dict(self.app_tokens.permissions)
+            missing = [name for name in ("contents", "pull_requests") if granted.get(name) not in ("write", "admin")]
+            if missing:
+                have = ", ".join(f"{k}: {v}" for k, v in sorted(granted.items())) or "none"
+                raise ForgeError(f"GitHub: GitHub App {app.app_id} (installation {app.installation_id}) sees {where} "
+                                 f"but lacks write access to {' and '.join(missing)} (it has {have}); give the app "
+                                 "Contents and Pull requests read/write in its settings, then accept the new "
+                                 "permissions on the installation")
+            return (f"{where}: GitHub App {app.app_id} (installation {app.installation_id}) can push and open "
+                    "pull requests (contents and pull_requests: write)")
+        permissions = data.get("permissions")
+        if not isinstance(permissions, dict):
+            return f"{where}: the token is valid and sees the repository (GitHub did not report push permission)"
+        if not permissions.get("push"):
+            raise ForgeError(f"GitHub: the token can read {where} but not push to it, so meshgen cannot push "
+                             "branches or open pull requests; give it Contents and Pull requests read/write "
+                             "(fine-grained token) or the repo scope (classic), for a user with write access")
+        return f"{where}: the token can push and open pull requests"
 
     # -- Forge protocol ------------------------------------------------------------------------
 
@@ -142,6 +193,37 @@ class GitHubForge(_HTTPForge):
         if state is not None:
             result = [pr for pr in result if pr.state == state]
         return sorted(result, key=lambda pr: pr.number, reverse=True)
+
+    # -- plan reporting on blueprints pull requests (PlanReporter) -----------------------------
+
+    def upsert_comment(self, number: int, marker: str, body: str) -> int:
+        """Edit the comment carrying `marker` in place, or add it; returns its id. One comment, never two."""
+        page = 1
+        while True:
+            items: list[dict[str, Any]] = self._api.call(
+                f"list comments of pull request #{number}", "GET", f"{self._repo_path}/issues/{number}/comments",
+                params={"per_page": _PAGE, "page": page}, parse=lambda data: list(data),
+            )
+            for item in items:
+                if marker in (item.get("body") or ""):
+                    self._api.call(f"edit comment {item['id']}", "PATCH",
+                                   f"{self._repo_path}/issues/comments/{int(item['id'])}", json={"body": body})
+                    return int(item["id"])
+            if len(items) < _PAGE:
+                break
+            page += 1
+        created: int = self._api.call(
+            f"comment on pull request #{number}", "POST", f"{self._repo_path}/issues/{number}/comments",
+            json={"body": body}, ok=(201,), parse=lambda data: int(data["id"]),
+        )
+        return created
+
+    def set_status(self, sha: str, state: str, description: str, context: str) -> None:
+        """A commit status (state: success | failure | pending | error) on `sha`."""
+        self._api.call(
+            f"set status {context} on {sha[:12]}", "POST", f"{self._repo_path}/statuses/{_segment(sha)}",
+            json={"state": state, "description": description[:140], "context": context}, ok=(201,),
+        )
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from .base import ForgeError, PRState, PullRequest
 
 _PREFIX = "meshgen/"
 _PAGE = 100  # GitLab's maximum per_page
+_DEVELOPER = 30  # GitLab access level that may push new branches and open merge requests
 # "locked" is the short-lived state while GitLab performs a merge: still open for us.
 _STATES: dict[str, PRState] = {"opened": "open", "locked": "open", "merged": "merged", "closed": "closed"}
 
@@ -31,6 +32,8 @@ class GitLabForge(_HTTPForge):
     """
 
     kind: ClassVar[str] = "gitlab"
+    #: GitLab's documented username for OAuth and access tokens over HTTPS git.
+    git_username: ClassVar[str] = "oauth2"
 
     def __init__(
         self,
@@ -67,6 +70,24 @@ class GitLabForge(_HTTPForge):
     def __repr__(self) -> str:
         return f"GitLabForge(base_url={self._api.base_url!r}, project={str(self.project)!r})"
 
+    def check_access(self) -> str:
+        """Whether meshgen can push branches and open merge requests here (for `meshgen doctor`):
+        GET /projects/:id and the token user's access level in `permissions` (project or group
+        membership): Developer (30) or more may push new branches and open merge requests."""
+        data = self._api.call(f"read project {self.project}", "GET", f"projects/{_segment(self.project)}",
+                              parse=dict)
+        permissions = data.get("permissions") or {}
+        levels = [int(access["access_level"]) for access in (permissions.get("project_access"),
+                                                             permissions.get("group_access"))
+                  if isinstance(access, dict) and "access_level" in access]
+        level = max(levels, default=0)
+        where = data.get("path_with_namespace") or str(self.project)
+        if level < _DEVELOPER:
+            raise ForgeError(f"GitLab: the token's user has access level {level} on {where}; pushing branches and "
+                             f"opening merge requests needs Developer ({_DEVELOPER}) or more: add it to the project "
+                             "as Developer or Maintainer (a project access token: create it with that role)")
+        return f"{where}: the token (access level {level}) can push and open merge requests"
+
     # -- Forge protocol ------------------------------------------------------------------------
 
     def find_open(self, branch: str) -> PullRequest | None:
@@ -97,6 +118,37 @@ class GitLabForge(_HTTPForge):
         self._api.call(
             f"comment on merge request !{number}", "POST", f"{self._mrs}/{number}/notes",
             json={"body": body}, ok=(201,),
+        )
+
+    def upsert_comment(self, number: int, marker: str, body: str) -> int:
+        """Edit the note carrying `marker` in place, or add it (PlanReporter); its id."""
+        page = 1
+        while True:
+            notes: list[dict[str, Any]] = self._api.call(
+                f"list notes of merge request !{number}", "GET", f"{self._mrs}/{number}/notes",
+                params={"per_page": _PAGE, "page": page, "sort": "asc"}, parse=lambda data: list(data),
+            )
+            for note in notes:
+                if marker in (note.get("body") or ""):
+                    self._api.call(f"edit note {note['id']}", "PUT", f"{self._mrs}/{number}/notes/{int(note['id'])}",
+                                   json={"body": body})
+                    return int(note["id"])
+            if len(notes) < _PAGE:
+                break
+            page += 1
+        created: int = self._api.call(
+            f"comment on merge request !{number}", "POST", f"{self._mrs}/{number}/notes",
+            json={"body": body}, ok=(201,), parse=lambda data: int(data["id"]),
+        )
+        return created
+
+    def set_status(self, sha: str, state: str, description: str, context: str) -> None:
+        """A commit status (PlanReporter); GitLab calls failure and error `failed`."""
+        gl_state = {"success": "success", "pending": "pending", "failure": "failed", "error": "failed"}[state]
+        self._api.call(
+            f"set status {context} on {sha[:12]}", "POST",
+            f"projects/{_segment(self.project)}/statuses/{_segment(sha)}",
+            json={"state": gl_state, "name": context, "description": description[:255]}, ok=(200, 201),
         )
 
     def close(self, number: int, *, comment: str | None = None) -> PullRequest:

@@ -190,6 +190,14 @@ class LocalForge:
         out = [pr for pr in out if pr.branch.startswith("meshgen/") and (state is None or pr.state == state)]
         return sorted(out, key=lambda pr: pr.number, reverse=True)
 
+    def check_access(self) -> str:
+        """The local forge is its repository: reachable when the path is a repository (for `meshgen doctor`)."""
+        return f"local pull requests in {self.path}"
+
+    def git_credential(self) -> None:
+        """The local forge has no token: its repository is a path."""
+        return None
+
     # ---- extras of the local forge (used by `meshgen pr show`) ---------------------
 
     def comments(self, number: int) -> builtins.list[dict[str, Any]]:

@@ -1,0 +1,157 @@
+"""Plans on pull requests of the *blueprints* repository (issue 10, item 7, the service side).
+
+The push webhook endpoints (meshgen.api.webhooks) hand verified pull-request events here:
+GitHub / Gitea `pull_request` (opened, synchronize, reopened) and GitLab `Merge Request Hook`
+(open, update, reopen). The answer is 202 at once; then, in the background, the blueprints
+repository (MESHGEN_BLUEPRINTS_URL) is fetched, the pull request's head is planned against its
+merge base with the target branch (meshgen.plan), and on the forge (MESHGEN_BLUEPRINTS_FORGE_URL,
+MESHGEN_BLUEPRINTS_FORGE_TOKEN):
+
+* one comment on the pull request holds the plan, edited in place on every push (never a second);
+* the commit status `meshgen/plan` on the head commit says success, or failure with the first error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pygit2
+from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
+
+from meshgen.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MARKER = "<!-- meshgen:plan -->"
+CONTEXT = "meshgen/plan"
+#: forge -> event header values of pull-request events, and the actions that ask for a plan
+EVENTS = {"github": ("pull_request",), "gitea": ("pull_request",), "gitlab": ("Merge Request Hook",)}
+_ACTIONS = {"github": ("opened", "synchronize", "reopened"), "gitea": ("opened", "synchronized", "reopened"),
+            "gitlab": ("open", "update", "reopen")}
+#: where each forge exposes a pull request's head, for heads that live in forks
+_HEAD_REFS = {"github": "refs/pull/{n}/head", "gitea": "refs/pull/{n}/head", "gitlab": "refs/merge-requests/{n}/head"}
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    forge: str
+    repository: str  # owner/name, GitLab group/project
+    number: int
+    head_sha: str
+    base_ref: str
+    base_sha: str | None
+
+
+def parse(forge: str, payload: dict[str, Any]) -> PlanRequest | None:
+    """The plan a pull-request event asks for, or None (another action). Raises KeyError/TypeError/ValueError."""
+    if forge == "gitlab":
+        attrs = payload["object_attributes"]
+        if attrs.get("action") not in _ACTIONS[forge]:
+            return None
+        return PlanRequest(forge, str(payload["project"]["path_with_namespace"]), int(attrs["iid"]),
+                           str(attrs["last_commit"]["id"]), str(attrs["target_branch"]),
+                           (attrs.get("diff_refs") or {}).get("base_sha"))
+    if payload.get("action") not in _ACTIONS[forge]:
+        return None
+    pr = payload["pull_request"]
+    return PlanRequest(forge, str(payload["repository"]["full_name"]), int(pr["number"]), str(pr["head"]["sha"]),
+                       str(pr["base"]["ref"]), pr["base"].get("sha"))
+
+
+def accept(forge: str, body: bytes, settings: Settings) -> JSONResponse:
+    """Answer a verified pull-request event of the blueprints repository; the plan runs after the answer."""
+    if not settings.blueprints_url or not settings.blueprints_forge_url:  # planning is off: nothing to parse
+        return JSONResponse({"status": "ignored", "reason": "set MESHGEN_BLUEPRINTS_URL and "
+                             "MESHGEN_BLUEPRINTS_FORGE_URL (and MESHGEN_BLUEPRINTS_FORGE_TOKEN) to plan pull "
+                             "requests"}, status_code=202)
+    try:
+        request = parse(forge, json.loads(body))
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return JSONResponse({"type": "about:blank", "title": "Bad Request", "status": 400,
+                             "detail": f"the {forge} pull-request payload is not the JSON object the forge documents"},
+                            status_code=400, media_type="application/problem+json")
+    if request is None:
+        return JSONResponse({"status": "ignored", "reason": "only opened, updated or reopened pull requests "
+                                                            "are planned"}, status_code=202)
+    if settings.blueprints_repo and request.repository.lower() != settings.blueprints_repo.lower():
+        return JSONResponse({"status": "ignored", "reason": f"repository {request.repository!r} is not the "
+                             f"blueprints repository {settings.blueprints_repo!r}"}, status_code=202)
+    return JSONResponse({"status": "planning", "number": request.number, "head": request.head_sha},
+                        status_code=202, background=BackgroundTask(run_safely, settings, request))
+
+
+def run_safely(settings: Settings, request: PlanRequest) -> None:
+    try:
+        run(settings, request)
+    except Exception:  # a background task has nobody to answer: log it, the next push plans again
+        log.exception("planning %s pull request #%s failed", request.forge, request.number)
+
+
+def reporter(settings: Settings, request: PlanRequest) -> Any:
+    from meshgen.gitops.forges import make_forge
+
+    token = settings.blueprints_forge_token.get_secret_value() if settings.blueprints_forge_token else None
+    kwargs: dict[str, Any] = {"token": token, "base_url": settings.blueprints_forge_url}
+    if request.forge == "gitlab":
+        return make_forge("gitlab", project=request.repository, **kwargs)
+    owner, _, name = request.repository.partition("/")
+    return make_forge(request.forge, owner=owner, repo=name, **kwargs)
+
+
+def run(settings: Settings, request: PlanRequest) -> None:
+    """Fetch, plan, comment, set the status. Raises on forge or repository failures."""
+    from meshgen.gitops.blueprints import _BlueprintsMirror, blueprints_remote
+    from meshgen.plan import PlanError, format_markdown, plan_commits
+
+    assert settings.blueprints_url is not None
+    root = Path(settings.root)
+    mirror = _BlueprintsMirror(blueprints_remote(settings.blueprints_url, root), cache_dir=settings.state_path,
+                               prefix="blueprints-")
+    mirror.fetch()
+    repo = mirror.repo
+    if _missing(repo, request.head_sha):  # a fork's head: fetch the forge's pull-request ref
+        ref = _HEAD_REFS[request.forge].format(n=request.number)
+        repo.remotes["origin"].fetch([f"+{ref}:refs/meshgen/pulls/{request.number}"])
+    base = mirror.commit_at(request.base_ref)
+    if base is None and request.base_sha and not _missing(repo, request.base_sha):
+        base = repo[request.base_sha].peel(pygit2.Commit)
+    forge = reporter(settings, request)
+    if base is None or _missing(repo, request.head_sha):
+        forge.set_status(request.head_sha, "error", f"cannot fetch the head or base {request.base_ref}", CONTEXT)
+        return
+    merge_base = repo.merge_base(base.id, pygit2.Oid(hex=request.head_sha)) or base.id
+    config = root / "meshgen.yaml"
+    try:
+        plan = plan_commits(repo, str(merge_base), request.head_sha, settings.state_path / "cache" / "plan",
+                            config_override=config.read_bytes() if config.is_file() else None)
+    except PlanError as exc:
+        forge.set_status(request.head_sha, "error", str(exc), CONTEXT)
+        return
+    except Exception as exc:  # meshgen.yaml itself does not load
+        from meshgen.diagnostics import BlueprintError
+
+        if not isinstance(exc, BlueprintError):
+            raise
+        first = str(exc.diagnostics[0]) if exc.diagnostics else str(exc)
+        forge.upsert_comment(request.number, MARKER, f"{MARKER}\n**meshgen plan** failed:\n\n- {first}\n")
+        forge.set_status(request.head_sha, "failure", first, CONTEXT)
+        return
+    forge.upsert_comment(request.number, MARKER, f"{MARKER}\n{format_markdown(plan)}")
+    if plan.errors:
+        forge.set_status(request.head_sha, "failure", str(plan.errors[0]), CONTEXT)
+    else:
+        changed = sum(1 for u in plan.units if u.changes)
+        forge.set_status(request.head_sha, "success", f"{changed} unit(s) change, no errors", CONTEXT)
+
+
+def _missing(repo: pygit2.Repository, sha: str) -> bool:
+    try:
+        repo[sha]
+    except (KeyError, ValueError):
+        return True
+    return False

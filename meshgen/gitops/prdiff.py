@@ -1,0 +1,46 @@
+"""What a pull request of the local forge changes: reviewer lines and the per-file YAML diff.
+
+Shared by the PR pages (meshgen.api.prpages) and `meshgen pr show N --diff`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pygit2
+
+from meshgen.diff import semantic_diff
+from meshgen.gitops.forges.base import PullRequest
+
+MAX_PATCH_BYTES = 2 * 1024 * 1024  # a page or a terminal shows this much of a patch, then says it stopped
+
+
+@dataclass(frozen=True)
+class PRDiff:
+    semantic: list[str]
+    patch: str  # unified diff of the changed files
+    truncated: bool
+
+
+def pr_diff(repo: pygit2.Repository, pr: PullRequest) -> PRDiff:
+    """The change of `pr`: its head against the commit it was built on (meshgen branches are one commit)."""
+    try:
+        head = repo[pr.head_sha].peel(pygit2.Commit)
+    except (KeyError, ValueError):
+        return PRDiff([], "", False)
+    if len(head.parents) == 1:
+        parent = head.parents[0]
+    else:
+        base_ref = repo.references.get(f"refs/heads/{pr.base}")
+        oid = repo.merge_base(head.id, base_ref.target) if base_ref is not None else None
+        parent = repo[oid].peel(pygit2.Commit) if oid is not None else None
+    diff = repo.diff(parent.tree if parent is not None else repo.TreeBuilder().write(), head.tree)
+    old: dict[str, bytes] = {}
+    new: dict[str, bytes] = {}
+    for delta in diff.deltas:
+        for side, files in ((delta.old_file, old), (delta.new_file, new)):
+            if side.id != pygit2.Oid(hex="0" * 40) and side.path.endswith((".yaml", ".yml")):
+                files[side.path] = repo[side.id].data
+    patch = diff.patch or ""
+    truncated = len(patch) > MAX_PATCH_BYTES
+    return PRDiff(semantic_diff(old, new), patch[:MAX_PATCH_BYTES], truncated)

@@ -1,0 +1,87 @@
+"""`meshgen plan` (issue 10, item 7): a real git repository, rendered at two revisions, as users run it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pygit2
+from helpers import write_repo
+
+API = """\
+service: api
+namespace: payments
+team: payments
+versions: {v1: {version: v1}, v2: {version: v2}}
+routes:
+  - name: default
+    to: {v1: 90, v2: 10}
+access:
+  - from: [frontend]
+"""
+WEB = API.replace("service: api", "service: web")
+
+
+def meshgen(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshgen", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def commit_all(root: Path, message: str) -> str:
+    repo = pygit2.Repository(str(root)) if (root / ".git").exists() else pygit2.init_repository(str(root),
+                                                                                                initial_head="main")
+    repo.index.add_all()
+    repo.index.write()
+    sig = pygit2.Signature("Ada", "ada@example.com")
+    parents = [] if repo.head_is_unborn else [repo.head.target]
+    return str(repo.create_commit("HEAD", sig, sig, message, repo.index.write_tree(), parents))
+
+
+def test_plan_json_markdown_and_revisions(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "bp", {"payments/api.yaml": API, "payments/web.yaml": WEB})
+    base = commit_all(root, "base")
+    (root / "blueprints/payments/api.yaml").write_text(
+        API.replace("v1: 90, v2: 10", "v1: 75, v2: 25") + "  - from: [edge/gateway]\n")
+    (root / "blueprints/payments/web.yaml").unlink()
+    (root / "blueprints/payments/new.yaml").write_text(API.replace("service: api", "service: new"))
+    run = meshgen("plan", root, "--base", "main", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    units = json.loads(run.stdout)
+    assert all(set(u) == {"env", "namespace", "service", "changes", "warnings", "errors"} for u in units)
+    by = {(u["env"], u["service"]): u for u in units}
+    assert {env for env, _ in by} == {"staging", "production"}
+    api = by[("production", "api")]
+    assert "VirtualService payments/api: route default: weight v2 10 → 25" in api["changes"]
+    assert any("access: + payments/gateway" not in c and "edge/gateway" in c for c in api["changes"])
+    assert by[("production", "web")]["changes"][0].startswith("- ")  # a deleted blueprint removes its resources
+    assert by[("staging", "new")]["changes"][0].startswith("+ ")
+    assert not any(u["errors"] for u in units)
+    # The same plan between two commits, in markdown.
+    head = commit_all(root, "change")
+    md = meshgen("plan", root, "--base", base, "--head", head)
+    assert md.returncode == 0, md.stderr
+    assert f"`{base[:12]}` → `{head[:12]}`" in md.stdout and "### production" in md.stdout
+    assert "#### payments/api" in md.stdout and "weight v2 10 → 25" in md.stdout
+    # Nothing changed: nothing planned.
+    same = meshgen("plan", root, "--base", head, "--format", "json")
+    assert same.returncode == 0 and json.loads(same.stdout) == []
+
+
+def test_plan_exits_1_with_errors_at_file_and_line(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "bp", {"payments/api.yaml": API, "payments/web.yaml": WEB})
+    commit_all(root, "base")
+    (root / "blueprints/payments/web.yaml").write_text(WEB.replace("v1: 90, v2: 10", "v1: 90, v2: 20"))
+    (root / "blueprints/payments/api-copy.yaml").write_text(API)  # claims payments/api a second time
+    run = meshgen("plan", root, "--base", "main", "--format", "json")
+    assert run.returncode == 1
+    units = {(u["env"], u["service"]): u for u in json.loads(run.stdout)}
+    web = units[("production", "web")]["errors"]
+    assert web and web[0].startswith("blueprints/payments/web.yaml:") and "sum to 100" in web[0]
+    assert any("also claimed" in e for e in units[("production", "api")]["errors"])
+    assert "blueprints/payments/web.yaml:" in run.stderr
+    # Unknown revisions and non-repositories are clear errors.
+    bad = meshgen("plan", root, "--base", "no-such-branch")
+    assert bad.returncode == 1 and "no-such-branch" in bad.stderr and "Traceback" not in bad.stderr
+    plain = write_repo(tmp_path / "plain", {"payments/api.yaml": API})
+    assert "not inside a git repository" in meshgen("plan", plain, "--base", "main").stderr
