@@ -448,10 +448,15 @@ class IstioSignals:
 
     reporter: str = "destination"
     mesh: str = "istio"
+    # Other Services the service's traffic is reported under: in ambient mode a version's requests
+    # go to its own Service `<service>-<version>`, and the waypoint reports that name.
+    aliases: tuple[str, ...] = ()
 
     def queries(self, service: str | None, namespace: str | None) -> dict[str, str]:
         sel = [f'reporter="{self.reporter}"']
-        if service is not None:
+        if service is not None and self.aliases:
+            sel.append(f'destination_service_name=~"{"|".join((service, *self.aliases))}"')
+        elif service is not None:
             sel.append(f'destination_service_name="{service}"')
         if namespace is not None:
             sel.append(f'destination_service_namespace="{namespace}"')

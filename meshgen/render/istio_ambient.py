@@ -140,7 +140,8 @@ class AmbientServiceRender(sidecar._ServiceRender):
 
     def __init__(self, svc: ServiceBlueprint, ctx: RenderContext) -> None:
         super().__init__(svc, ctx)
-        self.signals = sidecar.IstioSignals(reporter="waypoint")
+        self.signals = sidecar.IstioSignals(
+            reporter="waypoint", aliases=tuple(version_service(svc.service, v) for v in sorted(svc.versions)))
         self.routes = effective_routes(svc)
 
     # --- what needs the waypoint ----------------------------------------------------------

@@ -159,3 +159,11 @@ def test_mesh_dashboard_reads_waypoint_metrics() -> None:
     (cm,) = [r.body for r in IstioRenderer().render_mesh(mesh, _ctx()) if r.kind == "ConfigMap"]
     exprs = [p["targets"][0]["expr"] for p in json.loads(cm["data"]["istio-mesh.json"])["panels"]]
     assert all('reporter="waypoint"' in e for e in exprs)
+
+
+def test_service_dashboard_counts_the_version_services_the_waypoint_reports() -> None:
+    out, _ = _render({"service": "api", "namespace": "shop", "versions": ["v1", "v2"],
+                      "routes": [{"to": {"v1": 90, "v2": 10}}], "observability": {"dashboard": True}})
+    (cm,) = [d for d in out if d["kind"] == "ConfigMap"]
+    exprs = [p["targets"][0]["expr"] for p in json.loads(cm["data"]["api.json"])["panels"]]
+    assert all('reporter="waypoint"' in e and 'destination_service_name=~"api|api-v1|api-v2"' in e for e in exprs)
