@@ -33,7 +33,7 @@ from meshgen.gitops.units import MESH_SERVICE as MESH_FOLDER
 from meshgen.gitops.units import NAMESPACE_SERVICE as NAMESPACE_FOLDER
 from meshgen.gitops.units import Unit
 from meshgen.render import renderer_class
-from meshgen.render.base import Capability, RenderContext, Resource
+from meshgen.render.base import Capability, RenderContext, RenderError, Resource
 from meshgen.render.features import (
     used_features,
     used_ingress_features,
@@ -101,10 +101,19 @@ def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: 
         skipped, notes = _unsupported(loaded, inst, config, diagnostics)
         if any(d.severity == "error" for d in diagnostics):
             continue
-        units.append(_render_instance(inst, config, skipped, notes))
+        try:
+            units.append(_render_instance(inst, config, skipped, notes))
+        except RenderError as exc:  # a limit of the target mesh: the blueprint's error, with its line
+            diagnostics.append(loaded.diag(_field_path(inst, exc.path),
+                                           f"{renderer_class(inst.mesh).flavours(config)}: {exc.message}"))
     if any(d.severity == "error" for d in diagnostics):
         units = []
     return FileOutcome(rel, loaded.digest, diagnostics, facts, units)
+
+
+def _field_path(inst: Instance, path: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Where a field of this instance is written: under `environments.<env>` when an overlay set it."""
+    return ("environments", inst.env, *path) if path and path[0] in inst.overlay_keys else path
 
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -152,7 +161,7 @@ def _unsupported(
         cap = caps.get(feature)
         if cap is None or cap.support == "full":
             continue
-        real = ("environments", inst.env, *path) if path and path[0] in inst.overlay_keys else path
+        real = _field_path(inst, path)
         if cap.support == "partial":
             # Expressed, but not all of it: never an error, never silent. Once per feature and file.
             if feature not in partial_seen:

@@ -7,6 +7,9 @@ calls a forge or Argo CD while answering a request. One module owns the key layo
     <prefix>jobs                     sorted set of job ids by creation time
     <prefix>unit:<env>/<ns>/<svc>    JSON UnitRecord (svc may be _namespace or _mesh)
     <prefix>units                    set of unit keys
+    <prefix>canary:<env>/<ns>/<svc>  JSON CanaryRecord: where a canary stands (meshgen.canary)
+    <prefix>canaries                 set of unit keys with a canary record
+    <prefix>canary-cmd:<env>/<ns>/<svc>  a person's pending command (pause, resume, abort, promote, retry)
     <prefix>version                  counter, INCR'd in the same pipeline as every save_unit,
                                      delete_unit and save_job: API processes (meshgen.api.view)
                                      compare it to notice that their snapshot is out of date
@@ -94,6 +97,60 @@ class UnitRecord(BaseModel):
         return unit_key(self.env, self.namespace, self.service)
 
 
+CanaryPhase = Literal["waiting", "progressing", "measuring", "awaiting-approval", "inconclusive", "paused",
+                      "promoted", "rolled-back"]
+CanaryCommand = Literal["pause", "resume", "abort", "promote", "retry"]
+StepResult = Literal["pending", "passed", "failed", "inconclusive", "promoted", "rolled-back", "aborted"]
+
+
+class GateValue(BaseModel):
+    """One gate of one measurement: the value read from Prometheus against its threshold."""
+
+    name: str
+    value: float | None  # None: no data in the window
+    threshold: str  # as shown to people, e.g. ">= 99%", "<= 500ms"
+    ok: bool | None  # None: not decided (no data)
+    at: float  # unix time the window ended
+
+
+class CanaryStep(BaseModel):
+    """One step of a canary's history: the weight it set, its pull request and how it ended."""
+
+    step: int  # index into steps; -1 is the rollback (weight 0)
+    weight: int  # weight of `to` this step sets
+    pr: int | None = None
+    result: StepResult = "pending"
+    gates: list[GateValue] = Field(default_factory=list)
+    reason: str = ""
+    at: float = Field(default_factory=time.time)
+
+
+class CanaryRecord(BaseModel):
+    """Where one unit's canary stands. A cache of what Git and the forge say (the weight on the base
+    branch, the step pull requests): a lost record is rebuilt from them, never trusted over them."""
+
+    env: str
+    namespace: str
+    service: str
+    stable: str
+    to: str
+    spec_hash: str  # digest of the blueprint's canary section for this environment; a change restarts
+    phase: CanaryPhase = "waiting"
+    step: int = -1  # index into steps of the weight on the base branch; -1: not started (weight 0)
+    steps: list[int] = Field(default_factory=list)
+    weight: int = 0  # weight of `to` on the base branch
+    failures: int = 0  # failed measurements at the current step
+    gates: list[GateValue] = Field(default_factory=list)  # the last measurement
+    history: list[CanaryStep] = Field(default_factory=list)
+    reason: str = ""  # why it is in this phase (what it waits for), one sentence
+    healthy_since: float | None = None  # when Argo CD first reported the step's merge commit healthy
+    updated_at: float = Field(default_factory=time.time)
+
+    @property
+    def key(self) -> str:
+        return unit_key(self.env, self.namespace, self.service)
+
+
 def unit_key(env: str, namespace: str, service: str) -> str:
     return f"{env}/{namespace}/{service}"
 
@@ -162,6 +219,43 @@ class Records:
         pipe.incr(self._k("version"))
         pipe.execute()
 
+    # canaries
+    def save_canary(self, record: CanaryRecord) -> None:
+        pipe = self.client.pipeline()
+        pipe.set(self._k("canary", record.key), record.model_dump_json())
+        pipe.sadd(self._k("canaries"), record.key)
+        pipe.incr(self._k("version"))
+        pipe.execute()
+
+    def get_canary(self, env: str, namespace: str, service: str) -> CanaryRecord | None:
+        raw = self.client.get(self._k("canary", unit_key(env, namespace, service)))
+        return CanaryRecord.model_validate_json(raw) if raw else None
+
+    def iter_canaries(self) -> Iterator[CanaryRecord]:
+        keys = sorted(k.decode() if isinstance(k, bytes) else k for k in self.client.smembers(self._k("canaries")))
+        if keys:
+            for raw in self.client.mget([self._k("canary", k) for k in keys]):
+                if raw:
+                    yield CanaryRecord.model_validate_json(raw)
+
+    def delete_canary(self, env: str, namespace: str, service: str) -> None:
+        key = unit_key(env, namespace, service)
+        pipe = self.client.pipeline()
+        pipe.delete(self._k("canary", key), self._k("canary-cmd", key))
+        pipe.srem(self._k("canaries"), key)
+        pipe.incr(self._k("version"))
+        pipe.execute()
+
+    def request_canary_command(self, env: str, namespace: str, service: str, command: CanaryCommand) -> None:
+        """A person's command for the controller's next pass (the newest one wins)."""
+        self.client.set(self._k("canary-cmd", unit_key(env, namespace, service)), command)
+
+    def take_canary_command(self, env: str, namespace: str, service: str) -> CanaryCommand | None:
+        raw = self.client.getdel(self._k("canary-cmd", unit_key(env, namespace, service)))
+        if raw is None:
+            return None
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return text if text in ("pause", "resume", "abort", "promote", "retry") else None  # type: ignore[return-value]
 
 # ---- the rule for every long-running job -----------------------------------------------------
 

@@ -113,7 +113,7 @@ def test_overlay_errors_point_into_the_overlay(tmp_path: Path) -> None:
     errs = errors_of(tmp_path, {"payments/x.yaml": GOOD + "environments:\n  staging:\n    routs: []\n  qa: {}\n"})
     assert errs == [
         "blueprints/payments/x.yaml:9:5: environments.staging.routs: unknown key 'routs', did you mean 'routes'? "
-        "(valid keys: access, circuitBreaker, connectionPool, egress, environments, ingress, jwt, kind, loadBalancing, "
+        "(valid keys: access, canary, circuitBreaker, connectionPool, egress, environments, ingress, jwt, kind, loadBalancing, "
         "mesh, mtls, namespace, observability, ports, rateLimit, retries, routes, service, serviceAccount, team, "
         "telemetry, timeout, versions, workload)",
         "blueprints/payments/x.yaml:10:3: environments.qa: environment 'qa' is not in meshgen.yaml "
@@ -138,7 +138,7 @@ def test_meshgen_yaml_errors(tmp_path: Path) -> None:
     assert errs == [
         "meshgen.yaml:2:10: environments.prod.mesh: the string 'istoi' is not allowed; input should be 'istio' or 'linkerd'",
         "meshgen.yaml:3:1: unsuported: unknown key 'unsuported', did you mean 'unsupported'? (valid keys: "
-        "argocd, clusterDomain, envRepo, environments, istio, linkerd, teams, trustDomain, unsupported)",
+        "argocd, clusterDomain, envRepo, environments, istio, linkerd, prometheus, teams, trustDomain, unsupported)",
     ]
 
 

@@ -147,6 +147,7 @@ def check_instance(loaded: LoadedFile, inst: Instance) -> list[Diagnostic]:
                      f"({', '.join(str(p.port) for p in bp.ports)})")
     _check_reachability(bp, diag)
     _check_retries_idempotent(bp, diag)
+    _check_canary(bp, diag)
     if "routes" in inst.overlay_keys:
         _check_overlay_keeps_routes(loaded, inst, bp, out)
     if bp.access:
@@ -257,6 +258,35 @@ def _check_retries_idempotent(bp: ServiceBlueprint | IngressBlueprint, report: R
             report(where, f"retries on a route that only takes {', '.join(methods)}: a retried non-idempotent "
                    f"request can be applied twice; set `retries: false` on route {_name(bp, i)} or make the "
                    "handler idempotent", "warning", "")
+
+
+def _check_canary(bp: ServiceBlueprint, report: Report) -> None:
+    """A canary walks the default route from `stable` to `to`: both declared, the route at `stable`."""
+    canary = bp.canary
+    if canary is None:
+        return
+    valid = ", ".join(bp.versions) or "none are declared; add `versions:`"
+    for key in ("stable", "to"):
+        version = getattr(canary, key)
+        if version not in bp.versions:
+            report(("canary", key), f"version {version!r} is not declared in `versions` ({valid})", code="IST0101")
+    default = canary_route_index(bp)
+    if default is None:
+        return
+    to = bp.routes[default].to
+    if to is not None and not (len(to) == 1 and to[0].version == canary.stable
+                               and to[0].service in (None, bp.service)):
+        report(("routes", default, "to"), f"the canary walks this default route from {canary.stable!r} to "
+               f"{canary.to!r}, so it must send everything to {canary.stable!r} (`to: {canary.stable}`); "
+               "meshgen sets its split at each step")
+
+
+def canary_route_index(bp: ServiceBlueprint) -> int | None:
+    """The route a canary moves: the last route without a match (None: the implicit default route)."""
+    for i in range(len(bp.routes) - 1, -1, -1):
+        if bp.routes[i].match is None:
+            return i
+    return None
 
 
 # --- the fleet -------------------------------------------------------------------------------------

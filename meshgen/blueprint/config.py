@@ -46,15 +46,35 @@ def _relative_path(value: Any) -> str:
     return "/".join(parts)
 
 
+def _http_url(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"https?://[^\s/@]+(/[^\s]*)?\Z", value):
+        raise fail("url", f"expected an http(s) URL such as http://prometheus.monitoring:9090 (no credentials in it), "
+                   f"got {describe_value(value)}")
+    return value.rstrip("/")
+
+
+class PrometheusSettings(Strict):
+    """Where canary gates are measured; the token (optional) comes from an environment variable or a file."""
+
+    url: Annotated[str, BeforeValidator(_http_url)]
+    token_env: str | None = Field(default=None, alias="tokenEnv")
+    token_file: str | None = Field(default=None, alias="tokenFile")
+
+
 class Environment(Strict):
     mesh: MeshName = "istio"
     path: Annotated[str, BeforeValidator(_relative_path)] | None = None
+    prometheus: PrometheusSettings | None = None
 
 
 class IstioSettings(Strict):
     version: Version = "1.24"
     root_namespace: DNSLabel = Field(default="istio-system", alias="rootNamespace")
     ingress_selector: dict[str, str] = Field(default_factory=lambda: {"istio": "ingressgateway"}, alias="ingressSelector")
+    # sidecar: VirtualService/DestinationRule, selector-bound policies. ambient: Gateway API HTTPRoutes on
+    # the Service, L7 policies bound to the namespace's waypoint (README "Istio ambient").
+    dataplane: Literal["sidecar", "ambient"] = "sidecar"
+    waypoint: DNSLabel = "waypoint"  # ambient: the waypoint Gateway of each namespace (istioctl's default name)
 
     @cached_property
     def release(self) -> tuple[int, int]:
@@ -188,6 +208,7 @@ class Config(Strict):
     teams: dict[DNSLabel, Team] | None = None
     env_repo: EnvRepoSettings = Field(default_factory=EnvRepoSettings, alias="envRepo")
     argocd: ArgoCDSettings | None = None
+    prometheus: PrometheusSettings | None = None
     trust_domain: str = Field(default="cluster.local", alias="trustDomain")
     cluster_domain: str = Field(default="cluster.local", alias="clusterDomain")
 
@@ -207,6 +228,10 @@ class Config(Strict):
                 raise fail("environments", f"environments {seen[path]!r} and {name!r} both write to folder {path!r}")
             seen[path] = name
         return self
+
+    def prometheus_for(self, env: str) -> PrometheusSettings | None:
+        """The Prometheus that measures canaries in `env`: its own, else the top-level one."""
+        return self.environments[env].prometheus or self.prometheus
 
     def env_path(self, env: str) -> str:
         return self.environments[env].path or env

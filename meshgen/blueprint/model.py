@@ -7,6 +7,7 @@ disabled RetryPolicy, `mtls: strict` becomes MTLS(mode="strict").
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Any, Literal
 
@@ -605,6 +606,103 @@ class Observability(Strict):
 
 # --- the three kinds -------------------------------------------------------------------------
 
+_CUSTOM_GATE_NAME = re.compile(r"[A-Za-z][-A-Za-z0-9_]{0,62}\Z")
+MAX_GATE_QUERY = 4096
+
+
+class CustomGate(Strict):
+    """A PromQL gate of a canary: its value must lie within [min, max]."""
+
+    name: str
+    query: str
+    min: float | None = None
+    max: float | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _gate_name(cls, v: Any) -> Any:
+        if not isinstance(v, str) or not _CUSTOM_GATE_NAME.match(v):
+            raise fail("gate_name", f"expected a gate name of letters, digits, '-' and '_' starting with a letter "
+                       f"(e.g. queue-depth), got {describe_value(v)}")
+        return v
+
+    @field_validator("query", mode="before")
+    @classmethod
+    def _gate_query(cls, v: Any) -> Any:
+        if not isinstance(v, str) or not v.strip():
+            raise fail("gate_query", f"expected a PromQL query that gives one number, got {describe_value(v)}")
+        if len(v) > MAX_GATE_QUERY:
+            raise fail("gate_query", f"the query is {len(v)} characters; at most {MAX_GATE_QUERY} are accepted")
+        return v
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _bound(cls, v: Any) -> Any:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise fail("gate_bound", f"expected a number, got {describe_value(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> CustomGate:
+        if self.min is None and self.max is None:
+            raise fail("gate", f"gate {self.name!r} needs `max:` (the value must stay at or below it), `min:`, or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise fail("gate", f"gate {self.name!r}: min {self.min} is above max {self.max}; no value could pass")
+        return self
+
+
+class CanaryGates(Strict):
+    success_rate: Percent | None = Field(default=None, alias="successRate")
+    latency_p99: DurationStr | None = Field(default=None, alias="latencyP99")
+    custom: tuple[CustomGate, ...] = ()
+
+    @model_validator(mode="after")
+    def _some_gate(self) -> CanaryGates:
+        if self.success_rate is None and self.latency_p99 is None and not self.custom:
+            raise fail("gates", "a canary needs at least one gate (successRate, latencyP99 or custom): "
+                       "a step only passes on a measurement")
+        names = [g.name for g in self.custom]
+        dupes = sorted({n for n in names if names.count(n) > 1} | ({"successRate", "latencyP99"} & set(names)))
+        if dupes:
+            raise fail("gates", f"gate name {dupes[0]!r} is used twice; gate names must be unique")
+        return self
+
+
+def _steps(value: Any) -> Any:
+    if not isinstance(value, list) or not value:
+        raise fail("steps", f"expected a list of weights of the new version ending at 100, e.g. [5, 25, 50, 100], "
+                   f"got {describe_value(value)}")
+    for step in value:
+        if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= 100:
+            raise fail("steps", f"each step is a whole percentage from 1 to 100, got {describe_value(step)}")
+    if any(b <= a for a, b in itertools.pairwise(value)):
+        raise fail("steps", f"steps must increase: {value}")
+    if value[-1] != 100:
+        raise fail("steps", f"the last step must be 100 (the new version serves everything), got {value[-1]}; "
+                   f"e.g. {[*value, 100]}")
+    return tuple(value)
+
+
+class Canary(Strict):
+    """Walks the default route from `stable` to `to`, one pull request per step (spec: canary)."""
+
+    stable: DNSLabel
+    to: DNSLabel
+    steps: Annotated[tuple[int, ...], BeforeValidator(_steps)]
+    interval: DurationStr = Duration("5m", 300.0)
+    gates: CanaryGates
+    min_requests: Annotated[int, positive_int(minimum=1)] = Field(default=20, alias="minRequests")
+    failure_limit: Annotated[int, positive_int(minimum=0)] = Field(default=1, alias="failureLimit")
+    approval: Literal["auto", "manual"] = "auto"
+    rollback: Literal["auto", "manual"] = "auto"
+
+    @model_validator(mode="after")
+    def _two_versions(self) -> Canary:
+        if self.stable == self.to:
+            raise fail("canary", f"stable and to are both {self.stable!r}; `to` names the version being rolled out")
+        return self
+
+
 OVERLAY_FORBIDDEN = frozenset({"kind", "service", "namespace", "environments"})
 RESERVED_SERVICE_NAMES = frozenset({"default", "deny-all"})
 
@@ -633,6 +731,7 @@ class ServiceBlueprint(Strict):
     egress: tuple[Egress, ...] = ()
     telemetry: Telemetry | None = None
     observability: Observability | None = None
+    canary: Canary | None = None
     environments: dict[str, dict[str, Any] | None] | None = None
 
     @field_validator("service")
