@@ -257,6 +257,7 @@ class Records:
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         return text if text in ("pause", "resume", "abort", "promote", "retry") else None  # type: ignore[return-value]
 
+
 # ---- the rule for every long-running job -----------------------------------------------------
 
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "partial", "failed"})
