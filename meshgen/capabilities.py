@@ -14,6 +14,7 @@ from meshgen.render.features import FEATURES
 # The flavours shown when no meshgen.yaml is given: the default of each mesh and the legacy one.
 _FLAVOURS: list[tuple[str, dict[str, Any]]] = [
     ("istio", {"istio": {"version": "1.24"}}),
+    ("istio", {"istio": {"version": "1.24", "dataplane": "ambient"}}),
     ("linkerd", {"linkerd": {"version": "2.18"}}),
     ("linkerd", {"linkerd": {"version": "2.14", "trafficSplit": "smi", "routePolicy": "serviceprofile"}}),
 ]

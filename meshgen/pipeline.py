@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-import pickle
 import re
 import threading
 import traceback
@@ -34,7 +33,7 @@ from meshgen.gitops.units import MESH_SERVICE as MESH_FOLDER
 from meshgen.gitops.units import NAMESPACE_SERVICE as NAMESPACE_FOLDER
 from meshgen.gitops.units import Unit
 from meshgen.render import renderer_class
-from meshgen.render.base import Capability, RenderContext, Resource
+from meshgen.render.base import Capability, RenderContext, RenderError, Resource
 from meshgen.render.features import (
     used_features,
     used_ingress_features,
@@ -102,10 +101,19 @@ def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: 
         skipped, notes = _unsupported(loaded, inst, config, diagnostics)
         if any(d.severity == "error" for d in diagnostics):
             continue
-        units.append(_render_instance(inst, config, skipped, notes))
+        try:
+            units.append(_render_instance(inst, config, skipped, notes))
+        except RenderError as exc:  # a limit of the target mesh: the blueprint's error, with its line
+            diagnostics.append(loaded.diag(_field_path(inst, exc.path),
+                                           f"{renderer_class(inst.mesh).flavours(config)}: {exc.message}"))
     if any(d.severity == "error" for d in diagnostics):
         units = []
     return FileOutcome(rel, loaded.digest, diagnostics, facts, units)
+
+
+def _field_path(inst: Instance, path: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Where a field of this instance is written: under `environments.<env>` when an overlay set it."""
+    return ("environments", inst.env, *path) if path and path[0] in inst.overlay_keys else path
 
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -153,7 +161,7 @@ def _unsupported(
         cap = caps.get(feature)
         if cap is None or cap.support == "full":
             continue
-        real = ("environments", inst.env, *path) if path and path[0] in inst.overlay_keys else path
+        real = _field_path(inst, path)
         if cap.support == "partial":
             # Expressed, but not all of it: never an error, never silent. Once per feature and file.
             if feature not in partial_seen:
@@ -312,14 +320,21 @@ class Summary(NamedTuple):
     facts: tuple[Facts, ...]
     units: int
     files: int
-    # pickled ((output path, content hash), ...): made where the file was rendered, decoded
-    # only where an earlier render of the same file has to be compared with it
-    outputs: bytes
+    # "<hex content hash> <output path>" lines (see encode_outputs): made where the file was
+    # rendered, decoded only where an earlier render of the same file has to be compared with it
+    outputs: str
 
 
-def output_hashes(outputs: bytes) -> dict[str, bytes]:
+def encode_outputs(files: Iterable[tuple[str, bytes]]) -> str:
+    """Output paths with their content hashes as text: plain data in the render cache, never
+    code (the cache is read back from disk), and compared as one string when nothing changed.
+    Output paths are built from DNS labels and folder names checked on load: never a newline."""
+    return "\n".join(f"{content_hash(data).hex()} {rel_out}" for rel_out, data in files)
+
+
+def output_hashes(outputs: str) -> dict[str, bytes]:
     """A Summary's `outputs`: output path -> content hash."""
-    return dict(pickle.loads(outputs))
+    return {line[33:]: bytes.fromhex(line[:32]) for line in outputs.split("\n") if line}
 
 
 _Held = dict[str, list[tuple[str, bytes]]]  # blueprint path -> (output path, content) it produced
@@ -328,8 +343,7 @@ _Held = dict[str, list[tuple[str, bytes]]]  # blueprint path -> (output path, co
 def _summarize(outcome: FileOutcome, held: _Held) -> Summary:
     files = held[outcome.path] = [(f"{unit.folder}/{name}", data)
                                   for unit in outcome.units for name, data in unit.files.items()]
-    outputs = pickle.dumps(tuple((rel_out, content_hash(data)) for rel_out, data in files),
-                           protocol=pickle.HIGHEST_PROTOCOL)
+    outputs = encode_outputs(files)
     return Summary(outcome.path, outcome.digest, to_rows(outcome.diagnostics), tuple(outcome.facts),
                    len(outcome.units), len(files), outputs)
 

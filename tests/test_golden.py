@@ -22,6 +22,7 @@ CASES = {
     "linkerd-legacy": HERE / "fixtures" / "linkerd-legacy",
     "ingress-istio": HERE / "fixtures" / "ingress-istio",
     "ingress-linkerd": HERE / "fixtures" / "ingress-linkerd",
+    "istio-ambient": HERE / "fixtures" / "istio-ambient",
 }
 
 

@@ -51,14 +51,18 @@ class Resource:
         return str(ns) if ns is not None else None
 
 
-@dataclass(frozen=True)
-class Unsupported:
-    """A blueprint field the target mesh cannot express (feature key + the user's field path)."""
+class RenderError(Exception):
+    """The blueprint asks for something a renderer cannot write (e.g. more HTTPRoute rules than
+    Gateway API allows). `path` is the field path in the blueprint; the pipeline turns this into
+    a file:line:column diagnostic, like any other blueprint error."""
 
-    feature: str
-    path: tuple[str | int, ...]
-    mesh: str
-    reason: str
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across render worker processes
+        return (type(self), (self.path, self.message))
 
 
 @dataclass
@@ -81,7 +85,7 @@ class RenderContext:
 
 
 class Renderer(Protocol):
-    """A mesh renderer. One implementation per file: render/istio.py, render/linkerd.py."""
+    """A mesh renderer. One module per mesh: render/istio.py, render/linkerd/."""
 
     mesh: ClassVar[str]
 

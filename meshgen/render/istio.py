@@ -18,10 +18,8 @@ fractional seconds; both get their own formatting below.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from meshgen.blueprint.base import Duration
@@ -40,7 +38,6 @@ from meshgen.blueprint.model import (
     LoadBalancing,
     Match,
     MeshBlueprint,
-    Monitor,
     NamespaceBlueprint,
     RateLimit,
     RetryPolicy,
@@ -51,11 +48,20 @@ from meshgen.blueprint.model import (
 from meshgen.render.base import Capability, RenderContext, Resource, metadata, resource
 from meshgen.render.features import FEATURES
 from meshgen.render.names import dns_name, rendered_gateway_name
+from meshgen.render.observability import (
+    MONITORING_API,
+    NOTE_ANNOTATION,
+    dashboard_configmap,
+    prometheus_duration,
+    service_dashboard,
+    service_monitors,
+)
+from meshgen.render.observability import (
+    endpoint as monitor_endpoint,
+)
 from meshgen.render.routing import EffectiveRoute, effective_routes, has_routing, ingress_routes
 
-NOTE_ANNOTATION = "meshgen.dev/note"
 ENVOY_FILTER_API = "networking.istio.io/v1alpha3"
-MONITORING_API = "monitoring.coreos.com/v1"
 
 _MTLS_MODES = {"strict": "STRICT", "permissive": "PERMISSIVE", "disable": "DISABLE"}
 _LB_SIMPLE = {"round-robin": "ROUND_ROBIN", "least-request": "LEAST_REQUEST", "random": "RANDOM"}
@@ -67,7 +73,6 @@ _EGRESS_PROTOCOLS = {
     "http2": "HTTP2",
     "grpc": "GRPC",
 }
-_PROM_DURATION = re.compile(r"(0|(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?)\Z")
 
 _CAPABILITIES: dict[str, Capability] = {
     "versions": Capability(
@@ -188,7 +193,8 @@ assert set(_CAPABILITIES) == set(FEATURES), sorted(set(_CAPABILITIES) ^ set(FEAT
 
 
 class IstioRenderer:
-    """Renders blueprints for Istio (sidecar mode). Stateless; one instance can render many."""
+    """Renders blueprints for Istio: sidecar mode here, `istio.dataplane: ambient` in istio_ambient.py.
+    Stateless; one instance can render many."""
 
     mesh: ClassVar[str] = "istio"
 
@@ -197,19 +203,30 @@ class IstioRenderer:
     @classmethod
     def flavours(cls, config: Config) -> str:
         major, minor = config.istio.release
-        return f"istio {major}.{minor}"
+        return f"istio {major}.{minor}" + (" ambient" if config.istio.dataplane == "ambient" else "")
 
     @classmethod
     def capabilities(cls, config: Config) -> dict[str, Capability]:
-        return {key: _CAPABILITIES[key] for key in FEATURES}
+        caps = _CAPABILITIES
+        if config.istio.dataplane == "ambient":
+            from meshgen.render import istio_ambient
+
+            caps = {**caps, **istio_ambient.CAPABILITIES}
+        return {key: caps[key] for key in FEATURES}
 
     # --- kind: Service -------------------------------------------------------------------------
 
     def render_service(self, svc: ServiceBlueprint, ctx: RenderContext) -> list[Resource]:
-        r = _ServiceRender(svc, ctx)
+        if ctx.config.istio.dataplane == "ambient":
+            from meshgen.render.istio_ambient import AmbientServiceRender
+
+            r: _ServiceRender = AmbientServiceRender(svc, ctx)
+            ctx.notes.extend(r.waypoint_note())
+        else:
+            r = _ServiceRender(svc, ctx)
         out: list[Resource] = []
         out += r.gateway()
-        out += r.virtual_service()
+        out += r.routing()
         out += r.destination_rule()
         out += r.peer_authentication()
         out += r.request_authentication()
@@ -224,12 +241,20 @@ class IstioRenderer:
     # --- kind: Ingress -------------------------------------------------------------------------
 
     def render_ingress(self, ing: IngressBlueprint, ctx: RenderContext) -> list[Resource]:
+        if ctx.config.istio.dataplane == "ambient":
+            from meshgen.render.istio_ambient import AmbientIngressRender
+
+            return AmbientIngressRender(ing, ctx).render()
         return _IngressRender(ing, ctx).render()
 
     # --- kind: Namespace -----------------------------------------------------------------------
 
     def render_namespace(self, ns: NamespaceBlueprint, ctx: RenderContext) -> list[Resource]:
         v = _Versions(ctx.config)
+        if ctx.config.istio.dataplane == "ambient":
+            from meshgen.render import istio_ambient
+
+            return istio_ambient.render_namespace(ns, ctx, v)
         out: list[Resource] = []
         if ns.mtls is not None and "namespace.mtls" not in ctx.skipped:
             out.append(_default_peer_authentication(v, ns.namespace, ns.mtls, ctx))
@@ -270,7 +295,7 @@ class IstioRenderer:
             obs = mesh.observability
             if obs.service_monitor is not None:
                 sm = obs.service_monitor
-                endpoint = _endpoint(sm, default_port="http-monitoring")
+                endpoint_ = monitor_endpoint(sm, default_port="http-monitoring")
                 out.append(
                     resource(
                         MONITORING_API,
@@ -279,7 +304,7 @@ class IstioRenderer:
                         spec={
                             "selector": {"matchLabels": {"istio": "pilot"}},
                             "namespaceSelector": {"matchNames": [root]},
-                            "endpoints": [endpoint],
+                            "endpoints": [endpoint_],
                         },
                     )
                 )
@@ -316,7 +341,9 @@ class IstioRenderer:
                 )
             )
             if obs.dashboard:
-                out.append(_dashboard_configmap("istio-mesh", root, None, None, ctx))
+                # In ambient mode the waypoints report L7 metrics (ztunnel only TCP ones).
+                reporter = "waypoint" if ctx.config.istio.dataplane == "ambient" else "destination"
+                out.append(dashboard_configmap("istio-mesh", root, None, None, ctx, IstioSignals(reporter)))
         return out
 
 
@@ -341,19 +368,6 @@ def istio_duration(d: Duration) -> str:
 def proto_seconds(d: Duration) -> str:
     """Canonical proto3 JSON duration (seconds with an `s` suffix), for Envoy config."""
     return _number(d.seconds) + "s"
-
-
-def prometheus_duration(d: Duration) -> str:
-    """A duration in Prometheus' syntax (units y w d h m s ms, no fractions)."""
-    if _PROM_DURATION.match(str(d)):
-        return str(d)
-    ms = round(d.seconds * 1000)
-    out = ""
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        if ms >= size:
-            out += f"{ms // size}{unit}"
-            ms %= size
-    return out or "0"
 
 
 def _number(x: float) -> str:
@@ -426,90 +440,41 @@ def _telemetry_spec(
     return spec if has_content else {}
 
 
-def _endpoint(mon: Monitor, *, default_port: str | None, default_path: str | None = None) -> dict[str, Any]:
-    endpoint: dict[str, Any] = {}
-    port = mon.port or default_port
-    if port:
-        endpoint["port"] = port
-    if mon.path or default_path:
-        endpoint["path"] = mon.path or default_path
-    if mon.interval is not None:
-        endpoint["interval"] = prometheus_duration(mon.interval)
-    return endpoint
+@dataclass(frozen=True)
+class IstioSignals:
+    """Golden signals over Istio's standard metrics, as reported where the L7 proxy runs: the
+    destination's sidecar (`reporter="destination"`) or, in ambient mode, the waypoint
+    (`reporter="waypoint"`; ztunnel reports TCP metrics only)."""
 
+    reporter: str = "destination"
+    mesh: str = "istio"
+    # Other Services the service's traffic is reported under: in ambient mode a version's requests
+    # go to its own Service `<service>-<version>`, and the waypoint reports that name.
+    aliases: tuple[str, ...] = ()
 
-def _dashboard_configmap(
-    name: str, namespace: str, service: str | None, service_ns: str | None, ctx: RenderContext
-) -> Resource:
-    key = f"{name}.json"
-    body = json.dumps(grafana_dashboard(service, service_ns), indent=2, sort_keys=True) + "\n"
-    return resource(
-        "v1",
-        "ConfigMap",
-        metadata(
-            dns_name(name, "dashboard"), namespace, ctx, service=service, labels={"grafana_dashboard": "1"}
-        ),
-        data={key: body},
-    )
+    def queries(self, service: str | None, namespace: str | None) -> dict[str, str]:
+        sel = [f'reporter="{self.reporter}"']
+        if service is not None and self.aliases:
+            sel.append(f'destination_service_name=~"{"|".join((service, *self.aliases))}"')
+        elif service is not None:
+            sel.append(f'destination_service_name="{service}"')
+        if namespace is not None:
+            sel.append(f'destination_service_namespace="{namespace}"')
+        base = ",".join(sel)
+        total = f"sum(rate(istio_requests_total{{{base}}}[5m]))"
+        errors = f'sum(rate(istio_requests_total{{{base},response_code=~"5.."}}[5m]))'
+        mtls = f'sum(rate(istio_requests_total{{{base},connection_security_policy="mutual_tls"}}[5m]))'
+        return {
+            "requests": total,
+            "errors": f"{errors} / {total}",
+            "latency": f"histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{{{base}}}[5m])) by (le))",
+            "mtls": f"{mtls} / {total}",
+        }
 
 
 def golden_signal_queries(service: str | None, namespace: str | None) -> dict[str, str]:
-    """PromQL for the four panels, over Istio's standard (destination-reported) metrics."""
-    sel = ['reporter="destination"']
-    if service is not None:
-        sel.append(f'destination_service_name="{service}"')
-    if namespace is not None:
-        sel.append(f'destination_service_namespace="{namespace}"')
-    base = ",".join(sel)
-    total = f"sum(rate(istio_requests_total{{{base}}}[5m]))"
-    errors = f'sum(rate(istio_requests_total{{{base},response_code=~"5.."}}[5m]))'
-    mtls = f'sum(rate(istio_requests_total{{{base},connection_security_policy="mutual_tls"}}[5m]))'
-    return {
-        "requests": total,
-        "errors": f"{errors} / {total}",
-        "latency": f"histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{{{base}}}[5m])) by (le))",
-        "mtls": f"{mtls} / {total}",
-    }
-
-
-def grafana_dashboard(service: str | None, namespace: str | None) -> dict[str, Any]:
-    q = golden_signal_queries(service, namespace)
-    who = f"{service} ({namespace})" if service else "Istio mesh"
-    uid_src = f"{namespace}/{service}" if service else "istio-mesh"
-    panels_def = [
-        ("Request rate", q["requests"], "reqps", "requests/s"),
-        ("Error rate (5xx share)", q["errors"], "percentunit", "5xx share"),
-        ("Latency p99", q["latency"], "ms", "p99"),
-        ("mTLS share", q["mtls"], "percentunit", "mutual TLS share"),
-    ]
-    panels = []
-    for i, (title, expr, unit, legend) in enumerate(panels_def):
-        panels.append(
-            {
-                "id": i + 1,
-                "type": "timeseries",
-                "title": title,
-                "datasource": {"type": "prometheus", "uid": "${datasource}"},
-                "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
-                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-                "targets": [{"refId": "A", "expr": expr, "legendFormat": legend}],
-            }
-        )
-    return {
-        "title": f"{who}: golden signals",
-        "uid": "meshgen-" + hashlib.sha256(uid_src.encode()).hexdigest()[:12],
-        "tags": ["meshgen", "istio"],
-        "editable": False,
-        "schemaVersion": 39,
-        "time": {"from": "now-6h", "to": "now"},
-        "refresh": "1m",
-        "templating": {
-            "list": [
-                {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus"}
-            ]
-        },
-        "panels": panels,
-    }
+    """PromQL for the four dashboard panels (sidecar mode)."""
+    return IstioSignals().queries(service, namespace)
 
 
 # --- kind: Service, piece by piece ----------------------------------------------------------
@@ -523,6 +488,7 @@ class _ServiceRender:
         self.v = _Versions(ctx.config)
         self.ns = svc.namespace
         self.labels = svc.workload_labels
+        self.signals = IstioSignals()
 
     def on(self, feature: str) -> bool:
         return feature not in self.skipped
@@ -562,6 +528,13 @@ class _ServiceRender:
                          self.meta, self.ctx)]
 
     # --- VirtualService -------------------------------------------------------------------
+
+    def routing(self) -> list[Resource]:
+        """What carries the routes: the VirtualService (the ambient data plane overrides this)."""
+        return self.virtual_service()
+
+    def waypoint_note(self) -> list[str]:
+        return []
 
     def needs_virtual_service(self) -> bool:
         svc = self.svc
@@ -954,43 +927,10 @@ class _ServiceRender:
         return [resource(self.v.telemetry, "Telemetry", self.meta(self.svc.service), spec=spec)]
 
     def monitors(self) -> list[Resource]:
-        obs = self.svc.observability
-        if obs is None:
-            return []
-        out = []
-        if obs.service_monitor is not None and self.on("observability.serviceMonitor"):
-            # Assumption: the Kubernetes Service of this workload carries the label
-            # app=<service> (the usual convention; meshgen does not render the Service).
-            endpoint = _endpoint(obs.service_monitor, default_port=self.svc.ports[0].name)
-            spec = {
-                "selector": {"matchLabels": {"app": self.svc.service}},
-                "namespaceSelector": {"matchNames": [self.ns]},
-                "endpoints": [endpoint],
-            }
-            meta = self.meta(
-                self.svc.service,
-                annotations={
-                    NOTE_ANNOTATION: f"selects the Kubernetes Service labelled app={self.svc.service}"
-                },
-            )
-            out.append(resource(MONITORING_API, "ServiceMonitor", meta, spec=spec))
-        if obs.pod_monitor is not None and self.on("observability.podMonitor"):
-            # Port default as above: the first service port's name, by the convention that the
-            # Service's targetPort names the container port.
-            endpoint = _endpoint(obs.pod_monitor, default_port=self.svc.ports[0].name)
-            spec = {
-                "selector": self.selector(),
-                "namespaceSelector": {"matchNames": [self.ns]},
-                "podMetricsEndpoints": [endpoint],
-            }
-            out.append(resource(MONITORING_API, "PodMonitor", self.meta(self.svc.service), spec=spec))
-        return out
+        return service_monitors(self.svc, self.ctx)
 
     def dashboard(self) -> list[Resource]:
-        obs = self.svc.observability
-        if obs is None or not obs.dashboard or not self.on("observability.dashboard"):
-            return []
-        return [_dashboard_configmap(self.svc.service, self.ns, self.svc.service, self.ns, self.ctx)]
+        return service_dashboard(self.svc, self.ctx, self.signals)
 
 
 # --- kind: Ingress ------------------------------------------------------------------------------

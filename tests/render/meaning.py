@@ -116,7 +116,23 @@ def _l5d_annotations_decision(ann: dict[str, str], backends: tuple[tuple[str, in
 
 
 def routes_linkerd(resources: Sequence[Body], service: str, port: int, versions: Sequence[str] = ()) -> list[Rule]:
-    """Gateway API HTTPRoutes with the Service as parent on `port`, in Linkerd's tie order."""
+    """Gateway API HTTPRoutes with the Service as parent on `port`, in Linkerd's tie order; timeout
+    and retries from Linkerd's annotations on the HTTPRoute."""
+    return _service_http_routes(resources, service, port, versions,
+                                lambda route, rule, backends: _l5d_annotations_decision(
+                                    route["metadata"].get("annotations") or {}, backends))
+
+
+def routes_gateway(resources: Sequence[Body], service: str, port: int, versions: Sequence[str] = ()) -> list[Rule]:
+    """The same HTTPRoutes as Istio's waypoint reads them (ambient): the timeout is the rule's
+    `timeouts.request`; retries are not said (None: the mesh default applies)."""
+    return _service_http_routes(resources, service, port, versions,
+                                lambda route, rule, backends: Decision(
+                                    backends, _seconds((rule.get("timeouts") or {}).get("request")), None))
+
+
+def _service_http_routes(resources: Sequence[Body], service: str, port: int, versions: Sequence[str],
+                         decision_of: Any) -> list[Rule]:
     out = []
     routes = [
         r for r in resources
@@ -126,11 +142,10 @@ def routes_linkerd(resources: Sequence[Body], service: str, port: int, versions:
     ]
     routes.sort(key=lambda r: (r["metadata"].get("namespace", ""), r["metadata"]["name"]))
     for ri, route in enumerate(routes):
-        ann = route["metadata"].get("annotations") or {}
         for ki, rule in enumerate(route["spec"].get("rules", [])):
             refs = rule.get("backendRefs") or [{"name": service}]
             backends = _backends((_version_of(b["name"], service, versions), b.get("weight", 1)) for b in refs)
-            decision = _l5d_annotations_decision(ann, backends)
+            decision = decision_of(route, rule, backends)
             for mi, m in enumerate(rule.get("matches") or [{}]):
                 path = m.get("path") or {"type": "PathPrefix", "value": "/"}
                 out.append(Rule(
@@ -177,6 +192,21 @@ def decide_linkerd(rules: Sequence[Rule], req: Request) -> Decision | None:
         score = _l5d_score(rule.match, req)
         if score is not None and (best is None or score > best[0]):
             best = (score, rule)
+    return best[1].decision if best else None
+
+
+def decide_gateway(rules: Sequence[Rule], req: Request) -> Decision | None:
+    """Gateway API's HTTPRoute precedence (Istio's waypoints and gateways): an exact path first,
+    then the longest prefix, a method, the most header matches; ties to the older route, then
+    the first rule (regex precedence is implementation-specific and not probed here)."""
+    best: tuple[tuple[bool, int, bool, int], Rule] | None = None
+    for rule in sorted(rules, key=lambda r: r.order):
+        score = _l5d_score(rule.match, req)
+        if score is None:
+            continue
+        ranked = (rule.match["path"][0] == "exact", *score)
+        if best is None or ranked > best[0]:
+            best = (ranked, rule)
     return best[1].decision if best else None
 
 

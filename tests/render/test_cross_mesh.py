@@ -16,9 +16,11 @@ from render.meaning import (
     allowed_istio,
     allowed_linkerd,
     blueprint_principals,
+    decide_gateway,
     decide_istio,
     decide_linkerd,
     probe_requests,
+    routes_gateway,
     routes_istio,
     routes_linkerd,
 )
@@ -31,6 +33,7 @@ from meshgen.render.istio import IstioRenderer
 from meshgen.render.linkerd import LinkerdRenderer
 
 CONFIG = Config.model_validate({"environments": {"prod": {"mesh": "istio"}, "l5d": {"mesh": "linkerd"}}})
+AMBIENT = Config.model_validate({"environments": {"prod": {"mesh": "istio"}}, "istio": {"dataplane": "ambient"}})
 
 FLEET = [
     {
@@ -68,10 +71,10 @@ FLEET = [
 ]
 
 
-def _render(renderer: Any, svc: ServiceBlueprint, env: str, mesh: str) -> list[dict[str, Any]]:
-    caps = renderer.capabilities(CONFIG)
+def _render(renderer: Any, svc: ServiceBlueprint, env: str, mesh: str, config: Config = CONFIG) -> list[dict[str, Any]]:
+    caps = renderer.capabilities(config)
     skipped = frozenset(k for k, _ in used_features(svc) if caps[k].support == "none")
-    ctx = RenderContext(config=CONFIG, env=env, mesh=mesh, blueprint_path=f"blueprints/t/{svc.service}.yaml", team="t",
+    ctx = RenderContext(config=config, env=env, mesh=mesh, blueprint_path=f"blueprints/t/{svc.service}.yaml", team="t",
                         skipped=skipped)
     out = [r.body for r in renderer.render_service(svc, ctx)]
     for body in out:
@@ -109,3 +112,62 @@ def test_same_access_meaning(raw: dict[str, Any]) -> None:
         for method, path in access_probes(svc):
             assert allowed_istio(istio, principal, method, path) == \
                 allowed_linkerd(linkerd, svc.workload_labels, port, principal, method, path), (principal, method, path)
+
+
+# --- Istio sidecar against Istio ambient: one line of meshgen.yaml, the same meaning --------------
+
+
+@pytest.mark.parametrize("raw", FLEET, ids=lambda r: r["service"])
+def test_ambient_routes_like_sidecars(raw: dict[str, Any]) -> None:
+    """Ambient's HTTPRoutes (Gateway API's most-specific-match order, version Services) send every
+    probe where the sidecar's VirtualService (first match, subsets) does, with the same timeout.
+    Retries are declared `none` in ambient, so the HTTPRoutes say none."""
+    svc = ServiceBlueprint.model_validate(raw)
+    sidecar = _render(IstioRenderer(), svc, "prod", "istio")
+    ambient = _render(IstioRenderer(), svc, "prod", "istio", AMBIENT)
+    assert not [r for r in ambient if r["kind"] == "VirtualService"]  # mesh traffic is the HTTPRoutes'
+    versions = list(svc.versions)
+    s_rules = routes_istio(sidecar, svc.service, versions)
+    a_rules = routes_gateway(ambient, svc.service, svc.ports[0].port, versions)
+    assert bool(s_rules) == bool(a_rules)
+    for req in probe_requests(svc):
+        s, a = decide_istio(s_rules, req), decide_gateway(a_rules, req)
+        if s is None or a is None:
+            assert (s or a) is None or (s or a).backends == (("*", 100),), req
+            continue
+        assert (a.backends, a.timeout) == (s.backends, s.timeout), req
+        assert a.retries is None
+
+
+@pytest.mark.parametrize("raw", FLEET, ids=lambda r: r["service"])
+def test_ambient_allows_what_sidecars_allow_and_binds_l7_rules_to_the_waypoint(raw: dict[str, Any]) -> None:
+    svc = ServiceBlueprint.model_validate(raw)
+    sidecar = _render(IstioRenderer(), svc, "prod", "istio")
+    ambient = _render(IstioRenderer(), svc, "prod", "istio", AMBIENT)
+    for principal in blueprint_principals(svc):
+        for method, path in access_probes(svc):
+            assert allowed_istio(ambient, principal, method, path) == allowed_istio(sidecar, principal, method, path)
+    waypoint_bound = any(r["kind"] == "HTTPRoute" for r in ambient)
+    for pol in (r for r in ambient if r["kind"] in ("AuthorizationPolicy", "RequestAuthentication", "Telemetry")):
+        spec = pol["spec"]
+        l7 = pol["kind"] != "AuthorizationPolicy" or any(
+            "to" in rule or "when" in rule or any("requestPrincipals" in f["source"] for f in rule.get("from", []))
+            for rule in spec.get("rules", []))
+        if l7 or waypoint_bound:
+            # ztunnel cannot evaluate L7 attributes (it would deny), and behind a waypoint it sees the
+            # waypoint's identity: the policy must be attached to the waypoint through the Service
+            assert spec["targetRefs"] == [{"group": "", "kind": "Service", "name": svc.service}], pol
+            assert "selector" not in spec
+        else:
+            assert spec["selector"] == {"matchLabels": dict(svc.workload_labels)}, pol
+
+
+def test_principal_only_access_without_routing_is_enforced_by_ztunnel() -> None:
+    svc = ServiceBlueprint.model_validate({"service": "db", "namespace": "shop", "access": [{"from": ["api"]}]})
+    ambient = _render(IstioRenderer(), svc, "prod", "istio", AMBIENT)
+    (pol,) = ambient
+    assert pol["spec"]["selector"] == {"matchLabels": {"app": "db"}} and "targetRefs" not in pol["spec"]
+    with_methods = svc.model_copy(update={"access": ServiceBlueprint.model_validate(
+        {"service": "db", "namespace": "shop", "access": [{"from": ["api"], "methods": ["GET"]}]}).access})
+    (pol,) = _render(IstioRenderer(), with_methods, "prod", "istio", AMBIENT)
+    assert pol["spec"]["targetRefs"] == [{"group": "", "kind": "Service", "name": "db"}]

@@ -521,13 +521,17 @@ def test_observability() -> None:
     svc = bp(observability={"serviceMonitor": {"port": "metrics", "interval": "15s"}, "podMonitor": True, "dashboard": True})
     out = render(svc)
     sm = one(out, "ServiceMonitor")
-    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    # the shared builder (render/observability.py): the Prometheus default path /metrics is left implicit
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "interval": "15s"}]
+    assert sm["spec"]["selector"] == {"matchLabels": {"app": "api"}}
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": ["prod"]}
     pm = one(out, "PodMonitor")
-    assert pm["spec"]["podMetricsEndpoints"] == [{"port": "linkerd-admin", "path": "/metrics"}]
+    assert pm["spec"]["podMetricsEndpoints"] == [{"port": "linkerd-admin"}]  # the proxy's metrics port
     cm = one(out, "ConfigMap", "api-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     text = cm["data"]["api.json"]
-    assert text == json.dumps(json.loads(text), sort_keys=True, indent=2)
+    assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
+    assert json.loads(text)["tags"] == ["meshgen", "linkerd"]
     exprs = [p["targets"][0]["expr"] for p in json.loads(text)["panels"]]
     assert all('direction="inbound"' in e and 'namespace="prod"' in e for e in exprs)
     assert any("request_total" in e for e in exprs)

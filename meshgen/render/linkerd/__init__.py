@@ -1,0 +1,9 @@
+"""The Linkerd renderer: modern flavour (modern.py), legacy SMI/ServiceProfile flavour (legacy.py)
+and what each can express (capabilities.py). Gateway API routing is shared: render/gatewayapi.py."""
+
+from __future__ import annotations
+
+from meshgen.render.linkerd.modern import LinkerdRenderer, identity
+from meshgen.render.names import dns_name
+
+__all__ = ["LinkerdRenderer", "dns_name", "identity"]
