@@ -204,3 +204,21 @@ def test_an_edge_route_to_a_port_the_service_lacks_is_an_error(tmp_path: Path, f
     assert {b["port"] for r in route["spec"]["rules"] for b in r["backendRefs"]} == {8080}
     svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "shop-v1")
     assert [p["port"] for p in svc["spec"]["ports"]] == [8080]
+
+
+@pytest.mark.parametrize("flavour", ["istio", "linkerd-serviceprofile"])
+def test_names_meshgen_gives_unnamed_routes_never_repeat_a_written_name(tmp_path: Path, flavour: str) -> None:
+    """An unnamed route at index 1 is `route-1`; when the owner already named a route so, or named
+    one `default`, the derived names move aside: route names stay unique within the blueprint."""
+    bp = ("service: api\nnamespace: web\nversions: [v1, v2]\nroutes:\n"
+          "  - {name: route-1, match: {path: {prefix: /a}}, timeout: 1s}\n"
+          "  - {match: {path: {prefix: /b}}, timeout: 2s}\n"
+          "  - {name: default, match: {method: POST}, timeout: 3s}\n")
+    docs = _all_docs(write_repo(tmp_path / "r", {"web/api.yaml": bp}, config=FLAVOURS[flavour]))
+    if flavour == "istio":
+        (vs,) = [d for d in docs if d["kind"] == "VirtualService"]
+        names = [h["name"] for h in vs["spec"]["http"]]
+    else:
+        (sp,) = [d for d in docs if d["kind"] == "ServiceProfile"]
+        names = [r["name"] for r in sp["spec"]["routes"]]
+    assert names[:3] == ["route-1", "route-1-2", "default"] and len(names) == len(set(names)), names
