@@ -222,3 +222,33 @@ def test_names_meshgen_gives_unnamed_routes_never_repeat_a_written_name(tmp_path
         (sp,) = [d for d in docs if d["kind"] == "ServiceProfile"]
         names = [r["name"] for r in sp["spec"]["routes"]]
     assert names[:3] == ["route-1", "route-1-2", "default"] and len(names) == len(set(names)), names
+
+
+REWRITES = ("kind: Ingress\nname: edge\nnamespace: web\nhosts: [a.example.com]\ngateway: gw\nroutes:\n"
+            "  - {match: {path: {prefix: /v2}, method: [GET, POST]}, rewrite: /, to: {service: two}}\n"
+            "  - {match: {path: {prefix: /api/}}, rewrite: /internal, to: {service: api}}\n"
+            "  - {match: {path: {prefix: /old}}, rewrite: /new/, to: {service: api}}\n"
+            "  - {match: {path: {prefix: /keep}}, rewrite: /kept, to: {service: api}}\n")
+
+
+@pytest.mark.parametrize("flavour", list(FLAVOURS))
+def test_a_rewrite_replaces_whole_path_segments_on_every_flavour(tmp_path: Path, flavour: str) -> None:
+    """`rewrite` replaces the matched prefix as Gateway API does, segment by segment: Envoy's literal
+    prefix replacement would send `//users` for prefix /v2 rewritten to /, and `/internalx`."""
+    docs = rendered(write_repo(tmp_path / "r", {"web/edge.yaml": REWRITES}, config=FLAVOURS[flavour]))
+    edge = istio_edge if flavour in ("istio", "ambient") else gateway_edge
+    want: dict[Request, tuple[str, str] | None] = {
+        Request("/v2/users"): ("two:100", "/users"),
+        Request("/v2/", "POST"): ("two:100", "/"),
+        Request("/v2"): ("two:100", "/"),
+        Request("/v2/users", "DELETE"): None,
+        Request("/v2x"): None,
+        Request("/api/x"): ("api:100", "/internal/x"),
+        Request("/api/"): ("api:100", "/internal/"),
+        Request("/old/y"): ("api:100", "/new/y"),
+        Request("/old"): ("api:100", "/new/"),
+        Request("/keep/a/b"): ("api:100", "/kept/a/b"),
+        Request("/keep"): ("api:100", "/kept"),
+    }
+    for req, expected in want.items():
+        assert edge(docs, "a.example.com", req) == expected, (flavour, req)
