@@ -34,7 +34,8 @@ from meshgen.files import content_hash, remove_output
 from meshgen.pipeline import check_selection, output_hashes, render_batch
 
 CACHE_DIR = ".meshgen/cache"
-_FORMAT = 8  # 8: ports in facts (edge route ports checked); 7: kind: Ingress facts, overlay and Argo CD name checks (cached findings of 6 are stale)
+# 8: ports in facts (edge route ports checked); 7: kind: Ingress facts, overlay and Argo CD name checks
+_FORMAT = 8
 _JOURNAL_LIMIT = 256  # entries in the journal before it is folded into the base
 _SEVERITY = Diagnostic._fields.index("severity")
 

@@ -423,8 +423,9 @@ def _check_edge_port(f: Facts, path: str, host: str, port: int, by_key: dict[tup
     if port and port not in declared:
         at(f, path, f"service {target_ns}/{target} has no port {port} (it declares: {listed})")
     elif not port and f.mesh == "linkerd" and 80 not in declared:
-        at(f, path, f"service {target_ns}/{target} has no port 80, the port a Gateway API backendRef gets when the "
-           f"route names none (it declares: {listed}); name it: to: {{service: {host}, port: {declared[0]}}}")
+        at(f, path, f"service {target_ns}/{target} has no port 80, the port a Gateway API backendRef gets "
+           f"when the route names none (it declares: {listed}); "
+           f"name it: to: {{service: {host}, port: {declared[0]}}}")
 
 
 def _resolve_host(host: str, namespace: str) -> tuple[str, str]:
