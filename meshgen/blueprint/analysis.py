@@ -409,8 +409,10 @@ def check_fleet(facts: list[Facts], app_names: tuple[AppName, str] | None = None
     return out
 
 
-def _check_edge_port(f: Facts, path: str, host: str, port: int, by_key: dict[tuple[str, str, str], list[Facts]],
-                     at: Callable[[Facts, str, str], None]) -> None:
+def _check_edge_port(
+    f: Facts, path: str, host: str, port: int, by_key: dict[tuple[str, str, str], list[Facts]],
+    at: Callable[[Facts, str, str], None],
+) -> None:
     """An edge route must reach a port its service has: a wrong port is a 503 at the gateway, and
     Gateway API backendRefs always name one (meshgen writes 80, the blueprint default, when the
     route names none), so on Linkerd a service without port 80 needs the route to say its port."""
