@@ -34,7 +34,7 @@ from meshgen.gitops.units import MESH_SERVICE, NAMESPACE_SERVICE, Unit
 from meshgen.pipeline import FileOutcome, check_selection, render_file
 
 _CACHE = Path(".meshgen") / "cache" / "plan"
-_FORMAT = 1
+_FORMAT = 2  # 2: Facts carry ports, mesh and edge route ports
 MAX_BLUEPRINT_BYTES = 256 * 1024  # the loader refuses bigger files; no need to read more from git
 
 
