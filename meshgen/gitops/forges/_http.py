@@ -27,7 +27,7 @@ from urllib.parse import quote
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
-from .base import ForgeError, GitCredential
+from .base import ForgeError, GitCredential, read_secret_file
 
 _log = logging.getLogger("meshgen.gitops.forges")
 
@@ -95,10 +95,11 @@ def _resolve_token(
     else:
         path = Path(token_file)  # type: ignore[arg-type]  # narrowed by the count above
         try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
+            value = read_secret_file(path).decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
             # The strerror only, never the content: the file is the secret.
-            raise ForgeError(f"{forge}: cannot read token file {path}: {exc.strerror}; check the path and "
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ForgeError(f"{forge}: cannot read token file {path}: {reason}; check the path and "
                              "its permissions") from None
         source = f"token file {path}"
     if not value:
@@ -198,6 +199,7 @@ class _ApiClient:
         extra_headers: Mapping[str, str] | None = None,
         hint_not_found: str,
         hint_auth: str,
+        follow_redirects: bool = True,
     ) -> None:
         self.forge = forge
         self.base_url = base_url.rstrip("/")
@@ -212,7 +214,7 @@ class _ApiClient:
         # auth: the header is set on every request, not once, because some secrets rotate
         # (a GitHub App's installation token is re-minted before it expires).
         self._http = httpx.Client(
-            base_url=self.base_url + "/", headers=headers, timeout=timeout, follow_redirects=True,
+            base_url=self.base_url + "/", headers=headers, timeout=timeout, follow_redirects=follow_redirects,
             auth=_TokenAuth(self),
         )
 
@@ -364,6 +366,10 @@ class _ApiClient:
             hint = f"the token lacks permission for this; {self._hint_auth}"
         elif status == 404:
             hint = self._hint_not_found
+        elif 300 <= status < 400:
+            target = response.headers.get("location", "")[:200]
+            hint = (f"the forge answered with a redirect{' to ' + target if target else ''}, which meshgen "
+                    f"does not follow here; check that the API URL ({self.base_url}) is the forge's own")
         elif status in (405, 406, 409, 422):
             hint = ("the forge refused the change in the pull request's current state (conflict, "
                     "protection rule, failing check, or it already exists / is already closed); "
