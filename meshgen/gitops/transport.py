@@ -383,6 +383,19 @@ def _use_system_ca() -> None:
     _ca_set = True
 
 
+def _origin(url: str) -> str:
+    """scheme://host[:port] of an http(s) URL, lower-cased (what a token is bound to); "" otherwise."""
+    if not url.startswith(("http://", "https://")):
+        return ""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port or default}"
+
+
 class _Rejected(Exception):
     """Raised from the credentials callback when libgit2 asks twice: the server refused the first."""
 
@@ -390,15 +403,22 @@ class _Rejected(Exception):
 class _Callbacks(pygit2.RemoteCallbacks):
     """HTTPS credentials for one fetch or push: the token is read from its source at the first ask."""
 
-    def __init__(self, credential: GitCredential | None) -> None:
+    def __init__(self, credential: GitCredential | None, url: str = "") -> None:
         super().__init__()
         self._credential = credential
+        self._origin = _origin(url)
         self.asked = 0
         self.sent: str | None = None  # what to scrub from messages
+        self.redirected: str | None = None  # the other origin that asked for the token
 
     def credentials(self, url: str, username_from_url: str | None, allowed_types: int) -> Any:
         self.asked += 1
         if self._credential is None or not allowed_types & pygit2.enums.CredentialType.USERPASS_PLAINTEXT:
+            raise _Rejected()
+        if self._origin and _origin(url) != self._origin:
+            # libgit2 follows a redirect of the first request to any host and asks us again there:
+            # the token is only for the host of the configured URL.
+            self.redirected = _origin(url)
             raise _Rejected()
         if self.asked > 1:
             raise _Rejected()  # libgit2 would replay the same token until it gives up
@@ -425,7 +445,7 @@ class RemoteAccess:
     def callbacks(self) -> _Callbacks:
         """Fresh libgit2 callbacks for one HTTPS fetch or push (the token is read at its first use)."""
         _use_system_ca()
-        return _Callbacks(self.credential)
+        return _Callbacks(self.credential, self.url)
 
     # ---- fetch and push (used by meshgen.gitops.envrepo.Mirror / EnvRepo) --------------
 
@@ -478,6 +498,11 @@ class RemoteAccess:
         status = re.search(r"status code: (\d{3})", text)
         code = int(status.group(1)) if status else None
         cred = self.credential
+        if callbacks is not None and callbacks.redirected:
+            return GitTransportError(self.url, operation, "config", (
+                f"{where}: the server redirected to {callbacks.redirected}, another host, which then asked for "
+                "credentials; meshgen sends the token only to the host of the configured URL. If the repository "
+                "moved there, configure its new URL"))
         if isinstance(exc, _Rejected) or isinstance(exc, pygit2.GitError) and (
                 code == 401 or "authentication" in text.lower()):
             if cred is None:

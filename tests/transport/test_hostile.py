@@ -116,3 +116,55 @@ def test_ls_remote_never_reads_the_url_as_an_option(tmp_path: Path, monkeypatch:
     with pytest.raises(GitTransportError):
         ls_remote(access)
     assert not (work / "PWNED").exists()
+
+
+def test_a_redirect_to_another_host_never_gets_the_token() -> None:
+    """libgit2 follows a redirect of the first request to any host and asks for credentials there."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from meshgen.gitops.transport import GitCredential
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(("elsewhere", self.headers.get("Authorization")))
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    elsewhere = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+
+    class Forge(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(("forge", self.headers.get("Authorization")))
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{elsewhere.server_port}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    forge = ThreadingHTTPServer(("127.0.0.1", 0), Forge)
+    for server in (elsewhere, forge):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{forge.server_port}/env.git"
+        access = RemoteAccess(url, "environment repository",
+                              credential=GitCredential("x-access-token", lambda: "mgtok_redirect_secret", "test"))
+        with pytest.raises(GitTransportError) as err:
+            ls_remote(access)
+        message = str(err.value)
+        assert f"redirected to http://localhost:{elsewhere.server_port}" in message and url in message
+        assert err.value.reason == "config" and "mgtok_redirect_secret" not in message
+        assert ("elsewhere", None) in seen and all(auth is None for _, auth in seen)
+    finally:
+        for server in (elsewhere, forge):
+            server.shutdown()
+            server.server_close()
