@@ -128,7 +128,7 @@ def test_a_redirect_to_another_host_never_gets_the_token() -> None:
     seen: list[tuple[str, str | None]] = []
 
     class Elsewhere(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             seen.append(("elsewhere", self.headers.get("Authorization")))
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -141,7 +141,7 @@ def test_a_redirect_to_another_host_never_gets_the_token() -> None:
     elsewhere = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
 
     class Forge(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             seen.append(("forge", self.headers.get("Authorization")))
             self.send_response(302)
             self.send_header("Location", f"http://localhost:{elsewhere.server_port}{self.path}")

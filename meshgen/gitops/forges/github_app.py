@@ -146,9 +146,6 @@ class InstallationTokens(_Secret):
             hint_auth=(f"GitHub did not accept the app's JWT: check that envRepo.forge.app.id ({app_id}) is "
                        "the app's id, that MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE holds a current (not deleted) "
                        "private key of that app, and that this machine's clock is right (NTP)"),
-            # GitHub never redirects the token exchange: a token minted by whatever a redirect points
-            # at (another origin) must not become meshgen's credential.
-            follow_redirects=False,
         )
 
     @classmethod
