@@ -245,6 +245,42 @@ def _render_instance(inst: Instance, config: Config, skipped: frozenset[str], no
                 inst.source)
 
 
+def render_at_weight(root: Path, config: Config, unit: Unit, weight: int) -> Unit:
+    """`unit` (a rendered Service with a canary) re-rendered with its canary at `weight` (meshgen.canary).
+
+    The objects the split changes carry the canary annotations (meshgen.canary.steps.annotate);
+    weight 0 is `unit` itself. Raises BlueprintError when the blueprint no longer renders the same way
+    (it changed on disk since `unit` was rendered): the caller keeps what it has.
+    """
+    from meshgen.canary.steps import annotate, with_weight
+
+    if weight == 0:
+        return unit
+    loaded = load_file(root, unit.blueprint_path, config, env=unit.env)
+    diagnostics = list(loaded.diagnostics)
+    for inst in loaded.instances:
+        bp = inst.blueprint
+        if inst.env != unit.env or not isinstance(bp, ServiceBlueprint) or bp.canary is None \
+                or (bp.namespace, bp.service) != (unit.namespace, unit.service):
+            continue
+        skipped, notes = _unsupported(loaded, inst, config, diagnostics)
+        if any(d.severity == "error" for d in diagnostics):
+            break
+        renderer = renderer_class(inst.mesh)()
+
+        def resources(blueprint: ServiceBlueprint) -> list[Resource]:
+            ctx = RenderContext(config=config, env=inst.env, mesh=inst.mesh, blueprint_path=inst.source,
+                                team=inst.team, skipped=skipped)
+            return list(renderer.render_service(blueprint, ctx))
+
+        moved = annotate(resources(with_weight(bp, weight)), resources(bp), bp.canary.to, weight)
+        files = _files(moved, unit.folder)
+        return Unit(unit.env, unit.namespace, unit.service, unit.team, unit.folder, files, unit.warnings,
+                    unit.blueprint_path)
+    raise BlueprintError(diagnostics or [Diagnostic(unit.blueprint_path, 1, 1, "canary",
+                                                    f"{unit.display_name} has no canary to render any more")])
+
+
 def _files(resources: Iterable[Resource], folder: str) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for res in resources:

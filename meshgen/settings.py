@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     queue: str = Field(default="meshgen", description="Celery queue the sync tasks go to.")
     sync_debounce: float = Field(default=0.3, description="Seconds a triggered sync waits so a burst of pushes becomes one PR update.")
     lock_ttl: float = Field(default=30.0, description="Expiry (s) of the environment-repository writer lock; renewed while a sync runs.")
+    canary_tick: float = Field(default=30.0, gt=0, description="Seconds between canary controller passes (Celery beat's meshgen.canary.tick, `meshgen up`'s timer); every sync also runs one.")
     lock_wait: float = Field(default=600.0, description="How long (s) a sync waits for another writer before the task is retried.")
     visibility_timeout: int = Field(default=3600, description="Seconds before Redis redelivers an unacknowledged task (a killed worker's task).")
     webhook_dedupe_ttl: int = Field(default=86400, description="Seconds a webhook delivery id is remembered to ignore replays.")

@@ -112,6 +112,12 @@ def watch(root: Path, on_change: Callable[[], None], stop: threading.Event, inte
             on_change()
 
 
+def canary_timer(runner: JobRunner, interval: float, stop: threading.Event) -> None:
+    """Ask for a sync pass (trigger `canary`) every `interval` seconds until `stop`."""
+    while not stop.wait(interval):
+        runner.submit("canary")
+
+
 class ProgressReport:
     """A progress bar per environment on long syncs (a terminal), or a log line every 10% (a pipe)."""
 
@@ -217,6 +223,10 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
     stop = threading.Event()
     watcher = threading.Thread(target=watch, args=(root, lambda: runner.submit("change"), stop), daemon=True)
     watcher.start()
+    # The canary controller's timer: a sync pass every MESHGEN_CANARY_TICK seconds (it writes nothing
+    # unless a canary moves; requests that pile up while a sync runs coalesce into one).
+    ticker = threading.Thread(target=canary_timer, args=(runner, settings.canary_tick, stop), daemon=True)
+    ticker.start()
     app = create_app(settings, records=records, enqueue=enqueue)
     url = f"http://{settings.host}:{settings.port}/"
     log.info("status page: %s   API: %sapi/v1/rollouts", url, url)
@@ -247,4 +257,4 @@ def _env_repo_hint(root: Path) -> str | None:
     return os.path.relpath(path) if path is not None else None
 
 
-__all__ = ["JobRunner", "connect_records", "fingerprint", "run", "watch"]
+__all__ = ["JobRunner", "canary_timer", "connect_records", "fingerprint", "run", "watch"]
