@@ -31,7 +31,7 @@ from meshgen.blueprint.loading import BLUEPRINTS_DIR, CONFIG_FILE, SUFFIXES, loa
 from meshgen.diagnostics import BlueprintError, Diagnostic, from_rows, to_rows
 from meshgen.diff import semantic_diff
 from meshgen.gitops.units import MESH_SERVICE, NAMESPACE_SERVICE, Unit
-from meshgen.pipeline import FileOutcome, check_selection, render_file
+from meshgen.pipeline import Blob, FileOutcome, check_selection, render_blobs
 
 _CACHE = Path(".meshgen") / "cache" / "plan"
 _FORMAT = 1
@@ -163,8 +163,8 @@ class _FactsCache:
         row = self.rows.get(rel)
         return row if row is not None and row[0] == digest else None
 
-    def put(self, rel: str, outcome: FileOutcome) -> None:
-        self.rows[rel] = (outcome.digest, tuple(map(tuple, outcome.facts)), tuple(to_rows(outcome.diagnostics)))
+    def put(self, rel: str, row: _Row) -> None:
+        self.rows[rel] = row
         self.dirty = True
 
     def save(self, keep: Iterable[str]) -> None:
@@ -190,25 +190,31 @@ class _Side:
 
 def _side(root: Path, files: Mapping[str, bytes], config: Config, full: set[str], cache: _FactsCache | None,
           env: str | None) -> _Side:
+    """Render the files in `full`; of the others only facts and diagnostics are needed, from the
+    cache when it has them (the head fills it before the base is read, so an unchanged file is
+    loaded once per plan, and not at all once cached)."""
+    rels = sorted(r for r in files if r != CONFIG_FILE)
+    rows: dict[str, _Row] = {}
+    todo: list[Blob] = []
+    for rel in rels:
+        row = cache.get(rel, hashlib.sha256(files[rel]).hexdigest()) if cache is not None and rel not in full else None
+        if row is None:
+            todo.append(Blob(rel, files[rel], rel in full))
+        else:
+            rows[rel] = row
     outcomes: dict[str, FileOutcome] = {}
+    for outcome in render_blobs(root, todo, config, env=env):
+        row = rows[outcome.path] = (outcome.digest, tuple(map(tuple, outcome.facts)),
+                                    tuple(to_rows(outcome.diagnostics)))
+        if cache is not None:
+            cache.put(outcome.path, row)
+        if outcome.path in full:
+            outcomes[outcome.path] = outcome
     facts: list[Facts] = []
     diagnostics: list[Diagnostic] = []
-    for rel, data in sorted(files.items()):
-        if rel == CONFIG_FILE:
-            continue
-        digest = hashlib.sha256(data).hexdigest()
-        row = cache.get(rel, digest) if cache is not None and rel not in full else None
-        if row is None:
-            outcome = render_file(root, rel, config, env=env, mesh=None, data=data)
-            if cache is not None:
-                cache.put(rel, outcome)
-            if rel in full:
-                outcomes[rel] = outcome
-            facts.extend(outcome.facts)
-            diagnostics.extend(outcome.diagnostics)
-        else:
-            facts.extend(Facts(*f) for f in row[1])
-            diagnostics.extend(from_rows(row[2]))
+    for rel in rels:
+        facts.extend(Facts(*f) for f in rows[rel][1])
+        diagnostics.extend(from_rows(rows[rel][2]))
     diagnostics.extend(check_fleet(facts))
     return _Side(outcomes, facts, diagnostics)
 

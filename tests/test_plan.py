@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,38 @@ def test_plan_exits_1_with_errors_at_file_and_line(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "no-such-branch" in bad.stderr and "Traceback" not in bad.stderr
     plain = write_repo(tmp_path / "plain", {"payments/api.yaml": API})
     assert "not inside a git repository" in meshgen("plan", plain, "--base", "main").stderr
+
+
+AMBIENT = """\
+environments:
+  staging: {mesh: istio, path: staging}
+istio: {dataplane: ambient}
+teams:
+  payments: {namespaces: [payments]}
+"""
+REGEX_REWRITE = API.replace("  - name: default\n", "  - name: default\n    match: {path: {regex: \"/v[0-9]+/.*\"}}\n"
+                            "    rewrite: /\n")
+
+
+def test_cold_parallel_and_warm_plans_agree_even_on_errors_only_a_render_finds(tmp_path: Path) -> None:
+    # api.yaml is unchanged and fails only when its resources are built (Gateway API cannot rewrite a
+    # regex path): a plan reads unchanged files without serializing them, and must still report it.
+    root = write_repo(tmp_path / "bp", {"payments/api.yaml": REGEX_REWRITE, "payments/web.yaml": WEB}, AMBIENT)
+    commit_all(root, "base")
+    (root / "blueprints/payments/web.yaml").write_text(WEB.replace("v1: 90, v2: 10", "v1: 80, v2: 20"))
+    spread = ("import sys; import meshgen.pipeline as p; p.PARALLEL_MIN_FILES = 1; from meshgen.cli import main; "
+              "sys.argv[0] = 'meshgen'; main()")
+    runs = []
+    for how in ("in-process", "forked", "warm"):
+        if how != "warm":
+            shutil.rmtree(root / ".meshgen", ignore_errors=True)
+        args = ["plan", str(root), "--base", "main", "--format", "json"]
+        cmd = [sys.executable, "-c", spread, *args] if how == "forked" else [sys.executable, "-m", "meshgen", *args]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        runs.append((run.returncode, run.stdout, run.stderr))
+    assert runs[0] == runs[1] == runs[2]
+    code, out, err = runs[0]
+    assert code == 1 and "blueprints/payments/api.yaml:" in err and "cannot be rewritten" in err
+    units = {u["service"]: u for u in json.loads(out)}
+    assert "10 → 20" in " ".join(units["web"]["changes"])
+    assert any("cannot be rewritten" in e for e in units["api"]["errors"])
