@@ -36,6 +36,8 @@ from meshgen.pipeline import Blob, FileOutcome, check_selection, render_blobs
 _CACHE = Path(".meshgen") / "cache" / "plan"
 _FORMAT = 1
 MAX_BLUEPRINT_BYTES = 256 * 1024  # the loader refuses bigger files; no need to read more from git
+_OVERSIZED = b"#" * (MAX_BLUEPRINT_BYTES + 1)  # what the plan loads for a blob over the limit
+_FILE_MODES = (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE)
 
 
 class PlanError(RuntimeError):
@@ -110,13 +112,15 @@ def _files_at(repo: pygit2.Repository, commit: pygit2.Commit, prefix: str) -> di
             name = entry.name or ""
             if name.startswith("."):
                 continue
-            obj = repo[entry.id]
-            if isinstance(obj, pygit2.Tree):
-                walk(obj, f"{rel}{name}/")
-            elif isinstance(obj, pygit2.Blob) and name.endswith(SUFFIXES):
-                # Oversized files are cut; the loader then reports them as too big, as on disk.
-                data = obj.data
-                out[f"{rel}{name}"] = data if len(data) <= MAX_BLUEPRINT_BYTES else data[: MAX_BLUEPRINT_BYTES + 1]
+            if entry.filemode == pygit2.GIT_FILEMODE_TREE:
+                walk(repo[entry.id].peel(pygit2.Tree), f"{rel}{name}/")
+            elif entry.filemode in _FILE_MODES and name.endswith(SUFFIXES):
+                # The size first: an oversized blob is never read (a pull request's head is
+                # untrusted); the loader reports it as too big, as it does on disk.
+                _, size = repo.odb.read_header(entry.id)
+                out[f"{rel}{name}"] = repo[entry.id].data if size <= MAX_BLUEPRINT_BYTES else _OVERSIZED
+            # Symlinks (could point anywhere) and submodules (no objects here) are skipped, as the
+            # sync's checkout of the blueprints repository skips them (meshgen.gitops.blueprints).
 
     if BLUEPRINTS_DIR in top and isinstance(top[BLUEPRINTS_DIR], pygit2.Tree):
         walk(top[BLUEPRINTS_DIR], f"{BLUEPRINTS_DIR}/")

@@ -121,3 +121,28 @@ def test_cold_parallel_and_warm_plans_agree_even_on_errors_only_a_render_finds(t
     units = {u["service"]: u for u in json.loads(out)}
     assert "10 → 20" in " ".join(units["web"]["changes"])
     assert any("cannot be rewritten" in e for e in units["api"]["errors"])
+
+
+def test_plan_of_a_hostile_revision_skips_symlinks_and_submodules_and_never_reads_a_huge_blob(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "bp", {"payments/api.yaml": API})
+    base = commit_all(root, "base")
+    repo = pygit2.Repository(str(root))
+    huge = repo.create_blob(b"# filler\n" * 200_000)  # 1.8 MB: over the 256 KiB limit of a blueprint
+    payments = repo.TreeBuilder(repo[base].peel(pygit2.Commit).tree["blueprints/payments"].peel(pygit2.Tree))
+    payments.insert("evil.yaml", repo.create_blob(b"/etc/passwd"), pygit2.GIT_FILEMODE_LINK)
+    payments.insert("sub.yaml", pygit2.Oid(hex="12" * 20), pygit2.GIT_FILEMODE_COMMIT)  # not in this repository
+    payments.insert("huge.yaml", huge, pygit2.GIT_FILEMODE_BLOB)
+    blueprints = repo.TreeBuilder(repo[base].peel(pygit2.Commit).tree["blueprints"].peel(pygit2.Tree))
+    blueprints.insert("payments", payments.write(), pygit2.GIT_FILEMODE_TREE)
+    top = repo.TreeBuilder(repo[base].peel(pygit2.Commit).tree)
+    top.insert("blueprints", blueprints.write(), pygit2.GIT_FILEMODE_TREE)
+    sig = pygit2.Signature("Mallory", "m@example.com")
+    head = str(repo.create_commit(None, sig, sig, "hostile", top.write(), [pygit2.Oid(hex=base)]))
+    run = meshgen("plan", root, "--base", base, "--head", head, "--format", "json")
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "blueprints/payments/huge.yaml:1:1: file is" in run.stderr and "over the 262144-byte limit" in run.stderr
+    assert "evil.yaml" not in run.stderr + run.stdout and "sub.yaml" not in run.stderr + run.stdout
+    # Odd revisions are revisions, never options, and name what to do.
+    for rev in ("--upload-pack=touch x", "", "HEAD~9"):
+        odd = meshgen("plan", root, "--base", rev)
+        assert odd.returncode == 1 and "fetch it, or name a branch" in odd.stderr and "Traceback" not in odd.stderr
