@@ -318,7 +318,10 @@ def _plan_files(root: Path, cache_dir: Path, base_files: dict[str, bytes], base_
         keys = keys_by_file.get(file) or keys_by_file.get(f"base:{file}") or {("", "", "")}
         for key in keys:
             plan_for(key).errors = sorted({*plan_for(key).errors, *(str(d) for d in errors if d.file == file)})
-    return Plan(base_name, head_name, [plans[k] for k in sorted(plans)], errors)
+    # Environments in meshgen.yaml order (as `meshgen diff` and the status page list them).
+    order = {name: i for i, name in enumerate(head_config.environments)}
+    keys = sorted(plans, key=lambda k: (order.get(k[0], len(order)), k))
+    return Plan(base_name, head_name, [plans[k] for k in keys], errors)
 
 
 def format_markdown(plan: Plan) -> str:
@@ -336,7 +339,8 @@ def format_markdown(plan: Plan) -> str:
         for u in units:
             name = f"{u.namespace}/{u.service}" if u.namespace else u.service
             lines.append(f"#### {name}")
-            block = [*u.changes] or ["(no changes)"]
+            # A unit its failing blueprint blocks is not planned: say so rather than "no changes".
+            block = [*u.changes] or ["(not planned: its blueprint has errors, below)" if u.errors else "(no changes)"]
             fence = "`" * max(3, 1 + max((len(r) for line in block for r in line.split("`") if not r), default=0))
             lines += [f"{fence}text", *block, fence]
             lines += [f"- warning: {w}" for w in u.warnings]

@@ -146,3 +146,18 @@ def test_plan_of_a_hostile_revision_skips_symlinks_and_submodules_and_never_read
     for rev in ("--upload-pack=touch x", "", "HEAD~9"):
         odd = meshgen("plan", root, "--base", rev)
         assert odd.returncode == 1 and "fetch it, or name a branch" in odd.stderr and "Traceback" not in odd.stderr
+
+
+def test_plan_lists_environments_in_meshgen_yaml_order_and_a_blocked_unit_is_not_called_unchanged(
+        tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "bp", {"payments/api.yaml": API, "payments/web.yaml": WEB})
+    commit_all(root, "base")
+    (root / "blueprints/payments/api.yaml").write_text(API.replace("v1: 90, v2: 10", "v1: 80, v2: 20"))
+    (root / "blueprints/payments/web.yaml").write_text(WEB + "routes: [oops\n")
+    md = meshgen("plan", root, "--base", "main")
+    assert md.returncode == 1
+    assert md.stdout.index("### staging") < md.stdout.index("### production")  # as in meshgen.yaml
+    web = md.stdout[md.stdout.index("#### payments/web"):]
+    assert web.split("```text\n", 1)[1].startswith("(not planned: its blueprint has errors, below)")
+    units = json.loads(meshgen("plan", root, "--base", "main", "--format", "json").stdout)
+    assert [u["env"] for u in units] == ["staging"] * 2 + ["production"] * 2
