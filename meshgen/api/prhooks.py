@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from meshgen.api.deps import get_records, get_settings
-from meshgen.api.webhooks import _FORGES, _accepted, _forget, _remember, problem, read_body, too_large
+from meshgen.api.webhooks import _FORGES, _accepted, _forget, _remember, problem
 from meshgen.gitops.forges.base import PRState, PullRequest
 from meshgen.records import Records
 from meshgen.settings import Settings
@@ -93,9 +93,7 @@ def _record(records: Records, pr: PullRequest) -> int:
 
 async def _handle_env_pr(name: str, request: Request, settings: Settings, records: Records) -> JSONResponse:
     forge = _FORGES[name]
-    body = await read_body(request)
-    if body is None:
-        return too_large()
+    body = await request.body()
     secret = forge.secret(settings)
     if secret is None:
         return problem(401, "Unauthorized", f"{name} webhooks are not enabled: set {forge.secret_env} "

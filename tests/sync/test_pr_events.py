@@ -151,7 +151,7 @@ def test_gitlab_and_gitea_events_are_verified_and_parsed(tmp_path: Path, rns: Re
 
 
 def test_oversized_and_malformed_deliveries_are_refused_before_anything_is_parsed(world: Any, rns: RedisNS) -> None:
-    from meshgen.api.webhooks import MAX_WEBHOOK_BYTES
+    from meshgen.api.limits import MAX_WEBHOOK_BODY as MAX_WEBHOOK_BYTES
 
     _, settings, _ = world
     chunk = b"x" * (1024 * 1024)
@@ -164,7 +164,7 @@ def test_oversized_and_malformed_deliveries_are_refused_before_anything_is_parse
         for url in ("/api/v1/webhooks/github/env-repo", "/api/v1/webhooks/github"):
             headers = {"X-GitHub-Event": "pull_request", "X-Hub-Signature-256": "sha256=00"}
             declared = http.post(url, content=b"{" + b" " * MAX_WEBHOOK_BYTES + b"}", headers=headers)
-            assert declared.status_code == 413 and "at most" in declared.json()["detail"], declared.text
+            assert declared.status_code == 413 and "limit" in declared.json()["detail"], declared.text
             streamed = http.post(url, content=stream(), headers=headers)
             assert streamed.status_code == 413, streamed.text
         # Signed but not the documented shape: a clear 400, nothing recorded; unsigned: 401 before parsing.
