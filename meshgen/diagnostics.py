@@ -30,7 +30,19 @@ class Diagnostic(NamedTuple):
         code = f"[{self.code}] " if self.code else ""
         where = f"{self.path}: " if self.path else ""
         label = "" if self.severity == "error" else "warning: "
-        return f"{self.file}:{self.line}:{self.column}: {label}{code}{where}{self.message}"
+        # One finding, one line: a file name or value holding a newline must not forge another.
+        return escape_line(f"{self.file}:{self.line}:{self.column}: {label}{code}{where}{self.message}")
+
+
+# C0 and C1 controls, DEL and the Unicode line/paragraph separators: anything a terminal or a
+# line-oriented reader (CI annotations, grep) could take as the end of a line or a command.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROLS.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_line(text: str) -> str:
+    """TEXT with every control character written as an escape (\\n, \\x1b, ...): one line, inert."""
+    return text.translate(_CONTROLS)
 
 
 DiagnosticRow = tuple[str, int, int, str, str, str, str]

@@ -7,23 +7,34 @@ re-render stats every blueprint, reads only files whose stat changed, renders on
 whose content changed, runs the fleet checks on the cached facts, writes only output files
 whose content changed and removes outputs no blueprint produces any more.
 
-Everything in the cache is tuples of strings, ints and bytes (fast to load), kept as a base
-file plus a small journal of changed entries, so a one-file change writes a few hundred
-bytes instead of the whole cache. meshgen.yaml changing, another meshgen version or a
-missing output folder invalidates it.
+Everything in the cache is plain JSON (strings, numbers, arrays; decoded by msgspec into
+tuples of the declared shape, which also validates it), kept as a base file plus a
+small journal of changed entries, so a one-file change writes a few hundred bytes instead of
+the whole cache. meshgen.yaml changing, another meshgen version or a missing output folder
+invalidates it.
+
+The cache sits inside the blueprints repository, where anyone who can open a pull request can
+put a file (`git add -f`). So it is data, never code (no pickle), and it is authenticated: each
+file carries an HMAC-SHA256 under a key kept outside the repository (see _cache_key). A cache
+meshgen did not write itself, one that does not parse, or one of another format is ignored and
+rebuilt; a forged one could otherwise make meshgen skip a blueprint, hide its findings or keep
+stale output files.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import hmac
 import os
-import pickle
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import msgspec
 
 from meshgen import __version__
 from meshgen.blueprint.analysis import Facts, check_fleet
@@ -34,7 +45,9 @@ from meshgen.files import content_hash, remove_output
 from meshgen.pipeline import check_selection, output_hashes, render_batch
 
 CACHE_DIR = ".meshgen/cache"
-_FORMAT = 7  # 7: kind: Ingress facts, overlay and Argo CD name checks (cached findings of 6 are stale)
+_FORMAT = 8  # 8: authenticated JSON (issue 13); 7: kind: Ingress facts, overlay and Argo CD name checks
+_MAGIC = b"meshgen-cache-v8\n"
+_KEY_BYTES = 32
 _JOURNAL_LIMIT = 256  # entries in the journal before it is folded into the base
 _SEVERITY = Diagnostic._fields.index("severity")
 
@@ -58,7 +71,7 @@ class _Entry(NamedTuple):
     digest: str
     facts: tuple[tuple[Any, ...], ...]  # Facts as plain tuples (see _as_facts)
     warnings: tuple[DiagnosticRow, ...]
-    outputs: bytes  # pickled ((output path, blake2b-128 of content), ...): decoded only when the file changes
+    outputs: str  # see pipeline.encode_outputs: decoded only when the file changes
     files: int
     units: int
 
@@ -66,11 +79,91 @@ class _Entry(NamedTuple):
         return output_hashes(self.outputs)
 
 
-# The cache holds plain tuples: they pickle and unpickle in C, where a NamedTuple costs a Python
-# call each way (about half the load time of a 10k-blueprint cache). These turn rows back into
-# the named types without a Python call per row, as NamedTuple._make does.
+# The cache holds plain tuples, decoded by msgspec straight into tuples of the declared shape
+# (a file of another shape fails to decode). These turn rows back into the named types without
+# a Python call per row, as NamedTuple._make does.
 _as_entry = partial(tuple.__new__, _Entry)
 _as_facts = partial(tuple.__new__, Facts)
+
+# The shape of a cache file, checked while decoding: [stamp, {blueprint path: row or null}].
+_FactsRow = tuple[str, str, str, str, tuple[str, ...], tuple[tuple[str, tuple[int, int]], ...],
+                  tuple[tuple[str, str, str], ...], tuple[str, ...], str | None, str | None, str]
+_Row = tuple[tuple[int, int, int], str, tuple[_FactsRow, ...], tuple[tuple[str, int, int, str, str, str, str], ...],
+             str, int, int]
+_DECODE = msgspec.json.Decoder(tuple[str, dict[str, _Row | None]])
+_ENCODE = msgspec.json.Encoder()
+
+
+def _cache_key() -> bytes:
+    """The key that authenticates render caches: made once per user, kept outside every repository
+    ($XDG_CACHE_HOME/meshgen/render-cache.key, mode 0600), so a cache file committed to a
+    blueprints repository never verifies. Where it cannot be kept, a key for this process only:
+    caches are then not reused across runs (slower, never wrong)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "meshgen", "render-cache.key")
+    try:
+        with open(path, "rb") as fh:
+            key = fh.read(_KEY_BYTES + 1)
+        if len(key) == _KEY_BYTES:
+            return key
+    except OSError:
+        pass
+    key = os.urandom(_KEY_BYTES)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        try:
+            os.link(tmp, path)  # first writer wins; a racing process reads the winner's key
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        with open(path, "rb") as fh:
+            stored = fh.read(_KEY_BYTES + 1)
+        return stored if len(stored) == _KEY_BYTES else key
+    except OSError:
+        return _PROCESS_KEY
+
+
+_PROCESS_KEY = os.urandom(_KEY_BYTES)
+
+
+def _seal(key: bytes, stamp: str, rows: dict[str, Any]) -> bytes:
+    body = _ENCODE.encode((stamp, rows))
+    return _MAGIC + hmac.new(key, body, hashlib.sha256).digest() + body
+
+
+def _rows(key: bytes, data: bytes, stamp: str) -> dict[str, Any]:
+    """{path: row} of a cache file meshgen wrote with KEY for STAMP; ValueError for anything else
+    (another writer, a changed byte, another shape, format, meshgen version or meshgen.yaml)."""
+    if not data.startswith(_MAGIC):
+        raise ValueError("not a render cache written by meshgen")
+    head = len(_MAGIC)
+    mac, body = data[head:head + 32], memoryview(data)[head + 32:]
+    # The MAC is computed on another core while msgspec decodes (hashlib lets go of the GIL on
+    # large inputs): a 10k-blueprint cache loads in about the time of the decode alone. Decoding
+    # before the MAC is checked is safe: msgspec builds only the declared tuples, strings and
+    # numbers, and the result is thrown away unless the MAC matches.
+    digest: list[bytes] = []
+    mac_thread = threading.Thread(target=lambda: digest.append(hmac.new(key, body, hashlib.sha256).digest()))
+    mac_thread.start()
+    try:
+        decoded: tuple[str, dict[str, Any]] | None = _DECODE.decode(body)
+    except msgspec.DecodeError:  # includes ValidationError: another shape
+        decoded = None
+    finally:
+        mac_thread.join()
+    if not digest or not hmac.compare_digest(mac, digest[0]):
+        raise ValueError("not a render cache written by meshgen for this user")
+    if decoded is None:
+        raise ValueError("a render cache of another shape")
+    file_stamp, rows = decoded
+    if file_stamp != stamp:
+        raise ValueError("another cache format, meshgen version or meshgen.yaml")
+    return rows
 
 
 class _Cache:
@@ -79,11 +172,12 @@ class _Cache:
         self.stamp = stamp  # format, version, config digest
         self.base: dict[str, _Entry] = {}
         self.journal: dict[str, _Entry | None] = {}
+        self._key = _cache_key()
 
     @classmethod
     def load(cls, folder: Path, stamp: str) -> _Cache:
-        # Unpickling ~10^5 small tuples triggers the cyclic GC again and again for nothing:
-        # tuples of strings cannot form cycles. Pausing it halves the load time.
+        # Decoding ~10^5 small tuples triggers the cyclic GC again and again for nothing: tuples
+        # of strings cannot form cycles. Pausing it halves the load time.
         gc.disable()
         try:
             return cls._load(folder, stamp)
@@ -94,18 +188,17 @@ class _Cache:
     def _load(cls, folder: Path, stamp: str) -> _Cache:
         cache = cls(folder, stamp)
         try:
-            base_stamp, base = pickle.loads((folder / "base.pickle").read_bytes())
-            if base_stamp != stamp:
-                return cache
+            base = _rows(cache._key, (folder / "base.json").read_bytes(), stamp)
+            if any(row is None for row in base.values()):
+                raise ValueError("a removed entry in the base")
             cache.base = dict(zip(base, map(_as_entry, base.values())))
             try:
-                j_stamp, journal = pickle.loads((folder / "journal.pickle").read_bytes())
-                if j_stamp == stamp:
-                    cache.journal = {rel: None if row is None else _as_entry(row) for rel, row in journal.items()}
+                journal = _rows(cache._key, (folder / "journal.json").read_bytes(), stamp)
+                cache.journal = {rel: None if row is None else _as_entry(row) for rel, row in journal.items()}
             except FileNotFoundError:
                 pass
-        except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError):
-            cache.base, cache.journal = {}, {}  # unreadable cache: render everything
+        except (OSError, ValueError):
+            cache.base, cache.journal = {}, {}  # unreadable, foreign or stale cache: render everything
         return cache
 
     def entries(self) -> dict[str, _Entry]:
@@ -120,12 +213,21 @@ class _Cache:
     def save(self, entries: dict[str, _Entry], changed: dict[str, _Entry | None]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         journal = {**self.journal, **changed}
-        if not self.base or len(journal) > _JOURNAL_LIMIT:
-            rows = dict(zip(entries, map(tuple, entries.values())))
-            _atomic(self.folder / "base.pickle", pickle.dumps((self.stamp, rows), protocol=pickle.HIGHEST_PROTOCOL))
-            journal = {}
-        rows_changed = {rel: None if e is None else tuple(e) for rel, e in journal.items()}
-        _atomic(self.folder / "journal.pickle", pickle.dumps((self.stamp, rows_changed), protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            if not self.base or len(journal) > _JOURNAL_LIMIT:
+                _atomic(self.folder / "base.json", _seal(self._key, self.stamp, entries))
+                journal = {}
+            _atomic(self.folder / "journal.json", _seal(self._key, self.stamp, journal))
+            stale: tuple[str, ...] = ("base.pickle", "journal.pickle")  # format 6 and before: never read again
+        except (msgspec.EncodeError, UnicodeEncodeError):
+            # A file name that is not valid UTF-8 cannot be kept in JSON: no cache rather than a
+            # stale one (the next render renders everything).
+            stale = ("base.json", "journal.json", "base.pickle", "journal.pickle")
+        for name in stale:
+            try:
+                (self.folder / name).unlink()
+            except FileNotFoundError:
+                pass
 
 
 def _atomic(path: Path, data: bytes) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-import pickle
 import re
 import threading
 import traceback
@@ -291,14 +290,21 @@ class Summary(NamedTuple):
     facts: tuple[Facts, ...]
     units: int
     files: int
-    # pickled ((output path, content hash), ...): made where the file was rendered, decoded
-    # only where an earlier render of the same file has to be compared with it
-    outputs: bytes
+    # "<hex content hash> <output path>" lines (see encode_outputs): made where the file was
+    # rendered, decoded only where an earlier render of the same file has to be compared with it
+    outputs: str
 
 
-def output_hashes(outputs: bytes) -> dict[str, bytes]:
+def encode_outputs(files: Iterable[tuple[str, bytes]]) -> str:
+    """Output paths with their content hashes as text: plain data in the render cache, never
+    code (the cache is read back from disk), and compared as one string when nothing changed.
+    Output paths are built from DNS labels and folder names checked on load: never a newline."""
+    return "\n".join(f"{content_hash(data).hex()} {rel_out}" for rel_out, data in files)
+
+
+def output_hashes(outputs: str) -> dict[str, bytes]:
     """A Summary's `outputs`: output path -> content hash."""
-    return dict(pickle.loads(outputs))
+    return {line[33:]: bytes.fromhex(line[:32]) for line in outputs.split("\n") if line}
 
 
 _Held = dict[str, list[tuple[str, bytes]]]  # blueprint path -> (output path, content) it produced
@@ -307,8 +313,7 @@ _Held = dict[str, list[tuple[str, bytes]]]  # blueprint path -> (output path, co
 def _summarize(outcome: FileOutcome, held: _Held) -> Summary:
     files = held[outcome.path] = [(f"{unit.folder}/{name}", data)
                                   for unit in outcome.units for name, data in unit.files.items()]
-    outputs = pickle.dumps(tuple((rel_out, content_hash(data)) for rel_out, data in files),
-                           protocol=pickle.HIGHEST_PROTOCOL)
+    outputs = encode_outputs(files)
     return Summary(outcome.path, outcome.digest, to_rows(outcome.diagnostics), tuple(outcome.facts),
                    len(outcome.units), len(files), outputs)
 

@@ -256,3 +256,51 @@ class Records:
             return None
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         return text if text in ("pause", "resume", "abort", "promote", "retry") else None  # type: ignore[return-value]
+
+
+# ---- the rule for every long-running job -----------------------------------------------------
+
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "partial", "failed"})
+_MAX_ERROR_CHARS = 500
+
+
+def failure_text(exc: BaseException) -> str:
+    """What a job record says about an exception: its own message for meshgen's errors (they say
+    what to do), the type and a short escaped message for anything else."""
+    from meshgen.diagnostics import escape_line
+
+    text = escape_line(str(exc))[:_MAX_ERROR_CHARS]
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return f"interrupted ({type(exc).__name__}) before the job finished; run it again"
+    if type(exc).__module__.startswith("meshgen."):
+        return text
+    import redis
+
+    if isinstance(exc, redis.RedisError):
+        return f"Redis failed ({type(exc).__name__}: {text}); check MESHGEN_REDIS_URL and that Redis is up"
+    return (f"internal error: {type(exc).__name__}: {text}; this is a meshgen bug (the worker's log has the "
+            "traceback); the job was stopped and nothing more was written")
+
+
+def end_unfinished(records: Records | None, job: JobRecord, exc: BaseException) -> JobRecord:
+    """Whatever was raised, the job's record ends in a terminal state, with the error.
+
+    A record already terminal (the job recorded its own failure) is left as it is. Redis being
+    unreachable is logged, never raised over the original error."""
+    import logging
+
+    import redis
+
+    current = job
+    try:
+        if records is not None:
+            current = records.get_job(job.id) or job
+        if current.state in TERMINAL_STATES:
+            return current
+        current = current.model_copy(update={
+            "state": "failed", "finished_at": time.time(), "errors": [*current.errors, failure_text(exc)]})
+        if records is not None:
+            records.save_job(current)
+    except (redis.RedisError, ValueError) as err:
+        logging.getLogger(__name__).warning("could not record job %s as failed (%s)", job.id, err)
+    return current

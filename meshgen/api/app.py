@@ -27,14 +27,17 @@ from typing import Annotated, Any
 
 import jinja2
 import redis
-from fastapi import Body, Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from meshgen import __version__
 from meshgen.api import deps
+from meshgen.api.limits import BodyLimitMiddleware
 from meshgen.api.metrics import JobTally, MeshgenCollector, exposition
 from meshgen.api.models import (
     Check,
@@ -161,6 +164,7 @@ def create_app(settings: Settings | None = None, *, records: Records | None = No
     if enqueue is not None:
         app.dependency_overrides[deps.get_enqueue] = lambda: enqueue
     install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware)  # before any route reads a body (meshgen.api.limits)
     _routes(app, list(config.environments) if config else [])
     from meshgen.api.webhooks import router as webhooks_router
 
@@ -340,19 +344,25 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
                           "and old jobs may have expired", slug="no-job")
         return job
 
-    def post_sync(
+    async def post_sync(
         request: Request,
         response: Response,
         enqueue: Annotated[deps.Enqueue, Depends(deps.get_enqueue)],
-        body: Any = None,
     ) -> SyncAccepted:
         from meshgen.gitops.jobs import SyncRequest
 
+        # Authenticate first: the body is read and validated only for a caller with write scope
+        # (its errors name the environments of meshgen.yaml).
         _authorize(request, "write")
-        body = body or SyncBody()
+        raw = await request.body()
         try:
-            job = enqueue(SyncRequest(trigger="api", blueprint_commit=body.blueprint_commit, env=body.env,
-                                      retry_rejected=body.retry_rejected))
+            body = SyncBody.model_validate_json(raw) if raw.strip() not in (b"", b"null") else SyncBody()
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+        try:
+            job = await run_in_threadpool(
+                enqueue, SyncRequest(trigger="api", blueprint_commit=body.blueprint_commit, env=body.env,
+                                    retry_rejected=body.retry_rejected))
         except (redis.RedisError, OSError) as exc:
             raise Problem(503, "Service Unavailable", f"could not queue the sync ({exc}); check Redis "
                           "(MESHGEN_REDIS_URL) and retry", slug="queue-unavailable") from exc
@@ -360,12 +370,14 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
         response.headers["Location"] = url
         return SyncAccepted(job_id=job.id, state=job.state, url=url)
 
-    # The body model is built per app (its env enum comes from meshgen.yaml), so the annotation is
-    # set as an object: a postponed string annotation could not name a local class.
-    post_sync.__annotations__["body"] = Annotated[SyncBody | None, Body()]  # type: ignore[valid-type]
-    app.post("/api/v1/syncs", status_code=202, response_model=SyncAccepted, tags=["jobs"], openapi_extra=_SECURITY,
+    # The body is read by hand (after authentication), so the document gets its schema here. The
+    # model is built per app: its env enum comes from meshgen.yaml.
+    body_schema = SyncBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    app.post("/api/v1/syncs", status_code=202, response_model=SyncAccepted, tags=["jobs"],
+             openapi_extra={**_SECURITY, "requestBody": {
+                 "required": False, "content": {"application/json": {"schema": body_schema}}}},
              summary="Queue a sync of the blueprints repository (write scope)",
-             responses=problem_responses(401, 403, 422, 503))(post_sync)
+             responses=problem_responses(401, 403, 413, 422, 503))(post_sync)
 
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True)
     templates.filters["pr_link"] = _pr_link

@@ -71,7 +71,7 @@ def accept(forge: str, body: bytes, settings: Settings) -> JSONResponse:
                              "requests"}, status_code=202)
     try:
         request = parse(forge, json.loads(body))
-    except (ValueError, KeyError, AttributeError, TypeError):
+    except (ValueError, KeyError, AttributeError, TypeError, RecursionError):  # RecursionError: deep JSON
         return JSONResponse({"type": "about:blank", "title": "Bad Request", "status": 400,
                              "detail": f"the {forge} pull-request payload is not the JSON object the forge documents"},
                             status_code=400, media_type="application/problem+json")

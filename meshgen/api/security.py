@@ -94,7 +94,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        titles = {404: "Not Found", 405: "Method Not Allowed"}
+        titles = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = "no such endpoint; the API is described at /openapi.json and /docs"
@@ -120,6 +120,7 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     from meshgen.api.models import Problem as ProblemModel
 
     text = {400: "Bad request", 401: "Missing or invalid bearer token",
-            403: "The token lacks the required scope", 404: "Not found", 422: "Invalid parameters or body",
+            403: "The token lacks the required scope", 404: "Not found", 413: "The request body is too large",
+            422: "Invalid parameters or body",
             503: "A dependency (Redis, Celery broker) is unavailable"}
     return {code: {"model": ProblemModel, "description": text.get(code, "Error")} for code in codes}

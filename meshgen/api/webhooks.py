@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -122,12 +123,14 @@ _FORGES = {
 
 async def _handle(forge: _Forge, request: Request, settings: Settings, records: Records,
                   enqueue: Enqueue) -> JSONResponse:
-    body = await request.body()
     secret = forge.secret(settings)
     if secret is None:
         return problem(401, "Unauthorized", f"{forge.name} webhooks are not enabled: set {forge.secret_env} "
                        "to the secret configured in the forge's webhook settings")
-    if not forge.verify(secret.get_secret_value(), body, request.headers):
+    # Without a signature there is nothing to check the body against: refuse it unread.
+    # (Its size is bounded before this: meshgen.api.limits.)
+    body = await request.body() if request.headers.get(_SIGNATURE_HEADER[forge.name]) else b""
+    if not body or not forge.verify(secret.get_secret_value(), body, request.headers):
         return problem(401, "Unauthorized", f"missing or wrong {forge.name} webhook signature; check that the "
                        f"webhook's secret equals {forge.secret_env}")
     event = request.headers.get(forge.event_header, "")
@@ -138,9 +141,10 @@ async def _handle(forge: _Forge, request: Request, settings: Settings, records: 
     if event not in forge.push_events:
         return _accepted("ignored", reason=f"event {event!r} is not a push")
     try:
-        push = forge.parse(json.loads(body))
-    except (ValueError, AttributeError, TypeError):
-        return problem(400, "Bad Request", "the push payload is not the JSON object the forge documents")
+        push = _checked(forge.parse(json.loads(body)))
+    except (ValueError, AttributeError, TypeError, RecursionError):
+        return problem(400, "Bad Request", "the push payload is not the JSON object the forge documents "
+                       "(repository, ref and a commit id as text)")
     delivery = next((request.headers[h] for h in forge.delivery_headers if request.headers.get(h)), None)
     if delivery is not None:
         first = await run_in_threadpool(_remember, records, forge.name, delivery, settings.webhook_dedupe_ttl)
@@ -158,6 +162,21 @@ async def _handle(forge: _Forge, request: Request, settings: Settings, records: 
         return problem(503, "Service Unavailable", "could not queue the sync (is Redis reachable?); "
                        "the forge retries the delivery, or redeliver it from the webhook settings")
     return _accepted("queued", job=job.id, commit=push.commit)
+
+
+_SIGNATURE_HEADER = {"github": "x-hub-signature-256", "gitlab": "x-gitlab-token", "gitea": "x-gitea-signature"}
+_COMMIT_ID = re.compile(r"[0-9a-fA-F]{40}([0-9a-fA-F]{24})?\Z")  # SHA-1, or SHA-256 repositories
+
+
+def _checked(push: Push) -> Push:
+    """A signed payload is still the forge's data: fields of the wrong type or a commit id that is
+    not one are a malformed payload (400), not an error deeper in (where it would be a 500)."""
+    if not all(isinstance(v, str) for v in (push.repository, push.ref, push.commit)):
+        raise TypeError("repository, ref and commit must be text")
+    if push.commit and not _COMMIT_ID.match(push.commit):
+        raise ValueError("the commit is not a commit id")
+    author = push.author if isinstance(push.author, str) else None
+    return Push(push.repository, push.ref, push.commit, author[:200] if author else None)
 
 
 def _plan_events(forge: str) -> tuple[str, ...]:

@@ -19,12 +19,11 @@ from urllib.parse import quote
 
 import httpx
 
+from meshgen.blueprint.base import parse_duration as blueprint_duration
 from meshgen.blueprint.config import ArgoCDSettings
 from meshgen.settings import Settings
 
 _GROUP, _VERSION, _PLURAL = "argoproj.io", "v1alpha1", "applications"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PLACEHOLDERS = frozenset({"env", "namespace", "service", "team"})
 
 
@@ -33,7 +32,8 @@ class ArgoCDError(RuntimeError):
 
 
 def parse_duration(text: str | float) -> float:
-    """Seconds in "30s", "2m", "1m30s", "500ms" or a bare number of seconds."""
+    """Seconds in "30s", "2m", "1m30s", "500ms" (blueprint syntax, meshgen.blueprint.base) or a bare
+    number of seconds."""
     if isinstance(text, (int, float)):
         return float(text)
     value = text.strip()
@@ -41,10 +41,10 @@ def parse_duration(text: str | float) -> float:
         return float(value)
     except ValueError:
         pass
-    parts = _DURATION.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value.replace(" ", ""):
-        raise ValueError(f"duration {text!r}: write it like 30s, 2m, 1h or 1m30s")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    try:
+        return blueprint_duration(value).seconds
+    except ValueError as exc:  # pydantic's PydanticCustomError is a ValueError
+        raise ValueError(f"duration {text!r}: write it like 30s, 2m, 1h or 1m30s ({exc})") from None
 
 
 def _check_template(template: str, what: str) -> None:
@@ -205,7 +205,10 @@ class RestSource:
         resp = self._get("/api/v1/applications", {"selector": selector} if selector else None)
         if resp.status_code != 200:
             raise self._fail(resp)
-        return list(resp.json().get("items") or [])
+        items = self._json(resp).get("items") or []
+        if not isinstance(items, list) or not all(isinstance(app, dict) for app in items):
+            raise self._unexpected(resp)
+        return items
 
     def get(self, name: str) -> dict[str, Any] | None:
         resp = self._get(f"/api/v1/applications/{quote(name, safe='')}")
@@ -215,7 +218,21 @@ class RestSource:
             return None  # Argo CD answers 403, not 404, for applications that do not exist
         if resp.status_code != 200:
             raise self._fail(resp)
-        return dict(resp.json())
+        return self._json(resp)
+
+    def _json(self, resp: httpx.Response) -> dict[str, Any]:
+        """The answer as a JSON object; an Argo CD answer of another shape is an ArgoCDError."""
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise self._unexpected(resp)
+        return data
+
+    def _unexpected(self, resp: httpx.Response) -> ArgoCDError:
+        return ArgoCDError(f"Argo CD answered {resp.request.url.path} with something that is not an Application "
+                           f"list or object; check argocd.url ({self._url}) points at the Argo CD API server")
 
     def close(self) -> None:
         self._client.close()

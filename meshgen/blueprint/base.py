@@ -85,7 +85,7 @@ def unknown_key_message(key: Any, accepted: frozenset[str] | set[str]) -> str:
     """`unknown key 'retires', did you mean 'retries'? valid keys: ...`"""
     guess = difflib.get_close_matches(str(key), sorted(accepted), n=1, cutoff=0.6)
     hint = f", did you mean {guess[0]!r}?" if guess else ""
-    return f"unknown key {str(key)!r}{hint} (valid keys: {_listing(accepted)})"
+    return f"unknown key {excerpt(key)}{hint} (valid keys: {_listing(accepted)})"
 
 
 def _listing(keys: frozenset[str] | set[str]) -> str:
@@ -101,6 +101,20 @@ def _reraise_details(exc: ValidationError) -> list[InitErrorDetails]:
     return details
 
 
+EXCERPT_CHARS = 40
+"""The most of a user's value an error message shows: enough to find it, too little to leak a
+file's content (a symlinked secret, a pasted token) into a log or a job record."""
+
+
+def excerpt(value: Any) -> str:
+    """A user's text for an error message: quoted, escaped (no newline or control character can
+    forge a line of output), and cut to EXCERPT_CHARS."""
+    text = str(value)
+    if len(text) > EXCERPT_CHARS:
+        return f"{text[:EXCERPT_CHARS - 3] + '...'!r} ({len(text)} characters)"
+    return repr(text)
+
+
 def describe_value(value: Any) -> str:
     """A short, safe description of a user value for error messages."""
     if value is None:
@@ -110,8 +124,7 @@ def describe_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"the number {value}"
     if isinstance(value, str):
-        shown = value if len(value) <= 60 else value[:57] + "..."
-        return f"the string {shown!r}"
+        return f"the string {excerpt(value)}"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -130,7 +143,7 @@ def _dns_label(value: Any) -> str:
     if len(value) > 63 or not DNS1123_LABEL.match(value):
         raise fail(
             "dns_label",
-            f"{value!r} is not a DNS-1123 label: use at most 63 lowercase letters, digits and '-', "
+            f"{excerpt(value)} is not a DNS-1123 label: use at most 63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit (e.g. api-service)",
         )
     return value
@@ -168,7 +181,23 @@ class Duration(str):
         )
 
 
+GO_DURATION_MAX_SECONDS = (2**63 - 1) / 1e9
+"""The longest Go time.Duration (int64 nanoseconds, about 292 years). Every blueprint duration is
+read by Go: Istio parses its CRD durations with time.ParseDuration (and validates them with CEL
+`duration()`), Linkerd's controllers and Prometheus too. A longer value would be refused by the
+cluster or wrap around, so meshgen refuses it here."""
+
+GO_DURATION_MAX_TEXT = "2562047h"
+"""The largest whole-hour duration under GO_DURATION_MAX_SECONDS, as users write it."""
+
+_MAX_DURATION_DIGITS = 12  # per number in a duration; longer is past every limit anyway
+
+
 def parse_duration(value: Any) -> Duration:
+    """A blueprint duration (`500ms`, `3s`, `10m`, `1h`, `1m30s`): the one parser meshgen has.
+
+    Refuses zero and anything longer than GO_DURATION_MAX_SECONDS, naming the largest value that
+    works."""
     if isinstance(value, Duration):
         return value
     if isinstance(value, bool) or not isinstance(value, str):
@@ -177,17 +206,23 @@ def parse_duration(value: Any) -> Duration:
             "duration",
             f"expected a duration string such as 500ms, 3s, 10m or 1h, got {describe_value(value)}{extra}",
         )
-    m = _DURATION.match(value.strip())
-    if not value.strip() or m is None or not any(m.groups()):
+    text = value.strip()
+    m = _DURATION.match(text)
+    if not text or m is None or not any(m.groups()):
         raise fail(
             "duration",
-            f"{value!r} is not a duration; write a number with a unit: ms, s, m or h (e.g. 500ms, 3s, 10m, 1h)",
+            f"{excerpt(value)} is not a duration; write a number with a unit: ms, s, m or h (e.g. 500ms, 3s, 10m, 1h)",
         )
+    too_long = f"{excerpt(text)} is longer than the mesh can represent; the largest duration is {GO_DURATION_MAX_TEXT}"
     h, mi, s, ms = m.groups()
+    if any(len(part.split(".")[0]) > _MAX_DURATION_DIGITS for part in (h, mi, s, ms) if part):
+        raise fail("duration", f"{too_long} (about 292 years, Go's time.Duration)")
     seconds = int(h or 0) * 3600 + int(mi or 0) * 60 + float(s or 0) + int(ms or 0) / 1000
     if seconds <= 0:
-        raise fail("duration", f"{value!r} must be longer than zero")
-    return Duration(value.strip(), seconds)
+        raise fail("duration", f"{excerpt(text)} must be longer than zero")
+    if seconds > GO_DURATION_MAX_SECONDS:
+        raise fail("duration", f"{too_long} (about 292 years, Go's time.Duration)")
+    return Duration(text, seconds)
 
 
 DurationStr = Duration

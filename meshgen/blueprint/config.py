@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from meshgen.blueprint.base import DNSLabel, Strict, describe_value, fail
+from meshgen.blueprint.base import DNSLabel, DurationStr, Strict, describe_value, fail, parse_duration
 from meshgen.blueprint.model import MeshName
 
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?\Z")
@@ -191,12 +191,13 @@ class ArgoCDSettings(Strict):
     context: str | None = None
     name_template: str = Field(default="{service}-{env}", alias="nameTemplate")
     selector: str | None = None  # a label selector instead of the name template
-    poll_interval: str = Field(default="30s", alias="pollInterval")
-    stale_after: str = Field(default="2m", alias="staleAfter")
+    poll_interval: DurationStr = Field(default=parse_duration("30s"), alias="pollInterval")
+    stale_after: DurationStr = Field(default=parse_duration("2m"), alias="staleAfter")
 
 
 class Team(Strict):
     namespaces: list[DNSLabel] = Field(default_factory=list)
+    mesh: bool = False  # may write `kind: Mesh` (mesh-wide settings): the platform team
 
 
 class Config(Strict):
@@ -234,6 +235,10 @@ class Config(Strict):
 
     def env_path(self, env: str) -> str:
         return self.environments[env].path or env
+
+    def mesh_teams(self) -> list[str]:
+        """Teams that may write `kind: Mesh` (empty when teams are not configured)."""
+        return sorted(t for t, team in (self.teams or {}).items() if team.mesh)
 
     def namespace_owner(self, namespace: str) -> list[str]:
         """Teams that list `namespace` (empty when teams are not configured)."""

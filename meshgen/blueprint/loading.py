@@ -11,6 +11,7 @@ import copy
 import difflib
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from meshgen.blueprint.base import Strict, describe_value
+from meshgen.blueprint.base import Strict, describe_value, excerpt
 from meshgen.blueprint.config import Config
 from meshgen.blueprint.model import KINDS, IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
-from meshgen.blueprint.yamlsource import Document, YAMLSourceError, load_document
+from meshgen.blueprint.yamlsource import MAX_FILE_BYTES, Document, YAMLSourceError, load_document
 from meshgen.diagnostics import BlueprintError, Diagnostic, format_path
 
 CONFIG_FILE = "meshgen.yaml"
@@ -29,6 +30,9 @@ BLUEPRINTS_DIR = "blueprints"
 SUFFIXES = (".yaml", ".yml")
 
 FieldPath = tuple[str | int, ...]
+
+MAX_MESSAGE_CHARS = 600
+"""Longest validation message kept: enough for a list of valid keys, too short to carry a file."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,11 @@ def scan(root: Path) -> dict[str, StatKey]:
                 if e.is_dir(follow_symlinks=False):
                     walk(e.path, f"{rel}{e.name}/")
                 elif e.name.endswith(SUFFIXES):
-                    st = e.stat()
+                    # A symlink is listed, and judged (and refused if it leaves ROOT) by read_blueprint.
+                    try:
+                        st = e.stat()
+                    except OSError:  # a dangling link
+                        st = e.stat(follow_symlinks=False)
                     found[f"{rel}{e.name}"] = (st.st_mtime_ns, st.st_size, st.st_ino)
 
     walk(str(root / BLUEPRINTS_DIR), f"{BLUEPRINTS_DIR}/")
@@ -147,7 +155,12 @@ def load_file(
     data: bytes | None = None,
 ) -> LoadedFile:
     """Parse and validate one blueprint and resolve it for each environment it applies to."""
-    raw = data if data is not None else (root / rel).read_bytes()
+    if data is None:
+        try:
+            data = read_blueprint(root, rel)
+        except YAMLSourceError as exc:
+            return LoadedFile(rel, "", diagnostics=[Diagnostic(rel, 1, 1, "", exc.message)])
+    raw = data
     result = LoadedFile(rel, digest_bytes(raw))
     try:
         doc = load_document(raw)
@@ -157,14 +170,16 @@ def load_file(
     result.document = doc
     if not isinstance(doc.data, dict):
         result.diagnostics.append(
-            result.diag((), f"a blueprint is a mapping of keys such as `service:` and `namespace:`, got {describe_value(doc.data)}")
+            # The type only, never the value: the whole file is this value.
+            result.diag((), "a blueprint is a mapping of keys such as `service:` and `namespace:`, got "
+                        f"{_kind_of(doc.data)}")
         )
         return result
     kind = doc.data.get("kind", "Service")
     model = KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
         result.diagnostics.append(
-            result.diag(("kind",), f"unknown kind {kind!r}{_suggest(str(kind), list(KINDS))} (valid kinds: {', '.join(KINDS)})")
+            result.diag(("kind",), f"unknown kind {excerpt(kind)}{_suggest(str(kind), list(KINDS))} (valid kinds: {', '.join(KINDS)})")
         )
         return result
     try:
@@ -192,6 +207,36 @@ def load_file(
         env_mesh = mesh or getattr(bp, "mesh", None) or config.environments[env_name].mesh
         result.instances.append(Instance(env_name, env_mesh, team, rel, bp, overlay_keys))
     return result
+
+
+def read_blueprint(root: Path, rel: str) -> bytes:
+    """The bytes of ROOT/REL, refusing what a blueprint file cannot be before reading it: a symlink
+    leading out of ROOT (it would print or render a file the author may not read), anything but a
+    regular file (a FIFO blocks forever), a file over MAX_FILE_BYTES. Raises YAMLSourceError."""
+    path = root / rel
+    if os.path.islink(path):
+        real, base = os.path.realpath(path), os.path.realpath(root)
+        if os.path.commonpath([real, base]) != base:
+            raise YAMLSourceError("this blueprint is a symbolic link to a file outside the repository; refused "
+                                  "(replace the link with the file itself)")
+    try:
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)), "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise YAMLSourceError("not a regular file; a blueprint is a YAML file")
+            if st.st_size > MAX_FILE_BYTES:
+                raise YAMLSourceError(f"file is {st.st_size} bytes, over the {MAX_FILE_BYTES}-byte limit for a "
+                                      "blueprint; split it into several blueprints")
+            return fh.read(MAX_FILE_BYTES + 1)  # the limit holds even if the file grows meanwhile
+    except OSError as exc:
+        raise YAMLSourceError(f"cannot read this file ({exc.strerror}); check that it exists and is readable") from None
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, str):
+        return f"a single text value ({len(value)} characters)"
+    return describe_value(value)
 
 
 def _salvage(model: type[Strict], data: dict[str, Any], exc: ValidationError, tries: int = 4) -> Any:
@@ -231,7 +276,7 @@ def _target_environments(
                 result.diagnostics.append(
                     result.diag(
                         ("environments", env_name),
-                        f"environment {env_name!r} is not in meshgen.yaml{_suggest(env_name, names)} "
+                        f"environment {excerpt(env_name)} is not in meshgen.yaml{_suggest(env_name, names)} "
                         f"(environments: {', '.join(names)})",
                     )
                 )
@@ -279,6 +324,8 @@ def _resolve_team(result: LoadedFile, bp: Any, config: Config) -> tuple[bool, st
     """(may it write into its namespace, the team it writes as); the reason is added as a diagnostic."""
     team = getattr(bp, "team", None)
     namespace = getattr(bp, "namespace", None)
+    if isinstance(bp, MeshBlueprint):
+        return _resolve_mesh_team(result, team, config)
     if not config.teams or namespace is None:
         return True, team
     if team is not None:
@@ -309,6 +356,25 @@ def _resolve_team(result: LoadedFile, bp: Any, config: Config) -> tuple[bool, st
             result.diag(("namespace",), f"namespace {namespace!r} is shared by teams {', '.join(owners)}; set `team:`")
         )
     return False, None
+
+
+def _resolve_mesh_team(result: LoadedFile, team: str | None, config: Config) -> tuple[bool, str | None]:
+    """`kind: Mesh` changes every service of the mesh: only a team with `mesh: true` writes it."""
+    if not config.teams:
+        return True, team
+    allowed = config.mesh_teams()
+    listing = ", ".join(allowed) if allowed else "none yet; give the platform team `mesh: true` in meshgen.yaml"
+    if team is None:
+        result.diagnostics.append(result.diag(
+            ("kind",), f"a kind: Mesh blueprint sets mesh-wide settings and needs `team:`, a team with "
+                       f"`mesh: true` in meshgen.yaml (teams that may: {listing})"))
+        return False, None
+    if team not in allowed:
+        why = "is not in meshgen.yaml" if team not in config.teams else "does not have `mesh: true` in meshgen.yaml"
+        result.diagnostics.append(result.diag(
+            ("team",), f"team {team!r} {why}; only the platform team writes kind: Mesh (teams that may: {listing})"))
+        return False, None
+    return True, team
 
 
 # --- pydantic errors to diagnostics ------------------------------------------------------------
@@ -350,6 +416,8 @@ def _one_diagnostic(rel: str, doc: Document, loc: FieldPath, err: Any) -> Diagno
         msg = f"{msg[0].lower()}{msg[1:]}, got {describe_value(err.get('input'))}"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    if len(msg) > MAX_MESSAGE_CHARS:  # a validator quoted a long value: keep the error, not the value
+        msg = msg[:MAX_MESSAGE_CHARS] + f"... (message cut at {MAX_MESSAGE_CHARS} characters)"
     return Diagnostic(rel, line, col, format_path(path), msg)
 
 

@@ -809,6 +809,7 @@ class MeshObservability(Strict):
 
 class MeshBlueprint(Strict):
     kind: Literal["Mesh"]
+    team: DNSLabel | None = None  # required when meshgen.yaml lists teams: one with `mesh: true`
     telemetry: Telemetry | None = None
     mtls: MTLS | None = None
     observability: MeshObservability | None = None

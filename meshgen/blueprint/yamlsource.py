@@ -24,11 +24,23 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from meshgen.blueprint.base import excerpt
+
 MAX_FILE_BYTES = 256 * 1024
 """A blueprint is a small hand-written file; anything larger is refused before parsing."""
 
 MAX_NODES = 20_000
 """Upper bound on values constructed from one file, counting every alias expansion."""
+
+MAX_DEPTH = 64
+"""Upper bound on nesting (lists and mappings inside each other). The deepest blueprint field is
+about ten levels down; hostile input nests hundreds deep (libyaml's composer stops at 1,000) to
+exhaust Python's stack in the constructor and the validator. Checked while constructing, so the
+recursion never goes deeper than this."""
+
+MAX_INT_DIGITS = 19
+"""Whole numbers are int64 (what Kubernetes stores: up to 9223372036854775807, 19 digits). Longer
+ones would reach Python's int-from-text limit (4,300 digits) and mean nothing here."""
 
 Path = tuple[str | int, ...]
 
@@ -164,7 +176,9 @@ _KNOWN_TAGS = {
 
 
 def resolve_plain(value: str) -> Any:
-    """The YAML 1.2 core-schema value of a plain (unquoted) scalar."""
+    """The YAML 1.2 core-schema value of a plain (unquoted) scalar.
+
+    Raises ValueError for whole numbers over MAX_INT_DIGITS digits."""
     if value in _NULL:
         return None
     if value in _TRUE:
@@ -172,11 +186,11 @@ def resolve_plain(value: str) -> Any:
     if value in _FALSE:
         return False
     if _INT.match(value):
-        return int(value)
+        return _whole(value, value.lstrip("+-"), 10)
     if _OCT.match(value):
-        return int(value[2:], 8)
+        return _whole(value, value[2:], 8)
     if _HEX.match(value):
-        return int(value[2:], 16)
+        return _whole(value, value[2:], 16)
     if _FLOAT.match(value):
         return float(value)
     if _INF.match(value):
@@ -184,6 +198,20 @@ def resolve_plain(value: str) -> Any:
     if _NAN.match(value):
         return math.nan
     return value
+
+
+_INT64_MAX = 2**63 - 1
+_DIGITS_FOR_INT64 = {10: MAX_INT_DIGITS, 8: 21, 16: 16}
+
+
+def _whole(written: str, digits: str, base: int) -> int:
+    """int(digits, base), refusing values outside int64 before converting anything long."""
+    if len(digits.lstrip("0")) <= _DIGITS_FOR_INT64[base]:
+        value = int(digits, base)
+        if -_INT64_MAX - 1 <= (-value if written.startswith("-") else value) <= _INT64_MAX:
+            return -value if written.startswith("-") else value
+    shown = written if len(written) <= 24 else f"{written[:12]}...{written[-6:]} ({len(digits)} digits)"
+    raise ValueError(f"the number {shown} is too large; whole numbers here go from {-_INT64_MAX - 1} to {_INT64_MAX}")
 
 
 # What an explicit scalar tag (`!!int "8080"`) requires the value to read as.
@@ -202,7 +230,7 @@ class _Constructor:
         self.budget = MAX_NODES
         self.active: set[int] = set()
 
-    def construct(self, node: Node) -> Any:
+    def construct(self, node: Node, depth: int = 0) -> Any:
         self.budget -= 1
         if self.budget < 0:
             raise YAMLSourceError(
@@ -213,12 +241,18 @@ class _Constructor:
         tag = node.tag
         if tag != _PLAIN and tag not in _KNOWN_TAGS:
             raise YAMLSourceError(
-                f"YAML tag {tag!r} is not supported in blueprints; remove it "
+                f"YAML tag {excerpt(tag)} is not supported in blueprints; remove it "
                 "(plain values, quoted strings, lists and mappings are)",
                 *_pos(node.start_mark),
             )
         if isinstance(node, ScalarNode):
             return self._scalar(node)
+        if depth >= MAX_DEPTH:
+            raise YAMLSourceError(
+                f"values nest more than {MAX_DEPTH} levels deep (lists and mappings inside each other); "
+                "a blueprint needs about ten: flatten this part",
+                *_pos(node.start_mark),
+            )
         key = id(node)
         if key in self.active:
             raise YAMLSourceError(
@@ -228,12 +262,20 @@ class _Constructor:
         self.active.add(key)
         try:
             if isinstance(node, SequenceNode):
-                return [self.construct(child) for child in node.value]
-            return self._mapping(node)  # type: ignore[arg-type]
+                return [self.construct(child, depth + 1) for child in node.value]
+            return self._mapping(node, depth)  # type: ignore[arg-type]
         finally:
             self.active.discard(key)
 
     def _scalar(self, node: ScalarNode) -> Any:
+        try:
+            return self._scalar_value(node)
+        except YAMLSourceError:
+            raise
+        except ValueError as exc:  # a number too large (resolve_plain)
+            raise YAMLSourceError(str(exc), *_pos(node.start_mark)) from None
+
+    def _scalar_value(self, node: ScalarNode) -> Any:
         tag, text = node.tag, node.value
         if tag == _PLAIN:
             return resolve_plain(text)
@@ -244,18 +286,18 @@ class _Constructor:
         wanted = _EXPLICIT_TAGS.get(tag)
         if wanted is None or not isinstance(value, wanted) or (tag.endswith("int") and isinstance(value, bool)):
             raise YAMLSourceError(
-                f"{text!r} cannot be read as {tag.rsplit(':', 1)[-1]}; remove the tag or fix the value",
+                f"{excerpt(text)} cannot be read as {tag.rsplit(':', 1)[-1]}; remove the tag or fix the value",
                 *_pos(node.start_mark),
             )
         return float(value) if isinstance(value, (int, float)) and tag.endswith("float") else value
 
-    def _mapping(self, node: MappingNode) -> dict[Any, Any]:
+    def _mapping(self, node: MappingNode, depth: int) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
         merged: dict[Any, Any] = {}
         seen: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if isinstance(key_node, ScalarNode) and key_node.tag == _PLAIN and key_node.value == "<<":
-                merged.update(self._merge_source(value_node))
+                merged.update(self._merge_source(value_node, depth))
                 continue
             if not isinstance(key_node, ScalarNode):
                 raise YAMLSourceError(
@@ -268,29 +310,29 @@ class _Constructor:
             if key in seen:
                 line, col = _pos(seen[key])
                 raise YAMLSourceError(
-                    f"duplicate key {key_node.value!r} (first defined at line {line}, column {col}); "
+                    f"duplicate key {excerpt(key_node.value)} (first defined at line {line}, column {col}); "
                     "keep one of them",
                     *_pos(key_node.start_mark),
                 )
             seen[key] = key_node.start_mark
-            result[key] = self.construct(value_node)
+            result[key] = self.construct(value_node, depth + 1)
         if merged:
             # `<<: *defaults` merges keys the mapping does not set itself.
             return {**{k: v for k, v in merged.items() if k not in result}, **result}
         return result
 
-    def _merge_source(self, node: Node) -> dict[Any, Any]:
+    def _merge_source(self, node: Node, depth: int) -> dict[Any, Any]:
         if isinstance(node, MappingNode):
-            return self._mapping_checked(node)
+            return self._mapping_checked(node, depth)
         if isinstance(node, SequenceNode):
             out: dict[Any, Any] = {}
             for item in reversed(node.value):
-                out.update(self._mapping_checked(item))
+                out.update(self._mapping_checked(item, depth + 1))
             return out
         raise YAMLSourceError("`<<` merges a mapping or a list of mappings", *_pos(node.start_mark))
 
-    def _mapping_checked(self, node: Node) -> dict[Any, Any]:
-        value = self.construct(node)
+    def _mapping_checked(self, node: Node, depth: int) -> dict[Any, Any]:
+        value = self.construct(node, depth + 1)
         if not isinstance(value, dict):
             raise YAMLSourceError("`<<` merges a mapping or a list of mappings", *_pos(node.start_mark))
         return value

@@ -17,6 +17,9 @@ Life of a job:
 3. Errors worth retrying (forge, repository, fetch, lock, Redis) leave the job queued and the task
    is retried with backoff; blueprint errors and a pushed commit that is not on the branch fail
    the job at once (a retry would fail the same way).
+4. The rule for every job: whatever is raised (retries exhausted, a bug, a RecursionError, an
+   interrupt), the record ends in a terminal state with the error (meshgen.records.end_unfinished),
+   and the worker goes on with the next task.
 
 Tasks are acknowledged late (after they finish) and re-queued when the worker dies, so a
 killed worker's sync runs again; the lifecycle is idempotent (a branch holding the right tree
@@ -41,7 +44,7 @@ from meshgen.gitops.envrepo import EnvRepoError
 from meshgen.gitops.transport import GitTransportError
 from meshgen.gitops.forges.base import ForgeError
 from meshgen.gitops.sync import env_repo_identity, new_job_id, sync_repository
-from meshgen.records import JobRecord, Records
+from meshgen.records import JobRecord, Records, end_unfinished
 from meshgen.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -220,6 +223,13 @@ def run_sync_job(settings: Settings, records: Records, *, job_id: str, env: str 
     except RETRYABLE as exc:
         if not final_attempt:
             _requeue_record(records, job, exc)
+        else:
+            end_unfinished(records, job, exc)  # retries exhausted: the job ends here
+        raise
+    except BaseException as exc:
+        # Whatever else was raised (a bug, a RecursionError, an interrupt), the record ends failed
+        # with the error; Celery marks the task failed and the worker takes the next one.
+        end_unfinished(records, job, exc)
         raise
 
 

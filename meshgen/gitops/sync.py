@@ -8,6 +8,7 @@ returned JobRecord is the whole report.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -33,7 +34,7 @@ from meshgen.gitops.lifecycle import Progress, SyncReport, SyncResult, branch_fo
 from meshgen.gitops.transport import blueprints_access, env_repo_access
 from meshgen.gitops.units import Unit, content_hash
 from meshgen.pipeline import Blocked, RenderResult, render_repository
-from meshgen.records import JobPR, JobRecord, PRRef, Records, UnitRecord
+from meshgen.records import JobPR, JobRecord, PRRef, Records, UnitRecord, end_unfinished
 from meshgen.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -425,6 +426,23 @@ def _record_render_failure(records: Records, exc: BlueprintError, job: JobRecord
 # ---- the flow ------------------------------------------------------------------------
 
 
+def _ends_terminal(fn: Callable[..., JobRecord]) -> Callable[..., JobRecord]:
+    """The job rule (meshgen.records.end_unfinished): whatever `fn` raises, its job record ends
+    failed with the error. The job is made here when the caller passes none, so its id is known."""
+
+    @functools.wraps(fn)
+    def run(root: Path, settings: Settings, **kwargs: Any) -> JobRecord:
+        job = kwargs.get("job") or JobRecord(id=new_job_id(), trigger=kwargs.get("trigger", "cli"))
+        try:
+            return fn(root, settings, **{**kwargs, "job": job})
+        except BaseException as exc:
+            end_unfinished(kwargs.get("records"), job, exc)
+            raise
+
+    return run
+
+
+@_ends_terminal
 def sync_repository(
     root: Path,
     settings: Settings,

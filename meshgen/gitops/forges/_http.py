@@ -135,6 +135,10 @@ class _RetryPolicy:
             raise ValueError("max_wait and backoff must not be negative")
 
 
+class _OffOrigin(Exception):
+    """A redirect leading away from the forge's origin (raised before the request is sent)."""
+
+
 class _Transient(Exception):
     """A failure worth another attempt. Carries only scrubbed text."""
 
@@ -207,14 +211,21 @@ class _ApiClient:
         self._hint_auth = hint_auth
         self._auth_header = auth_header
         headers = {"Accept": "application/json", "User-Agent": "meshgen", **(extra_headers or {})}
-        # follow_redirects: GitHub answers renamed repositories with 301/307. httpx drops the
-        # Authorization header when a redirect leaves the origin, so the token stays with the forge.
+        # follow_redirects: GitHub answers renamed repositories with 301/307, on the same origin.
+        # A redirect to another origin is refused before it is sent (_same_origin): whatever
+        # answers there is not the forge, and its answer must not be taken for one.
         # auth: the header is set on every request, not once, because some secrets rotate
         # (a GitHub App's installation token is re-minted before it expires).
+        self._origin = httpx.URL(self.base_url).copy_with(path="/", query=None, fragment=None)
         self._http = httpx.Client(
             base_url=self.base_url + "/", headers=headers, timeout=timeout, follow_redirects=True,
-            auth=_TokenAuth(self),
+            auth=_TokenAuth(self), event_hooks={"request": [self._same_origin]},
         )
+
+    def _same_origin(self, request: httpx.Request) -> None:
+        url = request.url
+        if (url.scheme, url.host, url.port) != (self._origin.scheme, self._origin.host, self._origin.port):
+            raise _OffOrigin(f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else ""))
 
     def token(self) -> str:
         """The token, read afresh for every request and every git fetch/push: the one place a
@@ -313,6 +324,12 @@ class _ApiClient:
         _log.debug("%s: %s %s/%s", self.forge, method, self.base_url, path)
         try:
             response = self._http.request(method, path, params=params, json=body)
+        except _OffOrigin as exc:
+            raise ForgeError(
+                f"{self.forge}: {operation} failed: the forge redirected the request to another origin "
+                f"({exc}); meshgen only talks to {self.base_url}. Check base_url (a moved or renamed "
+                "server?) and the forge's proxy settings"
+            ) from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # The request never reached the forge: always safe to try again.
             raise _Transient(self._describe_network(exc), status=None, wait_hint=None,

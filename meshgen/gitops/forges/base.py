@@ -46,6 +46,14 @@ class PullRequest:
     url: str
     labels: tuple[str, ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        # Built from a forge's answer: a field of the wrong type is an unexpected answer (the
+        # providers turn this TypeError into a ForgeError), not a crash later in the sync.
+        texts = (self.title, self.body, self.branch, self.base, self.head_sha, self.url, *self.labels)
+        if (type(self.number) is not int or not all(isinstance(t, str) for t in texts)
+                or not isinstance(self.merge_sha, (str, type(None)))):
+            raise TypeError("a pull request field has the wrong type")
+
 
 class ForgeError(RuntimeError):
     """A forge call failed for good (after retries). The message never contains a token."""
