@@ -19,7 +19,6 @@ import queue
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +153,7 @@ class ProgressReport:
 def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, job: JobRecord | None,
                retry_rejected: bool = False) -> JobRecord:
     from meshgen.diagnostics import BlueprintError
-    from meshgen.gitops.sync import sync_repository
+    from meshgen.gitops.sync import pr_summary, sync_repository
 
     started = time.perf_counter()
     log.info("sync started (%s)", trigger)
@@ -175,9 +174,7 @@ def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, j
     if done.state == "partial":
         log.error("%d blueprint error(s): only the units of the failing blueprints were held back; "
                   "fix them and save: meshgen syncs again", len(done.errors))
-    actions = Counter(pr.action for pr in done.prs)
-    summary = ", ".join(f"{n} {action}" for action, n in sorted(actions.items())) or "no changes"
-    log.info("sync done in %.1fs: pull requests %s", time.perf_counter() - started, summary)
+    log.info("sync done in %.1fs: pull requests %s", time.perf_counter() - started, pr_summary(done.prs))
     changed = [pr for pr in done.prs if pr.action in ("opened", "updated")]
     for pr in changed[:PRS_LISTED]:
         log.info("  PR #%s %s %s (%s)", pr.number, pr.action, pr.branch, pr.env)
