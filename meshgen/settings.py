@@ -78,13 +78,20 @@ class Settings(BaseSettings):
         """`MESHGEN_<NAME>_FILE=/path` reads the secret from a file (trailing newline dropped)."""
         import os
 
+        from meshgen.gitops.forges.base import read_secret_file  # no FIFO, no huge file
+
         if not isinstance(data, dict):
             return data
         data = dict(data)
         for name in _SECRET_FIELDS:
             path = os.environ.get(f"MESHGEN_{name.upper()}_FILE")
             if path:
-                data[name] = Path(path).read_text().rstrip("\r\n")
+                try:
+                    data[name] = read_secret_file(Path(path)).decode("utf-8").rstrip("\r\n")
+                except (OSError, UnicodeDecodeError) as exc:  # the reason only, never the content
+                    reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                    raise ValueError(f"MESHGEN_{name.upper()}_FILE={path}: cannot read it: {reason}; "
+                                     "point it at the file holding the secret") from None
         return data
 
     @property

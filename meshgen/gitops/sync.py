@@ -13,7 +13,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -735,11 +736,17 @@ def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: 
     return report
 
 
+def pr_summary(prs: Iterable[JobPR]) -> str:
+    """`1 opened, 20 unchanged`: what a sync did to pull requests, counted by action."""
+    actions = Counter(pr.action for pr in prs)
+    return ", ".join(f"{n} {action}" for action, n in sorted(actions.items())) or "no changes"
+
+
 def format_report(job: JobRecord) -> list[str]:
     """Short per-PR lines for the terminal."""
     lines = [f"{pr.action:<9} {pr.env:<12} {pr.branch}" + (f"  #{pr.number}" if pr.number else "")
              + (f"  {pr.url}" if pr.url else "") for pr in job.prs]
     t = job.timings
-    lines.append(f"job {job.id}: {job.state}, {len(job.prs)} pull request change(s) "
+    lines.append(f"job {job.id}: {job.state}, pull requests {pr_summary(job.prs)} "
                  f"(render {t.get('render', 0):.2f}s, repo {t.get('repo', 0):.2f}s, forge {t.get('forge', 0):.2f}s)")
     return lines
