@@ -127,23 +127,10 @@ def spec_hash(canary: Canary) -> str:
 
 
 def prometheus_for(root: Path, config: Config, env: str) -> Prometheus | None:
-    """The Prometheus client for `env` (token from tokenEnv or tokenFile, read now), or None."""
-    import os
-
+    """The Prometheus client for `env`, or None when meshgen.yaml names none. A token that is configured
+    but cannot be read is a PrometheusError (the canary waits and says which setting to fix)."""
     cfg = config.prometheus_for(env)
-    if cfg is None:
-        return None
-    token = None
-    if cfg.token_env:
-        token = os.environ.get(cfg.token_env) or None
-    elif cfg.token_file:
-        path = Path(cfg.token_file)
-        path = path if path.is_absolute() else root / path
-        try:
-            token = path.read_text()[:8192].strip() or None
-        except OSError:
-            token = None
-    return Prometheus(cfg.url, token)
+    return None if cfg is None else Prometheus.from_settings(cfg, root)
 
 
 @dataclass
@@ -580,7 +567,12 @@ class EnvPass:
             rec.reason = f"{weight}% is live and healthy; measuring over {c.canary.interval}, until {ends}"
             self._save(rec)
             return
-        prometheus = prometheus_for(self.config_root, self.config, self.env)
+        try:
+            prometheus = prometheus_for(self.config_root, self.config, self.env)
+        except PrometheusError as exc:
+            rec.phase, rec.reason = "inconclusive", f"waiting: {exc}"
+            self._save(rec)
+            return
         if prometheus is None:
             rec.phase, rec.reason = "inconclusive", (
                 f"no `prometheus` for environment {self.env} in meshgen.yaml: the gates cannot be measured; "
@@ -644,8 +636,9 @@ class EnvPass:
     def _target(self, c: _Canary) -> Target:
         bp = c.blueprint
         labels = {**bp.workload_labels, **dict(bp.versions.get(c.canary.to) or {})}
+        dataplane = self.config.istio.dataplane if c.mesh == "istio" else "sidecar"
         return Target(mesh=c.mesh, namespace=bp.namespace, service=bp.service, version=c.canary.to,
-                      pod_labels=labels)
+                      pod_labels=labels, dataplane=dataplane)
 
     def _gates(self, c: _Canary) -> list[Gate]:
         g = c.canary.gates

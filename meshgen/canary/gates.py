@@ -10,6 +10,9 @@ Istio (standard metrics, https://istio.io/latest/docs/reference/config/metrics/)
   `destination_service_namespace`, `destination_service_name` and `destination_version`. Istio
   fills `destination_version` from the pod's `version` label (or `app.kubernetes.io/version`), so
   `{version}` is the value of that label in the blueprint's `versions` entry, else the version name.
+  Under `istio.dataplane: ambient` no sidecar reports: the waypoint does (`reporter="waypoint"`), and
+  the version's traffic is addressed to its version Service `<service>-<version>` (meshgen's ambient
+  routing), so the service name matches either.
 Linkerd (proxy metrics, scraped by linkerd-viz's Prometheus, which copies every pod label onto the
   series with `.`/`/` turned into `_` and the `linkerd.io/` prefix dropped):
   response_total and response_latency_ms_bucket with `direction="inbound"`, selected by `namespace`
@@ -45,6 +48,7 @@ class Target:
     service: str
     version: str  # the name in the blueprint's `versions`
     pod_labels: Mapping[str, str] = field(default_factory=dict)  # workload + version labels of its pods
+    dataplane: str = "sidecar"  # Istio only: "sidecar" | "ambient" (who reports the requests)
 
     @property
     def version_value(self) -> str:
@@ -125,7 +129,15 @@ def fill(query: str, target: Target, interval: float) -> str:
 
 
 def _selector(target: Target, *extra: str) -> str:
-    if target.mesh == "istio":
+    if target.mesh == "istio" and target.dataplane == "ambient":
+        version_service = f"{target.service}-{target.version}"
+        parts = [
+            'reporter="waypoint"',
+            f"destination_service_namespace={_quote(target.namespace)}",
+            f"destination_service_name=~{_quote(f'{target.service}|{version_service}')}",
+            f"destination_version={_quote(target.version_value)}",
+        ]
+    elif target.mesh == "istio":
         parts = [
             'reporter="destination"',
             f"destination_service_namespace={_quote(target.namespace)}",

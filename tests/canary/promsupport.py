@@ -77,7 +77,7 @@ class MeshExporter(Collector):
             for key, traffic in sorted(self._traffic.items()):
                 self._advance(traffic, now)
                 snapshot.append((key, traffic.total, traffic.errors, traffic.latency_ms, self._labels[key]))
-        yield from self._istio([s for s in snapshot if s[0][0] == "istio"])
+        yield from self._istio([s for s in snapshot if s[0][0] in ("istio", "istio-ambient")])
         yield from self._linkerd([s for s in snapshot if s[0][0] == "linkerd"])
 
     @staticmethod
@@ -91,10 +91,14 @@ class MeshExporter(Collector):
         requests = CounterMetricFamily("istio_requests", "Istio standard request count", labels=names)
         latency = HistogramMetricFamily("istio_request_duration_milliseconds", "Istio request duration",
                                         labels=names[:-1])
-        for (_, ns, svc, version), total, errors, latency_ms, pod in rows:
+        for (mesh, ns, svc, version), total, errors, latency_ms, pod in rows:
             label = pod.get("version", version)
-            for reporter in ("destination", "source"):
-                base = [reporter, ns, svc, label, f"{svc}-{version}", ns]
+            # Ambient: no sidecars; the waypoint reports, under the version Service meshgen routes to
+            # (a sidecar-ful client still reports as the source).
+            reporters = ("waypoint", "source") if mesh == "istio-ambient" else ("destination", "source")
+            service = f"{svc}-{version}" if mesh == "istio-ambient" else svc
+            for reporter in reporters:
+                base = [reporter, ns, service, label, f"{svc}-{version}", ns]
                 requests.add_metric([*base, "200"], total - errors)
                 requests.add_metric([*base, "503"], errors)
                 latency.add_metric(base, self._buckets(ISTIO_BUCKETS, latency_ms, total),
