@@ -108,7 +108,9 @@ async def _handle_env_pr(name: str, request: Request, settings: Settings, record
         return _accepted("ignored", reason=f"event {event!r} is not a pull-request event")
     try:
         parsed = _PARSE[name](json.loads(body))
-    except (ValueError, KeyError, AttributeError, TypeError):
+    # OverflowError: a number such as 1e400 (JSON allows it; int() of infinity does not);
+    # RecursionError: JSON nested thousands deep. Both are malformed payloads, not a 500.
+    except (ValueError, KeyError, AttributeError, TypeError, OverflowError, RecursionError):
         return problem(400, "Bad Request", f"the {name} pull-request payload is not the JSON object the forge "
                        "documents (pull_request.number, head.ref, base.ref, ...)")
     if parsed is None:
