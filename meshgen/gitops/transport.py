@@ -153,7 +153,20 @@ def url_credentials_problem(url: str, where: str) -> str | None:
             f"written to configuration, the mirror's git config and error messages. Remove it from the URL: {fix}")
 
 
+_REMOTE_HELPER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")  # git's `<transport>::<address>` (ext::, fd::)
+
+
 def _check_url(url: str, where: str) -> None:
+    # SSH remotes go through the git command line: a URL that git would read as an option
+    # (`--upload-pack=...`) or as a remote helper (`ext::sh -c ...` runs a command) is refused here,
+    # whatever git's own protocol policy would do with it.
+    if url.startswith("-"):
+        raise GitTransportError(_display(url), "configure", "config",
+                                f"{where} starts with '-'; a git URL never does (git would read it as an option)")
+    if _REMOTE_HELPER.match(url):
+        raise GitTransportError(_display(url), "configure", "config",
+                                f"{where} names a git remote helper ({url.split('::', 1)[0]}::); meshgen reaches "
+                                "repositories over https://, ssh:// (or user@host:path) and local paths only")
     problem = url_credentials_problem(url, where)
     if problem:
         raise GitTransportError(_display(url), "configure", "config", problem)
@@ -315,6 +328,7 @@ def _ssh_env(identity: SshIdentity) -> dict[str, str]:
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": "/dev/null",
         "GIT_SSH_VARIANT": "ssh",
+        "GIT_ALLOW_PROTOCOL": "ssh",  # these git commands reach SSH remotes only: no ext::, file:: or other helpers
         # meshgen owns the mirror: no background gc/maintenance forked off a fetch
         "GIT_CONFIG_COUNT": "2",
         "GIT_CONFIG_KEY_0": "gc.auto", "GIT_CONFIG_VALUE_0": "0",
@@ -605,7 +619,7 @@ def blueprints_access(url: str, settings: Settings) -> RemoteAccess | None:
 def ls_remote(access: RemoteAccess) -> dict[str, str]:
     """The remote's refs ({"refs/heads/main": sha, "HEAD": sha}) read with the configured credentials."""
     if access.ssh is not None:
-        out = access._git(["ls-remote", access.url], "ls-remote")
+        out = access._git(["ls-remote", "--", access.url], "ls-remote")
         refs: dict[str, str] = {}
         for line in out.stdout.splitlines():
             sha, _, name = line.partition("\t")
@@ -628,7 +642,8 @@ def check_push(access: RemoteAccess) -> None:
     if access.ssh is not None:
         # receive-pack advertises its refs, ls-remote answers with a flush packet (no commands), and
         # receive-pack exits: the forge's permission check at command start is all that runs.
-        access._git(["-c", "protocol.version=0", "ls-remote", "--upload-pack=git-receive-pack", access.url], "push")
+        access._git(["-c", "protocol.version=0", "ls-remote", "--upload-pack=git-receive-pack", "--", access.url],
+                    "push")
         return
     with tempfile.TemporaryDirectory(prefix="meshgen-push-check-") as tmp:
         repo = pygit2.init_repository(tmp, bare=True)
