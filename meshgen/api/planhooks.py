@@ -102,10 +102,19 @@ def accept(forge: str, body: bytes, settings: Settings) -> JSONResponse:
 
 
 def run_safely(settings: Settings, request: PlanRequest) -> None:
+    """Plan; whatever is raised, the head commit ends with a terminal `meshgen/plan` status (error),
+    so a required check never waits forever on a plan that died. The status names the exception
+    type only (its message may hold URLs or forge answers); the log has the rest."""
     try:
         run(settings, request)
-    except Exception:  # a background task has nobody to answer: log it, the next push plans again
+    except Exception as exc:  # a background task has nobody to answer: log it, the next push plans again
         log.exception("planning %s pull request #%s failed", request.forge, request.number)
+        try:
+            reporter(settings, request).set_status(
+                request.head_sha, "error", f"meshgen could not plan this pull request ({type(exc).__name__}); "
+                "see the meshgen API log, then push again or re-deliver the webhook", CONTEXT)
+        except Exception:  # the forge itself is what failed: nothing more to tell it
+            log.exception("could not set %s on %s pull request #%s", CONTEXT, request.forge, request.number)
 
 
 def reporter(settings: Settings, request: PlanRequest) -> Any:
