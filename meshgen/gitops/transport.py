@@ -75,7 +75,7 @@ from urllib.parse import urlsplit
 import pygit2
 
 from meshgen.gitops.envrepo import EnvRepoError, LeaseError
-from meshgen.gitops.forges.base import GitCredential, TokenSource
+from meshgen.gitops.forges.base import GitCredential, TokenSource, read_secret_file
 
 if TYPE_CHECKING:
     from meshgen.blueprint.config import Config
@@ -130,7 +130,11 @@ def url_credentials_problem(url: str, where: str) -> str | None:
 
     `where` names the setting ("envRepo.url", "MESHGEN_BLUEPRINTS_URL") for the message.
     An SSH user name (`git@host`, `ssh://git@host/…`) is not a secret; a password in an SSH URL is.
+    Also refused: what git would read as something else than a remote (see `_unsafe_url_problem`).
     """
+    unsafe = _unsafe_url_problem(url, where)
+    if unsafe:
+        return unsafe
     if is_ssh_url(url):
         if url.startswith(("ssh://", "git+ssh://", "ssh+git://")) and urlsplit(url).password is not None:
             return (f"{where} contains a password; SSH remotes authenticate with a key: remove it from "
@@ -153,20 +157,39 @@ def url_credentials_problem(url: str, where: str) -> str | None:
             f"written to configuration, the mirror's git config and error messages. Remove it from the URL: {fix}")
 
 
-_REMOTE_HELPER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")  # git's `<transport>::<address>` (ext::, fd::)
+_REMOTE_HELPER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+_SCHEMES = ("http", "https", "ssh", "git+ssh", "ssh+git", "git", "file")
+
+
+def _unsafe_url_problem(url: str, where: str) -> str | None:
+    """Why git must not be handed `url`: an argument starting with `-` is an option to the git CLI
+    (`--upload-pack=CMD` runs CMD), `transport::address` runs a remote helper (`ext::sh -c …`), and a
+    URL scheme other than http(s)/ssh/file is no transport meshgen authenticates."""
+    fix = ("use https://HOST/ORG/REPO.git, ssh://git@HOST/ORG/REPO.git, git@HOST:ORG/REPO.git or a local path")
+    if url.startswith("-"):
+        return f"{where} starts with '-', which git would read as an option, not a repository; {fix}"
+    if _REMOTE_HELPER.match(url):
+        return (f"{where} uses git's remote-helper syntax ('{url.split('::', 1)[0]}::'), which runs a program "
+                f"instead of contacting a server; {fix}")
+    if "://" in url:
+        scheme = url.split("://", 1)[0].lower()
+        if scheme not in _SCHEMES:
+            return f"{where} has the scheme '{scheme}://', which meshgen does not support; {fix}"
+    if is_ssh_url(url):
+        if url.startswith(("ssh://", "git+ssh://", "ssh+git://")):
+            parts = urlsplit(url)
+            user, host, path = parts.username or "", parts.hostname or "", parts.path.lstrip("/")
+        else:
+            head, _, path = url.partition(":")
+            user, _, host = head.rpartition("@")
+        for label, value in (("user", user), ("host", host), ("path", path)):
+            if value.startswith("-"):
+                return (f"{where}: the SSH {label} starts with '-', which ssh or the server's git would read as an "
+                        f"option; {fix}")
+    return None
 
 
 def _check_url(url: str, where: str) -> None:
-    # SSH remotes go through the git command line: a URL that git would read as an option
-    # (`--upload-pack=...`) or as a remote helper (`ext::sh -c ...` runs a command) is refused here,
-    # whatever git's own protocol policy would do with it.
-    if url.startswith("-"):
-        raise GitTransportError(_display(url), "configure", "config",
-                                f"{where} starts with '-'; a git URL never does (git would read it as an option)")
-    if _REMOTE_HELPER.match(url):
-        raise GitTransportError(_display(url), "configure", "config",
-                                f"{where} names a git remote helper ({url.split('::', 1)[0]}::); meshgen reaches "
-                                "repositories over https://, ssh:// (or user@host:path) and local paths only")
     problem = url_credentials_problem(url, where)
     if problem:
         raise GitTransportError(_display(url), "configure", "config", problem)
@@ -214,10 +237,11 @@ def _file_token(path: Path, url: str) -> TokenSource:
 
     def read() -> str:
         try:
-            raw = path.read_text(encoding="utf-8")
-        except OSError as exc:  # strerror only: the content is the secret
+            raw = read_secret_file(path).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:  # strerror only: the content is the secret
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise GitTransportError(url, "configure", "config",
-                                    f"cannot read {source}: {exc.strerror}; check the path and its permissions"
+                                    f"cannot read {source}: {reason}; check the path and its permissions"
                                     ) from None
         return _checked(raw, source, url)
 
@@ -305,7 +329,7 @@ def _private_key(path: Path) -> Path:
         copy = folder / "key"
         fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(path.read_bytes())
+            handle.write(read_secret_file(path))
         _PRIVATE_KEYS[key] = copy
     return copy
 
@@ -360,6 +384,19 @@ def _use_system_ca() -> None:
     _ca_set = True
 
 
+def _origin(url: str) -> str:
+    """scheme://host[:port] of an http(s) URL, lower-cased (what a token is bound to); "" otherwise."""
+    if not url.startswith(("http://", "https://")):
+        return ""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port or default}"
+
+
 class _Rejected(Exception):
     """Raised from the credentials callback when libgit2 asks twice: the server refused the first."""
 
@@ -367,15 +404,22 @@ class _Rejected(Exception):
 class _Callbacks(pygit2.RemoteCallbacks):
     """HTTPS credentials for one fetch or push: the token is read from its source at the first ask."""
 
-    def __init__(self, credential: GitCredential | None) -> None:
+    def __init__(self, credential: GitCredential | None, url: str = "") -> None:
         super().__init__()
         self._credential = credential
+        self._origin = _origin(url)
         self.asked = 0
         self.sent: str | None = None  # what to scrub from messages
+        self.redirected: str | None = None  # the other origin that asked for the token
 
     def credentials(self, url: str, username_from_url: str | None, allowed_types: int) -> Any:
         self.asked += 1
         if self._credential is None or not allowed_types & pygit2.enums.CredentialType.USERPASS_PLAINTEXT:
+            raise _Rejected()
+        if self._origin and _origin(url) != self._origin:
+            # libgit2 follows a redirect of the first request to any host and asks us again there:
+            # the token is only for the host of the configured URL.
+            self.redirected = _origin(url)
             raise _Rejected()
         if self.asked > 1:
             raise _Rejected()  # libgit2 would replay the same token until it gives up
@@ -402,7 +446,7 @@ class RemoteAccess:
     def callbacks(self) -> _Callbacks:
         """Fresh libgit2 callbacks for one HTTPS fetch or push (the token is read at its first use)."""
         _use_system_ca()
-        return _Callbacks(self.credential)
+        return _Callbacks(self.credential, self.url)
 
     # ---- fetch and push (used by meshgen.gitops.envrepo.Mirror / EnvRepo) --------------
 
@@ -455,6 +499,11 @@ class RemoteAccess:
         status = re.search(r"status code: (\d{3})", text)
         code = int(status.group(1)) if status else None
         cred = self.credential
+        if callbacks is not None and callbacks.redirected:
+            return GitTransportError(self.url, operation, "config", (
+                f"{where}: the server redirected to {callbacks.redirected}, another host, which then asked for "
+                "credentials; meshgen sends the token only to the host of the configured URL. If the repository "
+                "moved there, configure its new URL"))
         if isinstance(exc, _Rejected) or isinstance(exc, pygit2.GitError) and (
                 code == 401 or "authentication" in text.lower()):
             if cred is None:
@@ -642,8 +691,8 @@ def check_push(access: RemoteAccess) -> None:
     if access.ssh is not None:
         # receive-pack advertises its refs, ls-remote answers with a flush packet (no commands), and
         # receive-pack exits: the forge's permission check at command start is all that runs.
-        access._git(["-c", "protocol.version=0", "ls-remote", "--upload-pack=git-receive-pack", "--", access.url],
-                    "push")
+        access._git(["-c", "protocol.version=0", "ls-remote", "--upload-pack=git-receive-pack", "--",
+                     access.url], "push")
         return
     with tempfile.TemporaryDirectory(prefix="meshgen-push-check-") as tmp:
         repo = pygit2.init_repository(tmp, bare=True)

@@ -44,8 +44,8 @@ def root(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(("url", "says"), [
     ("--upload-pack=touch PWNED;true:x", "starts with '-'"),
     ("-oProxyCommand=touch PWNED;:x", "starts with '-'"),
-    ("ext::sh -c touch% PWNED", "names a git remote helper (ext::)"),
-    ("fd::3", "names a git remote helper (fd::)"),
+    ("ext::sh -c touch% PWNED", "uses git's remote-helper syntax ('ext::')"),
+    ("fd::3", "uses git's remote-helper syntax ('fd::')"),
 ])
 @pytest.mark.parametrize("where", ["MESHGEN_BLUEPRINTS_URL", "envRepo.url"])
 def test_git_urls_that_would_run_a_command_are_refused(root: Path, url: str, says: str, where: str) -> None:
