@@ -27,6 +27,7 @@ import gc
 import hashlib
 import hmac
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -100,22 +101,21 @@ _ENCODE = msgspec.json.Encoder()
 def _cache_key() -> bytes:
     """The key that authenticates render caches: made once per user, kept outside every repository
     ($XDG_CACHE_HOME/meshgen/render-cache.key, mode 0600), so a cache file committed to a
-    blueprints repository never verifies. Where it cannot be kept, a key for this process only:
-    caches are then not reused across runs (slower, never wrong)."""
+    blueprints repository never verifies. Where it cannot be kept privately, a key for this process
+    only: caches are then not reused across runs (slower, never wrong)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "meshgen", "render-cache.key")
+    folder = os.path.join(base, "meshgen")
+    path = os.path.join(folder, "render-cache.key")
     try:
-        with open(path, "rb") as fh:
-            key = fh.read(_KEY_BYTES + 1)
-        if len(key) == _KEY_BYTES:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if not _private_folder(folder):
+            return _PROCESS_KEY
+        key = _read_key(path)
+        if key is not None:
             return key
-    except OSError:
-        pass
-    key = os.urandom(_KEY_BYTES)
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        key = os.urandom(_KEY_BYTES)
+        tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(key)
         try:
@@ -124,11 +124,34 @@ def _cache_key() -> bytes:
             pass
         finally:
             os.unlink(tmp)
-        with open(path, "rb") as fh:
-            stored = fh.read(_KEY_BYTES + 1)
-        return stored if len(stored) == _KEY_BYTES else key
+        return _read_key(path) or _PROCESS_KEY
     except OSError:
         return _PROCESS_KEY
+
+
+def _private_folder(folder: str) -> bool:
+    """The key's folder is a real folder (not a symlink) of this user that nobody else can write to,
+    inside a folder whose entries others cannot replace (not world-writable, or sticky like /tmp).
+    Otherwise another user could plant a key they know (and forge caches that verify) or a symlink."""
+    own = os.lstat(folder)
+    if not stat.S_ISDIR(own.st_mode) or own.st_uid != os.getuid() or own.st_mode & 0o022:
+        return False
+    parent = os.stat(os.path.dirname(folder))  # $XDG_CACHE_HOME itself may be a symlink: its target counts
+    return not parent.st_mode & 0o002 or bool(parent.st_mode & stat.S_ISVTX)
+
+
+def _read_key(path: str) -> bytes | None:
+    """The stored key if it is a regular file of this user readable by nobody else (never through a symlink)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise OSError(f"{path} is not a private key file of this user")
+        key = fh.read(_KEY_BYTES + 1)
+    return key if len(key) == _KEY_BYTES else None
 
 
 _PROCESS_KEY = os.urandom(_KEY_BYTES)

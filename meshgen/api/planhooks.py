@@ -23,6 +23,7 @@ import pygit2
 from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
+from meshgen.api.webhooks import _COMMIT_ID
 from meshgen.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,28 @@ def parse(forge: str, payload: dict[str, Any]) -> PlanRequest | None:
         attrs = payload["object_attributes"]
         if attrs.get("action") not in _ACTIONS[forge]:
             return None
-        return PlanRequest(forge, str(payload["project"]["path_with_namespace"]), int(attrs["iid"]),
-                           str(attrs["last_commit"]["id"]), str(attrs["target_branch"]),
-                           (attrs.get("diff_refs") or {}).get("base_sha"))
+        return _checked(PlanRequest(forge, str(payload["project"]["path_with_namespace"]), int(attrs["iid"]),
+                                    str(attrs["last_commit"]["id"]), str(attrs["target_branch"]),
+                                    (attrs.get("diff_refs") or {}).get("base_sha")))
     if payload.get("action") not in _ACTIONS[forge]:
         return None
     pr = payload["pull_request"]
-    return PlanRequest(forge, str(payload["repository"]["full_name"]), int(pr["number"]), str(pr["head"]["sha"]),
-                       str(pr["base"]["ref"]), pr["base"].get("sha"))
+    return _checked(PlanRequest(forge, str(payload["repository"]["full_name"]), int(pr["number"]),
+                                str(pr["head"]["sha"]), str(pr["base"]["ref"]), pr["base"].get("sha")))
+
+
+def _checked(request: PlanRequest) -> PlanRequest:
+    """A signed payload is still the forge's data. The head commit goes into the forge's status URL
+    and the number into its comment URL, so a head that is not a commit id (`..`, a path) or a
+    number that is not a pull request's is a malformed payload (400), never a request to another
+    forge endpoint with meshgen's token."""
+    if not _COMMIT_ID.match(request.head_sha):
+        raise ValueError("the head is not a commit id")
+    if request.base_sha is not None and not (isinstance(request.base_sha, str) and _COMMIT_ID.match(request.base_sha)):
+        raise ValueError("the base is not a commit id")
+    if request.number < 1:
+        raise ValueError("a pull request number is a positive whole number")
+    return request
 
 
 def accept(forge: str, body: bytes, settings: Settings) -> JSONResponse:
@@ -71,7 +86,8 @@ def accept(forge: str, body: bytes, settings: Settings) -> JSONResponse:
                              "requests"}, status_code=202)
     try:
         request = parse(forge, json.loads(body))
-    except (ValueError, KeyError, AttributeError, TypeError, RecursionError):  # RecursionError: deep JSON
+    # RecursionError: deep JSON; OverflowError: a number such as 1e400 given as the pull request's number
+    except (ValueError, KeyError, AttributeError, TypeError, OverflowError, RecursionError):
         return JSONResponse({"type": "about:blank", "title": "Bad Request", "status": 400,
                              "detail": f"the {forge} pull-request payload is not the JSON object the forge documents"},
                             status_code=400, media_type="application/problem+json")
@@ -86,10 +102,19 @@ def accept(forge: str, body: bytes, settings: Settings) -> JSONResponse:
 
 
 def run_safely(settings: Settings, request: PlanRequest) -> None:
+    """Plan; whatever is raised, the head commit ends with a terminal `meshgen/plan` status (error),
+    so a required check never waits forever on a plan that died. The status names the exception
+    type only (its message may hold URLs or forge answers); the log has the rest."""
     try:
         run(settings, request)
-    except Exception:  # a background task has nobody to answer: log it, the next push plans again
+    except Exception as exc:  # a background task has nobody to answer: log it, the next push plans again
         log.exception("planning %s pull request #%s failed", request.forge, request.number)
+        try:
+            reporter(settings, request).set_status(
+                request.head_sha, "error", f"meshgen could not plan this pull request ({type(exc).__name__}); "
+                "see the meshgen API log, then push again or re-deliver the webhook", CONTEXT)
+        except Exception:  # the forge itself is what failed: nothing more to tell it
+            log.exception("could not set %s on %s pull request #%s", CONTEXT, request.forge, request.number)
 
 
 def reporter(settings: Settings, request: PlanRequest) -> Any:

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from meshgen.api.deps import get_records, get_settings
-from meshgen.api.webhooks import _FORGES, _accepted, _forget, _remember, problem
+from meshgen.api.webhooks import _FORGES, _SIGNATURE_HEADER, _accepted, _forget, _remember, problem
 from meshgen.gitops.forges.base import PRState, PullRequest
 from meshgen.records import Records
 from meshgen.settings import Settings
@@ -93,12 +93,13 @@ def _record(records: Records, pr: PullRequest) -> int:
 
 async def _handle_env_pr(name: str, request: Request, settings: Settings, records: Records) -> JSONResponse:
     forge = _FORGES[name]
-    body = await request.body()
     secret = forge.secret(settings)
     if secret is None:
         return problem(401, "Unauthorized", f"{name} webhooks are not enabled: set {forge.secret_env} "
                        "to the secret configured in the forge's webhook settings")
-    if not forge.verify(secret.get_secret_value(), body, request.headers):
+    # As for pushes: without a signature there is nothing to check the body against, so it is never read.
+    body = await request.body() if request.headers.get(_SIGNATURE_HEADER[name]) else b""
+    if not body or not forge.verify(secret.get_secret_value(), body, request.headers):
         return problem(401, "Unauthorized", f"missing or wrong {name} webhook signature; check that the "
                        f"webhook's secret equals {forge.secret_env}")
     event = request.headers.get(forge.event_header, "")
@@ -108,7 +109,9 @@ async def _handle_env_pr(name: str, request: Request, settings: Settings, record
         return _accepted("ignored", reason=f"event {event!r} is not a pull-request event")
     try:
         parsed = _PARSE[name](json.loads(body))
-    except (ValueError, KeyError, AttributeError, TypeError):
+    # OverflowError: a number such as 1e400 (JSON allows it; int() of infinity does not);
+    # RecursionError: JSON nested thousands deep. Both are malformed payloads, not a 500.
+    except (ValueError, KeyError, AttributeError, TypeError, OverflowError, RecursionError):
         return problem(400, "Bad Request", f"the {name} pull-request payload is not the JSON object the forge "
                        "documents (pull_request.number, head.ref, base.ref, ...)")
     if parsed is None:

@@ -106,9 +106,13 @@ async def login(request: Request) -> Response:
 
 
 def _safe_next(target: str) -> str:
-    """Only a path of this server: never an open redirect."""
+    """Only a path of this server: never an open redirect. Browsers read `//host`, `///host` and
+    `/\\host` as another origin (and drop tabs and newlines first), so a target must be one `/`
+    followed by anything but another slash or backslash, with no control characters."""
     parts = urlsplit(target)
-    return target if not parts.scheme and not parts.netloc and target.startswith("/") and "\\" not in target else "/prs"
+    local = (not parts.scheme and not parts.netloc and target.startswith("/") and target[1:2] not in ("/", "\\")
+             and "\\" not in target and target.isprintable())
+    return target if local else "/prs"
 
 
 async def _form(request: Request) -> dict[str, str]:

@@ -352,6 +352,7 @@ def _ssh_env(identity: SshIdentity) -> dict[str, str]:
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": "/dev/null",
         "GIT_SSH_VARIANT": "ssh",
+        "GIT_ALLOW_PROTOCOL": "ssh",  # these git commands reach SSH remotes only: no ext::, file:: or other helpers
         # meshgen owns the mirror: no background gc/maintenance forked off a fetch
         "GIT_CONFIG_COUNT": "2",
         "GIT_CONFIG_KEY_0": "gc.auto", "GIT_CONFIG_VALUE_0": "0",

@@ -166,10 +166,12 @@ def test_a_1gb_content_length_is_refused_before_the_body_is_sent(server: int) ->
 def test_an_unsigned_webhook_is_refused_before_its_body_is_read(server: int) -> None:
     # 10 MB announced (under the limit) and never sent: an answer at all proves nothing waited for it.
     for forge, event in (("github", "X-GitHub-Event: push"), ("gitea", "X-Gitea-Event: push"),
-                         ("gitlab", "X-Gitlab-Event: Push Hook")):
+                         ("gitlab", "X-Gitlab-Event: Push Hook"), ("github/env-repo", "X-GitHub-Event: pull_request"),
+                         ("gitea/env-repo", "X-Gitea-Event: pull_request"),
+                         ("gitlab/env-repo", "X-Gitlab-Event: Merge Request Hook")):
         status, body = raw(server, f"POST /api/v1/webhooks/{forge} HTTP/1.1\nHost: x\n{event}\n"
                                    "Content-Type: application/json\nContent-Length: 10000000\n")
-        assert status == 401, body
+        assert status == 401, (forge, body)
 
 
 def _chunked(total: int, size: int = 1 << 20) -> Iterator[bytes]:

@@ -255,3 +255,62 @@ def test_a_file_name_that_is_not_utf8_renders_without_a_cache(tmp_path: Path) ->
         run = meshgen("render", root, "--out", tmp_path / "out")
         assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
         assert "2 blueprints rendered, 0 unchanged" in run.stderr, run.stderr
+
+
+# ---- the render cache key's home (issue 13 verification) -------------------------------------------
+
+def _renders_twice(root: Path, out: Path, cache_home: Path) -> str:
+    """Render twice with XDG_CACHE_HOME=cache_home; the second run's summary line."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
+    for _ in range(2):
+        run = meshgen("render", root, "--out", out, env=env)
+        assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    return run.stderr
+
+
+def test_a_world_writable_cache_home_keeps_no_key(tmp_path: Path) -> None:
+    """Another user could plant a key they know in a world-writable (not sticky) folder, then forge
+    caches that verify: meshgen keeps no key there (a key per process: slower, never wrong)."""
+    home = tmp_path / "shared"
+    home.mkdir()
+    home.chmod(0o777)
+    second = _renders_twice(_repo(tmp_path, API), tmp_path / "out", home)
+    assert "2 blueprints rendered, 0 unchanged" in second, second
+    assert not (home / "meshgen/render-cache.key").exists()
+
+
+@pytest.mark.parametrize("how", ["symlink", "readable-by-others", "folder-writable-by-others", "folder-symlink"])
+def test_a_planted_or_exposed_key_is_not_used(tmp_path: Path, how: str) -> None:
+    home = tmp_path / "home"
+    folder = home / "meshgen"
+    known = tmp_path / "known.key"
+    known.write_bytes(b"k" * 32)
+    if how == "folder-symlink":
+        home.mkdir()
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir(mode=0o700)
+        (elsewhere / "render-cache.key").write_bytes(b"k" * 32)
+        (elsewhere / "render-cache.key").chmod(0o600)
+        folder.symlink_to(elsewhere)
+    else:
+        folder.mkdir(parents=True, mode=0o700)
+        key = folder / "render-cache.key"
+        if how == "symlink":
+            key.symlink_to(known)
+        else:
+            key.write_bytes(b"k" * 32)
+            key.chmod(0o644 if how == "readable-by-others" else 0o600)
+        if how == "folder-writable-by-others":
+            folder.chmod(0o777)
+    second = _renders_twice(_repo(tmp_path, API), tmp_path / "out", home)
+    assert "2 blueprints rendered, 0 unchanged" in second, second  # the known key sealed nothing reused
+    assert known.read_bytes() == b"k" * 32
+
+
+def test_a_cache_home_that_is_a_symlink_to_a_private_folder_works(tmp_path: Path) -> None:
+    real = tmp_path / "real-cache"
+    real.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(real)
+    second = _renders_twice(_repo(tmp_path, API), tmp_path / "out", tmp_path / "link")
+    assert "0 blueprints rendered, 2 unchanged" in second, second
+    assert (real / "meshgen/render-cache.key").stat().st_mode & 0o077 == 0

@@ -140,3 +140,53 @@ def test_file_names_are_escaped_in_findings(tmp_path: Path, name: str, shown: st
     _one_line_each(caught.value)
     (d,) = caught.value.diagnostics
     assert str(d).startswith("blueprints/payments/" + shown), str(d)
+
+
+# ---- kind: Ingress (issue 13 verification): free text at the edge, on both meshes ------------------
+
+INGRESS_CONFIG = "environments:\n  staging: {mesh: istio, path: staging}\n  edge-l: {mesh: linkerd, path: edge-l}\n"
+INGRESS: dict[str, Any] = {
+    "kind": "Ingress", "name": "shop", "namespace": "edge", "hosts": ["shop.example.com"], "gateway": "edge/public",
+    "routes": [{"name": "cart", "match": {"path": {"prefix": "/cart"}}, "rewrite": "/", "to": {"service": "cart.shop"}},
+               {"name": "default", "to": {"service": "storefront"}}],
+}
+INGRESS_FIELDS: dict[str, Callable[[dict, str], Any]] = {
+    "routes[0].name": _set(("routes", 0, "name")),
+    "routes[0].match.path.prefix": _set(("routes", 0, "match", "path", "prefix"), lambda s: "/" + s),
+    "routes[0].rewrite": _set(("routes", 0, "rewrite"), lambda s: "/" + s),
+}
+
+
+def _ingress_files(root: Path) -> dict[str, list[Any]]:
+    return {rel: list(yaml.safe_load_all(data)) for rel, data in render_repository(root).files().items()}
+
+
+@pytest.mark.parametrize("field", sorted(INGRESS_FIELDS))
+@given(value=text)
+@CASE
+def test_ingress_free_text_renders_as_data_or_fails_cleanly(tmp_path_factory: pytest.TempPathFactory, field: str,
+                                                            value: str) -> None:
+    """A hostile route name, path or rewrite on an Ingress adds no file, document or kind (Istio
+    VirtualService/Gateway and Gateway API HTTPRoute names included): the same files and kinds as
+    a benign value, the value itself rendered as data where it is kept."""
+    def repo(doc: dict[str, Any]) -> Path:
+        tmp = tmp_path_factory.mktemp("ing")
+        (tmp / "meshgen.yaml").write_text(INGRESS_CONFIG)
+        (tmp / "blueprints/edge").mkdir(parents=True)
+        (tmp / "blueprints/edge/shop.yaml").write_text(dump(doc))
+        return tmp
+
+    baseline = _ingress_files(repo(INGRESS))
+    blueprint = copy.deepcopy(INGRESS)
+    written = INGRESS_FIELDS[field](blueprint, value)
+    try:
+        files = _ingress_files(repo(blueprint))
+    except BlueprintError as exc:
+        _one_line_each(exc)
+        return
+    assert sorted(files) == sorted(baseline)
+    for rel, docs in files.items():
+        assert [d["kind"] for d in docs] == [d["kind"] for d in baseline[rel]], rel
+        assert [d["metadata"]["name"] for d in docs] == [d["metadata"]["name"] for d in baseline[rel]], rel
+    if field != "routes[0].name":  # a name may be kept only in a comment-free description field, or not at all
+        assert any(written in s for docs in files.values() for d in docs for s in _strings(d)), written

@@ -169,3 +169,26 @@ def test_gitlab_and_gitea_prs_get_one_plan_note_and_a_status(tmp_path: Path, rns
         assert not fake.violations, fake.violations
     finally:
         fake.stop()
+
+
+def test_a_plan_that_fails_ends_with_an_error_status(tmp_path: Path, rns: RedisNS) -> None:
+    """Every job ends in a terminal state: a plan whose blueprints repository cannot be fetched
+    leaves `meshgen/plan` at error on the head (naming no URL or token), not missing forever."""
+    fake = GitHubPlanFake(BareRepo(tmp_path / "unused.git"), TOKEN, owner="acme", name="blueprints").start()
+    try:
+        pr = fake.new_pr(title="x", body="", head="feature", base="main")
+        root = tmp_path / "state"
+        root.mkdir()
+        settings = Settings(root=root, redis_url=REDIS_DB_URL, redis_prefix=rns.prefix, webhook_secret_github=SECRET,
+                            blueprints_url=str(tmp_path / "missing.git"), blueprints_repo="acme/blueprints",
+                            blueprints_forge_url=fake.url, blueprints_forge_token=TOKEN)
+        head = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
+        with TestClient(create_app(settings)) as http:
+            answer = _post(http, pr_event("opened", pr.number, head, head), "f1")
+            assert answer.status_code == 202 and answer.json()["status"] == "planning", answer.text
+        [status] = fake.statuses[head]
+        assert status["state"] == "error" and status["context"] == "meshgen/plan", status
+        assert "could not plan" in status["description"] and "missing.git" not in status["description"]
+        assert not fake.violations, fake.violations
+    finally:
+        fake.stop()
