@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import re
 import string
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -277,9 +277,8 @@ def argocd(root: Path, out: Path | None, repo_url: str | None, envs: tuple[str, 
     """Print Argo CD ApplicationSets (one per environment) for the environment repository."""
     from meshgen.blueprint.loading import load_config
     from meshgen.diagnostics import BlueprintError
-    from meshgen.render.yamlout import dump_all
-
     from meshgen.pipeline import application_name_errors
+    from meshgen.render.yamlout import dump_all
 
     try:
         config, _ = load_config(root)

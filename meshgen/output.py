@@ -38,8 +38,8 @@ import msgspec
 
 from meshgen import __version__
 from meshgen.blueprint.analysis import Facts, check_fleet
-from meshgen.bootstrap import application_names
 from meshgen.blueprint.loading import CONFIG_FILE, StatKey, load_config, scan
+from meshgen.bootstrap import application_names
 from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, from_rows, to_rows
 from meshgen.files import content_hash, remove_output
 from meshgen.pipeline import check_selection, output_hashes, render_batch
@@ -355,4 +355,4 @@ def _disk_hash(out: Path, rel: str) -> bytes | None:
         return None
 
 
-__all__ = ["RenderStats", "render_to_dir", "CONFIG_FILE"]
+__all__ = ["CONFIG_FILE", "RenderStats", "render_to_dir"]

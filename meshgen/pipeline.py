@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from meshgen.blueprint.analysis import Facts, check_application_names, check_fleet, check_instance, facts_for
-from meshgen.bootstrap import application_names
 from meshgen.blueprint.config import Config
 from meshgen.blueprint.loading import Instance, LoadedFile, discover, load_config, load_file
 from meshgen.blueprint.model import IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.bootstrap import application_names
 from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, to_rows
 from meshgen.files import OutputWriter, content_hash
 from meshgen.gitops.units import MESH_SERVICE as MESH_FOLDER
@@ -195,7 +195,7 @@ def _message(flavour: str, feature: str, cap: Capability, kind: str) -> str:
             reason = f"{flavour} cannot express this: {cap.note}" if cap.note else f"{flavour} cannot express this"
             text = reason + (" (meshgen.yaml `unsupported: warn` renders without it)" if kind == "error"
                              else "; rendered without it")
-        text = _MESSAGES[key] = text
+        _MESSAGES[key] = text
     return text
 
 
@@ -502,7 +502,7 @@ def _serve(conn: Connection, parent_ends: list[Connection], chunks: list[list[st
             conn.send(("written",))
     except EOFError:
         return  # the parent went away
-    except BaseException as exc:  # reported to the parent, which raises it
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
         detail = traceback.format_exc()
         for report in (exc, RuntimeError(repr(exc))):  # the second if the first cannot be pickled
             try:
@@ -510,7 +510,7 @@ def _serve(conn: Connection, parent_ends: list[Connection], chunks: list[list[st
                 return
             except OSError:
                 return  # the parent stopped listening (another worker failed first): nobody to tell
-            except Exception:
+            except Exception:  # noqa: BLE001, S112 - the report could not be pickled: send the plain one
                 continue
 
 
@@ -551,7 +551,7 @@ def assemble(config: Config, outcomes: Iterable[FileOutcome], *, partial: bool =
         *(Blocked(e, ns, svc, o.path, failed[o.path]) for o in outcomes if o.path in failed and not o.facts
           for e, ns, svc in o.claims),
     }, key=lambda b: (b.env, b.namespace, b.service, b.file))
-    return RenderResult(config, units, sorted(set(d for d in diagnostics if d.severity == "warning")),
+    return RenderResult(config, units, sorted({d for d in diagnostics if d.severity == "warning"}),
                         errors=sorted(errors), failed_files=failed, blocked=blocked)
 
 

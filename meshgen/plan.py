@@ -343,7 +343,7 @@ __all__ = ["Plan", "PlanError", "UnitPlan", "format_markdown", "make_plan", "pla
 
 # ---- the command ------------------------------------------------------------------------------
 
-import click  # noqa: E402  (kept beside the command; the library part above needs no click)
+import click  # kept beside the command; the library part above needs no click
 
 
 @click.command("plan")

@@ -207,7 +207,7 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
         _sync_once(root, settings, records, "up", None)
     except BlueprintError:
         pass  # printed as diagnostics by _sync_once; the server still starts
-    except Exception as exc:  # repository errors are logged; the server still starts
+    except Exception as exc:  # noqa: BLE001 - repository errors are logged; the server still starts
         log.error("first sync did not complete: %s", exc)
     runner.start()
     stop = threading.Event()

@@ -188,8 +188,6 @@ def _offline_docs(app: FastAPI) -> None:
 
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
-    from starlette.requests import Request
-    from starlette.responses import HTMLResponse
 
     assets = files("fastapi_offline") / "static"
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")

@@ -137,11 +137,12 @@ def check_instance(loaded: LoadedFile, inst: Instance) -> list[Diagnostic]:
     versions = set(bp.versions)
     for i, route in enumerate(bp.routes):
         for backend in route.to or ():
-            if backend.service is None or backend.service == bp.service:
-                if backend.version is not None and backend.version not in versions:
-                    valid = ", ".join(bp.versions) or "none are declared; add `versions:`"
-                    diag(("routes", i, "to"), f"version {backend.version!r} is not declared in `versions` ({valid})",
-                         code="IST0101")
+            if (backend.service is None or backend.service == bp.service) and (
+                backend.version is not None and backend.version not in versions
+            ):
+                valid = ", ".join(bp.versions) or "none are declared; add `versions:`"
+                diag(("routes", i, "to"), f"version {backend.version!r} is not declared in `versions` ({valid})",
+                     code="IST0101")
             if backend.port is not None and backend.service is None and backend.port not in {p.port for p in bp.ports}:
                 diag(("routes", i, "to"), f"port {backend.port} is not one of the service's ports "
                      f"({', '.join(str(p.port) for p in bp.ports)})")

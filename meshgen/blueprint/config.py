@@ -222,7 +222,7 @@ class Config(Strict):
     @model_validator(mode="after")
     def _distinct_paths(self) -> Config:
         seen: dict[str, str] = {}
-        for name, env in self.environments.items():
+        for name in self.environments:
             path = self.env_path(name)
             if path in seen:
                 raise fail("environments", f"environments {seen[path]!r} and {name!r} both write to folder {path!r}")

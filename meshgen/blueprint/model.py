@@ -476,7 +476,7 @@ def _paths(value: Any) -> Any:
     value = one_or_many(value)
     if isinstance(value, list):
         for p in value:
-            if not isinstance(p, str) or not (p.startswith("/") or p == "*" or p.startswith("*")):
+            if not isinstance(p, str) or not p.startswith(("/", "*")):
                 raise fail("paths", f"{p!r} is not a path; paths start with '/' and may end in '*' (e.g. /api/v1/*)")
     return value
 

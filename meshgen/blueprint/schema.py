@@ -114,6 +114,6 @@ def blueprint_schema(kind: str | None = None) -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         "title": "meshgen blueprint v1",
-        "anyOf": variants if len(variants) > 1 else variants,
+        "anyOf": variants,
         "$defs": defs,
     }

@@ -81,9 +81,8 @@ class Document:
                     if k.value == key and isinstance(k, ScalarNode):
                         key_node, nxt = k, v
                         break
-            elif isinstance(node, SequenceNode) and isinstance(part, int):
-                if 0 <= part < len(node.value):
-                    nxt = node.value[part]
+            elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                nxt = node.value[part]
             if nxt is None:
                 break
             # Point at the key for mapping members: `attempts: x` reads better at the key.

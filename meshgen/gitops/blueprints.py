@@ -25,7 +25,6 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import pygit2
