@@ -316,7 +316,9 @@ class Batch(Protocol):
     """Blueprint files rendered and held, in input order: look at `summaries` (diagnostics,
     facts, output hashes), then write the outputs you want."""
 
-    summaries: list[Summary]
+    @property
+    def summaries(self) -> list[Summary]:
+        """One per blueprint file, in input order."""
 
     def write(self, out: Path, blueprints: Iterable[str], unchanged: Collection[str] = ()) -> None:
         """Write under OUT every output of these blueprint files, except the output paths

@@ -102,8 +102,9 @@ def _files_at(repo: pygit2.Repository, commit: pygit2.Commit, prefix: str) -> di
         return out
     if not isinstance(top, pygit2.Tree):
         return out
-    if CONFIG_FILE in top and isinstance(top[CONFIG_FILE], pygit2.Blob):
-        out[CONFIG_FILE] = top[CONFIG_FILE].data
+    config_blob = top[CONFIG_FILE] if CONFIG_FILE in top else None  # noqa: SIM401 - a Tree has no .get
+    if isinstance(config_blob, pygit2.Blob):
+        out[CONFIG_FILE] = config_blob.data
 
     def walk(node: pygit2.Tree, rel: str) -> None:
         for entry in node:
@@ -118,8 +119,9 @@ def _files_at(repo: pygit2.Repository, commit: pygit2.Commit, prefix: str) -> di
                 data = obj.data
                 out[f"{rel}{name}"] = data if len(data) <= MAX_BLUEPRINT_BYTES else data[: MAX_BLUEPRINT_BYTES + 1]
 
-    if BLUEPRINTS_DIR in top and isinstance(top[BLUEPRINTS_DIR], pygit2.Tree):
-        walk(top[BLUEPRINTS_DIR], f"{BLUEPRINTS_DIR}/")
+    blueprints = top[BLUEPRINTS_DIR] if BLUEPRINTS_DIR in top else None  # noqa: SIM401 - a Tree has no .get
+    if isinstance(blueprints, pygit2.Tree):
+        walk(blueprints, f"{BLUEPRINTS_DIR}/")
     return out
 
 

@@ -23,7 +23,7 @@ app.conf.beat_schedule = schedule
 log.info("%s", schedule_note)
 
 
-@beat_init.connect
+@beat_init.connect  # type: ignore[untyped-decorator]  # Celery ships no type hints
 def _announce_schedule(sender: Any = None, **_: Any) -> None:
     # Logging is configured by the time beat starts (not yet when this module is imported).
     log.info("%s", schedule_note)

@@ -146,7 +146,7 @@ async def show_pr(request: Request, number: int) -> Response:
     can_write = token is not None and _allowed(request, "write") and pr.state == "open"
     return HTMLResponse(_PAGES.get_template("pr.html").render(
         pr=pr, description=_MD.render(pr.body), comments=forge.comments(number), change=change,
-        can_write=can_write, csrf={a: _csrf(token, number, a) for a in ("merge", "close")} if can_write else {},
+        can_write=can_write, csrf={a: _csrf(token, number, a) for a in ("merge", "close")} if token is not None and can_write else {},
     ))
 
 

@@ -42,7 +42,7 @@ class Strict(BaseModel):
         if keys is None:
             keys = frozenset(f.alias or name for name, f in cls.model_fields.items())
             cls._accepted_cache = keys  # type: ignore[attr-defined]
-        return keys  # type: ignore[no-any-return]
+        return keys
 
     @classmethod
     def normalize(cls, data: Any) -> Any:

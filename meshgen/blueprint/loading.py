@@ -437,9 +437,10 @@ def _user_path(data: Any, loc: FieldPath) -> FieldPath:
     out: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        ):
+        if isinstance(node, dict) and part in node:  # noqa: SIM114 - two branches, so mypy narrows `part`
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             out.append(part)
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and i == len(loc) - 1 and "[" not in part:

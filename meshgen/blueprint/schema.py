@@ -73,7 +73,7 @@ def _widen_service(schema: dict[str, Any]) -> None:
 
 
 def _model_schema(model: Any) -> dict[str, Any]:
-    schema = model.model_json_schema(mode="validation", by_alias=True)
+    schema: dict[str, Any] = model.model_json_schema(mode="validation", by_alias=True)
     defs = schema.get("$defs", {})
     for name, forms in _SHORT_FORMS.items():
         if name in defs:

@@ -654,7 +654,7 @@ def _describe_pr(
         )
     teams = sorted({u.team for u in units if u.team})
     labels = ("meshgen", f"env/{ctx.env}", *(f"team/{t}" for t in teams))
-    context = {
+    context: dict[str, Any] = {
         "env": ctx.env,
         "base": ctx.base,
         "branch": branch,

@@ -128,6 +128,9 @@ class _TimedForge:
     def list(self, state: PRState | None = None) -> list[PullRequest]:
         return self._timed(lambda: self.inner.list(state), writes=False)  # type: ignore[no-any-return]
 
+    def check_access(self) -> str:
+        return self._timed(self.inner.check_access, writes=False)  # type: ignore[no-any-return]
+
     def git_credential(self) -> GitCredential | None:
         return self.inner.git_credential()
 
