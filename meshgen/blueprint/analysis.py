@@ -294,6 +294,7 @@ def canary_route_index(bp: ServiceBlueprint) -> int | None:
 
 
 AppName = Callable[[str, str, str], str]  # (env, namespace, service or _namespace/_mesh) -> Application name
+_At = Callable[..., None]  # (facts, field path, message, severity="error", code=""): one finding
 
 
 def check_application_names(facts: list[Facts], app_name: AppName, template: str) -> list[Diagnostic]:
@@ -341,6 +342,15 @@ def check_fleet(facts: list[Facts], app_names: tuple[AppName, str] | None = None
         line, col = f.position(path)
         out.append(Diagnostic(f.file, line, col, path, message, severity, code))  # type: ignore[arg-type]
 
+    _check_claims(by_key, namespaces, meshes, at)
+    gateways, linked = _check_edges(by_key, at)
+    _check_links(by_key, gateways, linked, at)
+    return out
+
+
+def _check_claims(by_key: dict[tuple[str, str, str], list[Facts]], namespaces: dict[tuple[str, str], list[Facts]],
+                  meshes: dict[str, list[Facts]], at: _At) -> None:
+    """One blueprint per service folder, per namespace and per environment's mesh."""
     for (env, ns, svc), claims in by_key.items():
         if len(claims) > 1:
             files = sorted({c.file for c in claims})
@@ -361,6 +371,11 @@ def check_fleet(facts: list[Facts], app_names: tuple[AppName, str] | None = None
         for c in claims[1:]:
             at(c, "kind", f"environment {env} already has a Mesh blueprint ({claims[0].file}); keep one")
 
+
+def _check_edges(by_key: dict[tuple[str, str, str], list[Facts]],
+                 at: _At) -> tuple[dict[tuple[str, str], set[str]], list[Facts]]:
+    """Ingress hosts and rendered gateways claimed once; gives the gateways (their hosts) and the
+    blueprints that point at other services or gateways."""
     # Most services route nowhere else and have no ingress: only those that do are looked at.
     hosts: dict[tuple[str, str], list[Facts]] = defaultdict(list)
     gateways: dict[tuple[str, str], set[str]] = {}
@@ -384,6 +399,12 @@ def check_fleet(facts: list[Facts], app_names: tuple[AppName, str] | None = None
             for c in claims:
                 at(c, "ingress.hosts", f"ingress host {host} is claimed by several blueprints in {env}: "
                    f"{', '.join(names)}; one host has one set of edge routes", code="IST0109")
+    return gateways, linked
+
+
+def _check_links(by_key: dict[tuple[str, str, str], list[Facts]], gateways: dict[tuple[str, str], set[str]],
+                 linked: list[Facts], at: _At) -> None:
+    """Routes to versions the target declares; ingress hosts the bound gateway serves."""
     for f in linked:
         env, ns = f.env, f.namespace
         for path, host, version in f.destinations:
@@ -399,7 +420,6 @@ def check_fleet(facts: list[Facts], app_names: tuple[AppName, str] | None = None
                 if not any(_host_covers(s, h) for s in served):
                     at(f, "ingress.gateway", f"host {h} is not served by gateway {f.ingress_gateway} "
                        f"(it serves: {', '.join(sorted(served))}); add the host there", "warning", "IST0132")
-    return out
 
 
 def _resolve_host(host: str, namespace: str) -> tuple[str, str]:
