@@ -12,7 +12,6 @@ import difflib
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -454,8 +453,3 @@ def _user_path(data: Any, loc: FieldPath) -> FieldPath:
 
 
 # --- the whole repository ------------------------------------------------------------------------
-
-
-def iter_files(root: Path, config: Config, *, env: str | None = None, mesh: str | None = None) -> Iterator[LoadedFile]:
-    for rel in discover(root):
-        yield load_file(root, rel, config, env=env, mesh=mesh)

@@ -788,10 +788,6 @@ class ServiceBlueprint(Strict):
     def workload_labels(self) -> dict[str, str]:
         return dict(self.workload) if self.workload else {"app": self.service}
 
-    @property
-    def service_account_name(self) -> str:
-        return self.service_account or self.service
-
 
 class NamespaceBlueprint(Strict):
     kind: Literal["Namespace"]

@@ -90,10 +90,6 @@ class Document:
             node = nxt
         return (best.line + 1, best.column + 1)
 
-    def key_position(self, path: Path) -> tuple[int, int]:
-        """Position of the key named by the last element of `path` (for unknown keys)."""
-        return self.position(path)
-
 
 _PLAIN = "meshgen:plain"
 

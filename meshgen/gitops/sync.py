@@ -45,23 +45,6 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-# --------------------------------------------------------------------------------------
-# TEST-ONLY HOOK. Fault tests set MESHGEN_TEST_PAUSE_AT=<point> to hold a sync at a named
-# point (so a worker can be killed or Redis restarted exactly there). Unset in production:
-# then this is one environment lookup.
-# --------------------------------------------------------------------------------------
-def test_pause(point: str) -> None:
-    if os.environ.get("MESHGEN_TEST_PAUSE_AT") != point:
-        return
-    mark = os.environ.get("MESHGEN_TEST_PAUSE_MARK")
-    if mark:
-        Path(mark).write_text(f"{os.getpid()}\n")
-    time.sleep(float(os.environ.get("MESHGEN_TEST_PAUSE_SECONDS", "60")))
-
-
-test_pause.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite the name
-
-
 @dataclass
 class _Clock:
     """Seconds spent per part (render / repo / forge / records), for JobRecord.timings."""
@@ -72,12 +55,11 @@ class _Clock:
 
 
 class _SyncEnvRepo(EnvRepo):
-    """EnvRepo whose ref updates first check the fence (and pass the test pause point)."""
+    """EnvRepo whose ref updates first check the fence."""
 
     fence: Fence | None = None
 
     def push(self, branch: str, new: pygit2.Oid, *, expected: pygit2.Oid | None) -> None:
-        test_pause("before-push")
         if self.fence is not None:
             self.fence()
         super().push(branch, new, expected=expected)
