@@ -29,13 +29,12 @@ from typing import TYPE_CHECKING
 
 import pygit2
 
+from meshgen.blueprint.loading import BLUEPRINTS_DIR, CONFIG_FILE
 from meshgen.gitops.envrepo import EnvRepoError, Mirror, _local_path, _mirror_lock
 
 if TYPE_CHECKING:
     from meshgen.gitops.transport import RemoteAccess
 
-CONFIG_FILE = "meshgen.yaml"
-BLUEPRINTS_DIR = "blueprints"
 KEEP_CHECKOUTS = 3
 _TMP = ".tmp-"
 
