@@ -231,10 +231,10 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
 
 def _env_repo_hint(root: Path) -> str:
     from meshgen.blueprint.loading import load_config
-    from meshgen.gitops.sync import local_env_repo_path
+    from meshgen.gitops.envrepo import local_path
 
     config, _ = load_config(root)
-    path = local_env_repo_path(root, config.env_repo.url)
+    path = local_path(config.env_repo.url, root)
     return os.path.relpath(path) if path is not None else config.env_repo.url
 
 

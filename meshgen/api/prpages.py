@@ -60,16 +60,16 @@ def _csrf(token: str, number: int, action: str) -> str:
 
 
 def _forge(request: Request) -> Any:
+    from meshgen.gitops.envrepo import local_path
     from meshgen.gitops.forges.base import ForgeError
     from meshgen.gitops.forges.local import LocalForge
-    from meshgen.gitops.sync import local_env_repo_path
 
     st = request.app.state.meshgen
     config = st.config
     if config is None or config.env_repo.forge.kind != "local":
         raise Problem(404, "Not Found", "these pages show the local forge's pull requests; with "
                       "envRepo.forge.kind github, gitlab or gitea, open them on the forge")
-    path = local_env_repo_path(Path(st.settings.root), config.env_repo.url)
+    path = local_path(config.env_repo.url, Path(st.settings.root))
     if path is None or not path.exists():
         raise Problem(404, "Not Found", "no environment repository yet; run a sync first (meshgen sync or meshgen up)")
     try:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import pygit2
 
 from meshgen.blueprint.loading import BLUEPRINTS_DIR, CONFIG_FILE
-from meshgen.gitops.envrepo import EnvRepoError, Mirror, _local_path, _mirror_lock
+from meshgen.gitops.envrepo import EnvRepoError, Mirror, _mirror_lock, local_path
 
 if TYPE_CHECKING:
     from meshgen.gitops.transport import RemoteAccess
@@ -66,7 +66,7 @@ def checkout_blueprints(
     GitTransportError, a subclass, for credentials, permissions and host keys). `access`
     (meshgen.gitops.transport.blueprints_access) carries the HTTPS token or SSH key.
     """
-    local = _local_path(url)
+    local = local_path(url)
     if local is not None and not local.exists():
         raise BlueprintsSourceError(f"blueprints repository {local} does not exist; fix MESHGEN_BLUEPRINTS_URL")
     state_path = Path(state_path)
@@ -149,7 +149,7 @@ def _prune(checkouts: Path, *, keep: Path) -> None:
 
 def blueprints_remote(url: str, root: Path) -> str:
     """MESHGEN_BLUEPRINTS_URL with a relative local path taken relative to ROOT (like envRepo.url)."""
-    local = _local_path(url)
+    local = local_path(url)
     if local is None or url.startswith("file://") or local.is_absolute():
         return url
     return str(root / local)

@@ -320,13 +320,15 @@ def _short(oid: pygit2.Oid | None) -> str:
     return "nothing (branch absent)" if oid is None else str(oid)[:12]
 
 
-def _local_path(remote: str) -> Path | None:
-    """The filesystem path of a local remote (`/path`, `./path`, `file:///path`), else None."""
+def local_path(remote: str, root: Path | None = None) -> Path | None:
+    """The filesystem path of a local remote (`/path`, `./path`, `file:///path`), else None; a
+    relative path is taken relative to `root` when given (meshgen.yaml's folder)."""
     if remote.startswith("file://"):
         return Path(remote[len("file://") :])
     if "://" in remote or (":" in remote.split("/")[0] and not os.path.isabs(remote)):
         return None  # https://, ssh://, scp-like git@host:path
-    return Path(remote)
+    path = Path(remote)
+    return root / path if root is not None and not path.is_absolute() else path
 
 
 def _retry_locked(action: Callable[[], None], what: str, attempts: int = 20) -> None:
@@ -396,7 +398,7 @@ class Mirror:
         access: RemoteAccess | None = None,
     ) -> None:
         remote = os.fspath(remote)
-        local = _local_path(remote)
+        local = local_path(remote)
         if local is not None:
             local = local.resolve()
             if not local.exists():

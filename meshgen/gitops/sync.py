@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -26,7 +25,7 @@ from meshgen.diagnostics import BlueprintError
 from meshgen.diff import semantic_diff
 from meshgen.gitops.blueprints import BlueprintsSourceError, blueprints_remote, checkout_blueprints
 from meshgen.gitops.coordination import IdempotencyMarkers
-from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity, folder_differs
+from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity, folder_differs, local_path
 from meshgen.gitops.forges import make_forge
 from meshgen.gitops.forges.base import Forge, ForgeError, GitCredential, PRState, PullRequest
 from meshgen.gitops.lifecycle import Progress, SyncReport, SyncResult, branch_for, sync_env
@@ -120,19 +119,9 @@ class _TimedForge:
 # ---- the environment repository and the forge, from meshgen.yaml -----------------------
 
 
-def local_env_repo_path(root: Path, url: str) -> Path | None:
-    """The filesystem path of a local environment repository (relative to ROOT), else None."""
-    if url.startswith("file://"):
-        return Path(url[len("file://"):])
-    if "://" in url or (":" in url.split("/")[0] and not os.path.isabs(url)):
-        return None  # https://, ssh://, scp-like git@host:path
-    path = Path(url)
-    return path if path.is_absolute() else root / path
-
-
 def env_repo_identity(root: Path, config: Config) -> str:
     """What names one environment repository across processes (the writer lock's resource)."""
-    local = local_env_repo_path(root, config.env_repo.url)
+    local = local_path(config.env_repo.url, root)
     return str(local.resolve()) if local is not None else config.env_repo.url
 
 
@@ -610,7 +599,7 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
     config = result.config
     settings_er = config.env_repo
     identity = Identity(settings_er.author.name, settings_er.author.email)
-    local = local_env_repo_path(root, settings_er.url)
+    local = local_path(settings_er.url, root)
     if local is not None:
         ensure_local_repo(local, settings_er.branch, identity)
     inner = forge_from_config(root, config, settings, local_path=local, identity=identity, options=forge_options)
