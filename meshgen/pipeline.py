@@ -29,9 +29,6 @@ from meshgen.blueprint.model import IngressBlueprint, MeshBlueprint, NamespaceBl
 from meshgen.bootstrap import application_names
 from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, to_rows
 from meshgen.files import OutputWriter, content_hash
-from meshgen.gitops.units import MESH_SERVICE as MESH_FOLDER
-from meshgen.gitops.units import NAMESPACE_SERVICE as NAMESPACE_FOLDER
-from meshgen.gitops.units import Unit
 from meshgen.render import renderer_class
 from meshgen.render.base import Capability, RenderContext, RenderError, Resource
 from meshgen.render.features import (
@@ -41,6 +38,9 @@ from meshgen.render.features import (
     used_namespace_features,
 )
 from meshgen.render.yamlout import dump
+from meshgen.units import MESH_SERVICE as MESH_FOLDER
+from meshgen.units import NAMESPACE_SERVICE as NAMESPACE_FOLDER
+from meshgen.units import Unit
 
 
 @dataclass(frozen=True)

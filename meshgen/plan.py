@@ -30,8 +30,8 @@ from meshgen.blueprint.config import Config
 from meshgen.blueprint.loading import BLUEPRINTS_DIR, CONFIG_FILE, SUFFIXES, load_config, scan
 from meshgen.diagnostics import BlueprintError, Diagnostic, from_rows, to_rows
 from meshgen.diff import semantic_diff
-from meshgen.gitops.units import MESH_SERVICE, NAMESPACE_SERVICE, Unit
 from meshgen.pipeline import FileOutcome, check_selection, render_file
+from meshgen.units import MESH_SERVICE, NAMESPACE_SERVICE, Unit
 
 _CACHE = Path(".meshgen") / "cache" / "plan"
 _FORMAT = 1

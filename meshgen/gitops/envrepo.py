@@ -36,7 +36,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: shared caches are then not supported
     fcntl = None  # type: ignore[assignment]
 
-from meshgen.gitops.units import MESH_SERVICE, Unit, is_managed
+from meshgen.units import MESH_SERVICE, Unit, is_managed
 
 _BLOB = pygit2.GIT_FILEMODE_BLOB
 _TREE = pygit2.GIT_FILEMODE_TREE

@@ -45,7 +45,7 @@ from meshgen.gitops.envrepo import (
     write_tree,
 )
 from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
-from meshgen.gitops.units import MESH_SERVICE, Unit, content_hash
+from meshgen.units import MESH_SERVICE, Unit, content_hash
 
 Grouping = Literal["service", "team", "env"]
 Action = Literal["opened", "updated", "unchanged", "closed", "merged", "rejected"]

@@ -30,10 +30,10 @@ from meshgen.gitops.forges import make_forge
 from meshgen.gitops.forges.base import Forge, ForgeError, GitCredential, PRState, PullRequest
 from meshgen.gitops.lifecycle import Progress, SyncReport, SyncResult, branch_for, sync_env
 from meshgen.gitops.transport import blueprints_access, env_repo_access
-from meshgen.gitops.units import Unit, content_hash
 from meshgen.pipeline import Blocked, RenderResult, render_repository
 from meshgen.records import JobPR, JobRecord, PRRef, Records, UnitRecord, end_unfinished
 from meshgen.settings import Settings
+from meshgen.units import Unit, content_hash
 
 log = logging.getLogger(__name__)
 
