@@ -30,7 +30,7 @@ from meshgen.blueprint.model import (
     StringMatch,
 )
 from meshgen.diagnostics import Diagnostic, format_path
-from meshgen.render.names import rendered_gateway_name
+from meshgen.names import rendered_gateway_name
 
 FieldPath = tuple[str | int, ...]
 Report = Callable[..., None]  # (field path, message, severity="error", code="")

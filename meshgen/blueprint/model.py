@@ -324,7 +324,7 @@ _ROUTE_NAME_MAX = 128
 
 def _route_name(value: Any) -> str:
     # Free text as Linkerd users write ServiceProfile routes ("GET /api/users"); object names that
-    # need a DNS label derive one (meshgen.render.names.route_labels).
+    # need a DNS label derive one (meshgen.names.route_labels).
     if not isinstance(value, str):
         raise fail("route_name", f"a route name is text such as canary or 'GET /api/users', got {describe_value(value)}")
     if not value.strip() or value != value.strip():

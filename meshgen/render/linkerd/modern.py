@@ -49,6 +49,7 @@ from meshgen.blueprint.model import (
     RetryPolicy,
     ServiceBlueprint,
 )
+from meshgen.names import dns_name
 from meshgen.render.base import Capability, RenderContext, RenderError, Resource, metadata, resource
 from meshgen.render.gatewayapi import (
     GATEWAY_GROUP,
@@ -71,7 +72,6 @@ from meshgen.render.gatewayapi import (
 )
 from meshgen.render.linkerd import capabilities as _caps
 from meshgen.render.linkerd.legacy import retries_active, service_profile, traffic_split
-from meshgen.render.names import dns_name
 from meshgen.render.observability import endpoint, service_dashboard, service_monitors
 from meshgen.render.routing import EffectiveRoute, effective_routes, ingress_routes
 
