@@ -11,7 +11,8 @@ from typing import Any
 
 from celery.signals import beat_init  # type: ignore[import-untyped]
 
-from meshgen.gitops.jobs import beat_schedule, make_celery
+from meshgen.argocd.poller import beat_schedule
+from meshgen.gitops.jobs import make_celery
 from meshgen.settings import Settings
 
 log = logging.getLogger(__name__)

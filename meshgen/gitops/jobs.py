@@ -112,28 +112,6 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
     return app
 
 
-def beat_schedule(settings: Settings) -> tuple[dict[str, Any], str]:
-    """Celery beat's schedule from ROOT/meshgen.yaml, and a sentence saying what it holds.
-
-    With an `argocd` section: poll Argo CD every argocd.pollInterval (on the sync queue; a poll
-    still waiting when the next is due expires, so a busy worker never works through a backlog).
-    Without one, or when meshgen.yaml cannot be read: no entry.
-    """
-    from meshgen.argocd.poller import poll_interval
-
-    try:
-        config, _ = load_config(settings.root)
-    except BlueprintError as exc:
-        first = exc.diagnostics[0] if exc.diagnostics else "unreadable"
-        return {}, f"no Argo CD poll scheduled: meshgen.yaml in {settings.root} cannot be read ({first})"
-    if config.argocd is None:
-        return {}, f"no Argo CD poll scheduled: meshgen.yaml in {settings.root} has no `argocd` section"
-    interval = poll_interval(config)
-    entry = {"task": POLL_TASK_NAME, "schedule": interval,
-             "options": {"queue": settings.queue, "expires": max(interval, 1.0)}}
-    return {POLL_SCHEDULE_ENTRY: entry}, f"Argo CD poll scheduled every {interval:g}s on queue {settings.queue}"
-
-
 def _scope(env: str | None, retry_rejected: bool = False) -> str:
     # A retry is never coalesced into (covered by) a plain sync, which would not retry.
     return f"env:{env or '*'}" + (":retry-rejected" if retry_rejected else "")
