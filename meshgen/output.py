@@ -42,7 +42,7 @@ from meshgen.blueprint.analysis import Facts, check_fleet
 from meshgen.blueprint.loading import CONFIG_FILE, StatKey, load_config, scan
 from meshgen.bootstrap import application_names
 from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, from_rows, to_rows
-from meshgen.files import content_hash, remove_output
+from meshgen.files import output_digest, remove_output
 from meshgen.pipeline import Summary, check_selection, output_hashes, render_batch
 
 CACHE_DIR = ".meshgen/cache"
@@ -358,7 +358,7 @@ def _disk_hash(out: Path, rel: str) -> bytes | None:
     """The content hash of an output file already on disk, None when there is none."""
     try:
         with open(f"{out}/{rel}", "rb") as fh:
-            return content_hash(fh.read())
+            return output_digest(fh.read())
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
 

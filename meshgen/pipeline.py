@@ -28,7 +28,7 @@ from meshgen.blueprint.loading import Instance, LoadedFile, discover, load_confi
 from meshgen.blueprint.model import IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
 from meshgen.bootstrap import application_names
 from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, to_rows
-from meshgen.files import OutputWriter, content_hash
+from meshgen.files import OutputWriter, output_digest
 from meshgen.render import renderer_class
 from meshgen.render.base import Capability, RenderContext, RenderError, Resource
 from meshgen.render.features import (
@@ -293,7 +293,7 @@ def encode_outputs(files: Iterable[tuple[str, bytes]]) -> str:
     """Output paths with their content hashes as text: plain data in the render cache, never
     code (the cache is read back from disk), and compared as one string when nothing changed.
     Output paths are built from DNS labels and folder names checked on load: never a newline."""
-    return "\n".join(f"{content_hash(data).hex()} {rel_out}" for rel_out, data in files)
+    return "\n".join(f"{output_digest(data).hex()} {rel_out}" for rel_out, data in files)
 
 
 def output_hashes(outputs: str) -> dict[str, bytes]:
