@@ -123,8 +123,9 @@ class _Doctor:
                 f"{er.forge.kind}, environment repository {er.url} (branch {er.branch})")
 
     def check_forge(self) -> str:
-        from meshgen.gitops.envrepo import Identity, local_path
+        from meshgen.gitops.envrepo import Identity
         from meshgen.gitops.sync import forge_from_config
+        from meshgen.giturls import local_path
 
         assert self.config is not None
         er = self.config.env_repo
@@ -150,7 +151,7 @@ class _Doctor:
                 self.secrets.append(token)
 
     def env_repo_checks(self) -> Iterator[Check]:
-        from meshgen.gitops.envrepo import local_path
+        from meshgen.giturls import local_path
 
         assert self.config is not None
         er = self.config.env_repo

@@ -231,7 +231,7 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
 
 def _env_repo_hint(root: Path) -> str:
     from meshgen.blueprint.loading import load_config
-    from meshgen.gitops.envrepo import local_path
+    from meshgen.giturls import local_path
 
     config, _ = load_config(root)
     path = local_path(config.env_repo.url, root)

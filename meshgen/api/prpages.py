@@ -60,9 +60,9 @@ def _csrf(token: str, number: int, action: str) -> str:
 
 
 def _forge(request: Request) -> Any:
-    from meshgen.gitops.envrepo import local_path
     from meshgen.gitops.forges.base import ForgeError
     from meshgen.gitops.forges.local import LocalForge
+    from meshgen.giturls import local_path
 
     st = request.app.state.meshgen
     config = st.config

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import pygit2
 
 from meshgen.blueprint.config import Config
-from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, local_path
+from meshgen.gitops.envrepo import EnvRepo, EnvRepoError
+from meshgen.giturls import local_path
 from meshgen.settings import Settings
 
 _HEX40 = frozenset("0123456789abcdef")

@@ -155,7 +155,7 @@ class GitCredentialSettings(Strict):
 def _credential_free_url(value: Any) -> Any:
     """A URL with user:password@ (or token@) would put the token in meshgen.yaml, the mirror's git
     config and every error message: refuse it and say where the token goes."""
-    from meshgen.gitops.transport import url_credentials_problem
+    from meshgen.giturls import url_credentials_problem
 
     if isinstance(value, str):
         problem = url_credentials_problem(value, "envRepo.url")

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 import pygit2
 
 from meshgen.blueprint.loading import BLUEPRINTS_DIR, CONFIG_FILE
-from meshgen.gitops.envrepo import EnvRepoError, Mirror, _mirror_lock, local_path
+from meshgen.gitops.envrepo import EnvRepoError, Mirror, _mirror_lock
+from meshgen.giturls import local_path
 
 if TYPE_CHECKING:
     from meshgen.gitops.transport import RemoteAccess

@@ -36,6 +36,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: shared caches are then not supported
     fcntl = None  # type: ignore[assignment]
 
+from meshgen.giturls import local_path
 from meshgen.units import MESH_SERVICE, Unit, is_managed
 
 _BLOB = pygit2.GIT_FILEMODE_BLOB
@@ -318,17 +319,6 @@ def stale_folders(
 
 def _short(oid: pygit2.Oid | None) -> str:
     return "nothing (branch absent)" if oid is None else str(oid)[:12]
-
-
-def local_path(remote: str, root: Path | None = None) -> Path | None:
-    """The filesystem path of a local remote (`/path`, `./path`, `file:///path`), else None; a
-    relative path is taken relative to `root` when given (meshgen.yaml's folder)."""
-    if remote.startswith("file://"):
-        return Path(remote[len("file://") :])
-    if "://" in remote or (":" in remote.split("/")[0] and not os.path.isabs(remote)):
-        return None  # https://, ssh://, scp-like git@host:path
-    path = Path(remote)
-    return root / path if root is not None and not path.is_absolute() else path
 
 
 def _retry_locked(action: Callable[[], None], what: str, attempts: int = 20) -> None:

@@ -25,11 +25,12 @@ from meshgen.diagnostics import BlueprintError
 from meshgen.diff import semantic_diff
 from meshgen.gitops.blueprints import BlueprintsSourceError, blueprints_remote, checkout_blueprints
 from meshgen.gitops.coordination import IdempotencyMarkers
-from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity, folder_differs, local_path
+from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity, folder_differs
 from meshgen.gitops.forges import make_forge
 from meshgen.gitops.forges.base import Forge, ForgeError, GitCredential, PRState, PullRequest
 from meshgen.gitops.lifecycle import Progress, SyncReport, SyncResult, branch_for, sync_env
 from meshgen.gitops.transport import blueprints_access, env_repo_access
+from meshgen.giturls import local_path
 from meshgen.pipeline import Blocked, RenderResult, render_repository
 from meshgen.records import JobPR, JobRecord, PRRef, Records, UnitRecord, end_unfinished
 from meshgen.settings import Settings

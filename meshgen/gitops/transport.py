@@ -76,6 +76,7 @@ import pygit2
 
 from meshgen.gitops.envrepo import EnvRepoError, LeaseError
 from meshgen.gitops.forges.base import GitCredential, TokenSource
+from meshgen.giturls import is_ssh_url, url_credentials_problem
 
 if TYPE_CHECKING:
     from meshgen.blueprint.config import Config
@@ -91,7 +92,6 @@ __all__ = [
 Reason = Literal["auth", "permission", "not-found", "host-key-unknown", "host-key-changed", "config",
                  "network", "rejected"]
 
-_SCP_LIKE = re.compile(r"^(?:[^@/:]+@)?(?P<host>\[[^\]]+\]|[^/:]+):(?!//)")
 _GIT_TIMEOUT = 600.0  # one git CLI call (SSH fetch / push of a large repository)
 
 
@@ -114,43 +114,6 @@ class GitTransportError(EnvRepoError):
 # --------------------------------------------------------------------------------------
 # URLs
 # --------------------------------------------------------------------------------------
-
-
-def is_ssh_url(url: str) -> bool:
-    """`ssh://…`, `git+ssh://…` or scp-like `user@host:path` (git's own rule: a colon before any slash)."""
-    if url.startswith(("ssh://", "git+ssh://", "ssh+git://")):
-        return True
-    if "://" in url or os.path.isabs(url) or url.startswith("."):
-        return False
-    return _SCP_LIKE.match(url) is not None
-
-
-def url_credentials_problem(url: str, where: str) -> str | None:
-    """Why `url` must not be used as given (it carries a secret), or None when it is fine.
-
-    `where` names the setting ("envRepo.url", "MESHGEN_BLUEPRINTS_URL") for the message.
-    An SSH user name (`git@host`, `ssh://git@host/…`) is not a secret; a password in an SSH URL is.
-    """
-    if is_ssh_url(url):
-        if url.startswith(("ssh://", "git+ssh://", "ssh+git://")) and urlsplit(url).password is not None:
-            return (f"{where} contains a password; SSH remotes authenticate with a key: remove it from "
-                    "the URL and set MESHGEN_GIT_SSH_KEY_FILE (and MESHGEN_GIT_KNOWN_HOSTS_FILE)")
-        return None
-    if not url.startswith(("http://", "https://")):
-        return None
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None and "@" not in parts.netloc:
-        return None
-    host = parts.hostname or "the host"
-    if where == "envRepo.url":
-        fix = ("put the token in an environment variable or file and name it in envRepo.git.tokenEnv / "
-               "envRepo.git.tokenFile (the username in envRepo.git.username), or let meshgen use the forge "
-               "token (envRepo.forge.tokenEnv / tokenFile)")
-    else:
-        fix = ("put the token in MESHGEN_BLUEPRINTS_TOKEN or a file named by MESHGEN_BLUEPRINTS_TOKEN_FILE "
-               "(the username in MESHGEN_BLUEPRINTS_USERNAME)")
-    return (f"{where} contains credentials (user or token before '@{host}'); a token in the URL would be "
-            f"written to configuration, the mirror's git config and error messages. Remove it from the URL: {fix}")
 
 
 def _check_url(url: str, where: str) -> None:
