@@ -8,9 +8,12 @@
    webhook and GET /api/v1/rollouts/... is polled until it reads awaiting-sync. Reported p50 / p95.
    Baseline: the polling fallback, i.e. the next `meshgen sync` records the merge (timed the same way).
 3. plan: `meshgen plan --base main` (the working tree changes one blueprint) in a B-blueprint git
-   repository, cold (no cache) and warm. Baseline: rendering both revisions in full.
+   repository, cold (no cache: what CI runs on a fresh checkout) and warm, wall and CPU (with worker
+   processes), per source tree (--before). Baseline: rendering both revisions in full.
 
 Reproduce:  .venv/bin/python bench/review_bench.py                 (P=200, N=20, B=1000)
+            .venv/bin/python bench/review_bench.py --only plan --before /tmp/before --repeat 5
+              (the plan beside another source tree: git archive REV meshgen | tar -x -C /tmp/before)
             .venv/bin/python bench/review_bench.py --prs 20 --events 5 --blueprints 100   (quick)
 Needs Redis at --redis (default redis://127.0.0.1:6379/13; keys under a unique prefix, removed after).
 """
@@ -21,6 +24,8 @@ import argparse
 import hashlib
 import hmac
 import json
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -174,7 +179,10 @@ def _free_port() -> int:
 # ---- 3. plan ---------------------------------------------------------------------------------
 
 
-def _plan(tmp: Path, blueprints: int, meshgen: list[str]) -> dict[str, float]:
+def _plan(tmp: Path, blueprints: int, trees: dict[str, Path], repeat: int) -> list[tuple[str, str, float, float, float]]:
+    """(tree, what, best wall, median wall, median CPU incl. worker processes) for a cold and a warm plan
+    with each source tree, interleaved so that load on a shared machine hits all alike; the plans must
+    print the same. The last row: rendering both revisions in full (the naive plan)."""
     root = tmp / "plan"
     fleet.generate(root, blueprints)
     repo = pygit2.init_repository(str(root), initial_head="main")
@@ -185,24 +193,40 @@ def _plan(tmp: Path, blueprints: int, meshgen: list[str]) -> dict[str, float]:
     repo.create_commit("HEAD", sig, sig, "base", repo.index.write_tree(), [])
     target = sorted((root / "blueprints").rglob("*.yaml"))[0]
     target.write_text(target.read_text().replace("v1: 90, v2: 10", "v1: 80, v2: 20"))
+    outputs: dict[str, str] = {}
 
-    def timed(*args: str) -> float:
+    def timed(tree: Path) -> tuple[float, float]:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        cpu = _children_cpu()
         started = time.perf_counter()
-        run = subprocess.run([*meshgen, *args], capture_output=True, text=True)
+        run = subprocess.run([sys.executable, "-m", "meshgen", "plan", str(root), "--base", "main", "--format", "json"],
+                             capture_output=True, text=True, env=env, cwd=tmp)
+        wall = time.perf_counter() - started
         assert run.returncode == 0, run.stderr
-        return time.perf_counter() - started
+        assert outputs.setdefault("plan", run.stdout) == run.stdout, f"{tree} plans differently"
+        return wall, _children_cpu() - cpu
 
-    shutil.rmtree(root / ".meshgen", ignore_errors=True)
-    cold = timed("plan", str(root), "--base", "main", "--format", "json")
-    warm = min(timed("plan", str(root), "--base", "main", "--format", "json") for _ in range(3))
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for _ in range(repeat):
+        for name, tree in trees.items():
+            shutil.rmtree(root / ".meshgen", ignore_errors=True)
+            samples.setdefault((name, "cold (first plan in a fresh checkout)"), []).append(timed(tree))
+            samples.setdefault((name, "warm (cache of the previous plan)"), []).append(timed(tree))
     probe = ("import sys, time; from pathlib import Path; from meshgen.pipeline import render_repository\n"
-             "t=time.perf_counter(); render_repository(Path(sys.argv[1])); render_repository(Path(sys.argv[1]));"
-             "print(time.perf_counter()-t)")
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", probe, str(root)], check=True, capture_output=True)
-    baseline = time.perf_counter() - started
-    return {"plan, cold (first run, no cache)": cold, "plan, warm (best of 3)": warm,
-            "two full renders (baseline)": baseline}
+             "render_repository(Path(sys.argv[1])); render_repository(Path(sys.argv[1]))")
+    for _ in range(repeat):
+        cpu = _children_cpu()
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", probe, str(root)], check=True, capture_output=True)
+        samples.setdefault(("-", "two full renders (naive baseline)"), []).append(
+            (time.perf_counter() - started, _children_cpu() - cpu))
+    return [(name, what, min(w for w, _ in s), statistics.median(w for w, _ in s), statistics.median(c for _, c in s))
+            for (name, what), s in samples.items()]
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -212,28 +236,41 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--blueprints", type=int, default=1000)
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/13")
     ap.add_argument("--results", type=Path, default=TOP / "bench" / "results" / "review.md")
+    ap.add_argument("--only", choices=["churn", "events", "plan"], action="append",
+                    help="run only these parts (repeatable; default: all)")
+    ap.add_argument("--before", type=Path, default=None, metavar="TREE",
+                    help="plan also with this meshgen source tree, side by side "
+                         "(e.g. `git archive f9fe153 meshgen | tar -x -C /tmp/before`)")
+    ap.add_argument("--repeat", type=int, default=3, help="plan measurements per tree")
     args = ap.parse_args(argv)
-    exe = TOP / ".venv" / "bin" / "meshgen"
-    meshgen = [str(exe)] if exe.exists() else [sys.executable, "-m", "meshgen"]
+    parts = set(args.only or ["churn", "events", "plan"])
     lines = [f"### review loop ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", ""]
     with tempfile.TemporaryDirectory(prefix="meshgen-review-bench-") as tmp:
         t = Path(tmp)
-        new = _churn(t / "new", args.prs, old_rule=False)
-        old = _churn(t / "old", args.prs, old_rule=True)
-        lines += [f"1. merge 1 of {args.prs} open PRs, then sync: pushes to the other {args.prs - 1} PR branches",
-                  "", "| rule | pushes to other PRs | open PRs after | sync seconds |", "|---|---|---|---|",
-                  f"| meshgen (issue 10) | {new[0]} | {new[1]} | {new[2]:.2f} |",
-                  f"| previous rule (baseline) | {old[0]} | {old[1]} | {old[2]:.2f} |", ""]
-        events = _events(t / "events", args.redis, args.events)
-        lines += ["2. merge in the forge -> rollout API reads awaiting-sync (seconds)", "",
-                  "| path | samples | p50 | p95 |", "|---|---|---|---|"]
-        for name, samples in events.items():
-            q = statistics.quantiles(samples, n=20) if len(samples) > 1 else samples * 19
-            lines.append(f"| {name} | {len(samples)} | {statistics.median(samples):.3f} | {q[18]:.3f} |")
-        lines.append("")
-        plan = _plan(t, args.blueprints, meshgen)
-        lines += [f"3. `meshgen plan` of a one-blueprint change, {args.blueprints} blueprints (seconds)", "",
-                  "| what | seconds |", "|---|---|", *(f"| {k} | {v:.2f} |" for k, v in plan.items()), ""]
+        if "churn" in parts:
+            new = _churn(t / "new", args.prs, old_rule=False)
+            old = _churn(t / "old", args.prs, old_rule=True)
+            lines += [f"1. merge 1 of {args.prs} open PRs, then sync: pushes to the other {args.prs - 1} PR branches",
+                      "", "| rule | pushes to other PRs | open PRs after | sync seconds |", "|---|---|---|---|",
+                      f"| meshgen (issue 10) | {new[0]} | {new[1]} | {new[2]:.2f} |",
+                      f"| previous rule (baseline) | {old[0]} | {old[1]} | {old[2]:.2f} |", ""]
+        if "events" in parts:
+            events = _events(t / "events", args.redis, args.events)
+            lines += ["2. merge in the forge -> rollout API reads awaiting-sync (seconds)", "",
+                      "| path | samples | p50 | p95 |", "|---|---|---|---|"]
+            for name, samples in events.items():
+                q = statistics.quantiles(samples, n=20) if len(samples) > 1 else samples * 19
+                lines.append(f"| {name} | {len(samples)} | {statistics.median(samples):.3f} | {q[18]:.3f} |")
+            lines.append("")
+        if "plan" in parts:
+            trees = {"this tree": TOP}
+            if args.before is not None:
+                trees = {f"before ({args.before})": args.before.resolve(), **trees}
+            plan = _plan(t, args.blueprints, trees, args.repeat)
+            lines += [f"3. `meshgen plan --base main`, one blueprint changed, {args.blueprints} blueprints "
+                      f"(seconds, {args.repeat} runs each, interleaved; {os.cpu_count()} CPUs)", "",
+                      "| tree | plan | best wall | median wall | median CPU |", "|---|---|---:|---:|---:|",
+                      *(f"| {n} | {w} | {b:.2f} | {m:.2f} | {c:.2f} |" for n, w, b, m, c in plan), ""]
     text = "\n".join(lines)
     print(text)
     args.results.parent.mkdir(parents=True, exist_ok=True)

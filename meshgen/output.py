@@ -46,8 +46,10 @@ from meshgen.files import output_digest, remove_output
 from meshgen.pipeline import Summary, check_selection, output_hashes, render_batch
 
 CACHE_DIR = ".meshgen/cache"
-_FORMAT = 8  # 8: authenticated JSON (issue 13); 7: kind: Ingress facts, overlay and Argo CD name checks
-_MAGIC = b"meshgen-cache-v8\n"
+# 9: Facts carry ports, mesh and edge route ports; 8: authenticated JSON (issue 13);
+# 7: kind: Ingress facts, overlay and Argo CD name checks
+_FORMAT = 9
+_MAGIC = b"meshgen-cache-v9\n"
 _KEY_BYTES = 32
 _JOURNAL_LIMIT = 256  # entries in the journal before it is folded into the base
 _SEVERITY = Diagnostic._fields.index("severity")
@@ -88,7 +90,8 @@ _as_facts = partial(tuple.__new__, Facts)
 
 # The shape of a cache file, checked while decoding: [stamp, {blueprint path: row or null}].
 _FactsRow = tuple[str, str, str, str, tuple[str, ...], tuple[tuple[str, tuple[int, int]], ...],
-                  tuple[tuple[str, str, str], ...], tuple[str, ...], str | None, str | None, str]
+                  tuple[tuple[str, str, str], ...], tuple[str, ...], str | None, str | None, str,
+                  tuple[int, ...], str, tuple[int, ...]]
 _Row = tuple[tuple[int, int, int], str, tuple[_FactsRow, ...], tuple[tuple[str, int, int, str, str, str, str], ...],
              str, int, int]
 _DECODE = msgspec.json.Decoder(tuple[str, dict[str, _Row | None]])

@@ -82,8 +82,12 @@ class FileOutcome:
 
 
 def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: str | None,
-                data: bytes | None = None) -> FileOutcome:
-    """Load, check and render one blueprint for every environment it applies to."""
+                data: bytes | None = None, outputs: bool = True) -> FileOutcome:
+    """Load, check and render one blueprint for every environment it applies to.
+
+    `outputs=False`: the same diagnostics and facts, but no units (the resources are still built,
+    since building them is what finds a mesh's limits, only not serialized): what `meshgen plan`
+    needs of the files a change leaves alone."""
     loaded = load_file(root, rel, config, env=env, mesh=mesh, data=data)
     diagnostics = list(loaded.diagnostics)
     facts: list[Facts] = []
@@ -102,11 +106,11 @@ def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: 
         if any(d.severity == "error" for d in diagnostics):
             continue
         try:
-            units.append(_render_instance(inst, config, skipped, notes))
+            units.append(_render_instance(inst, config, skipped, notes, outputs=outputs))
         except RenderError as exc:  # a limit of the target mesh: the blueprint's error, with its line
             diagnostics.append(loaded.diag(_field_path(inst, exc.path),
                                            f"{renderer_class(inst.mesh).flavours(config)}: {exc.message}"))
-    if any(d.severity == "error" for d in diagnostics):
+    if any(d.severity == "error" for d in diagnostics) or not outputs:
         units = []
     return FileOutcome(rel, loaded.digest, diagnostics, facts, units)
 
@@ -218,7 +222,8 @@ def _capabilities(mesh: str, config: Config) -> dict[str, Capability]:
     return entry[1]
 
 
-def _render_instance(inst: Instance, config: Config, skipped: frozenset[str], notes: tuple[str, ...]) -> Unit:
+def _render_instance(inst: Instance, config: Config, skipped: frozenset[str], notes: tuple[str, ...], *,
+                     outputs: bool = True) -> Unit:
     renderer = renderer_class(inst.mesh)()
     ctx = RenderContext(config=config, env=inst.env, mesh=inst.mesh, blueprint_path=inst.source,
                         team=inst.team, skipped=skipped)
@@ -241,8 +246,46 @@ def _render_instance(inst: Instance, config: Config, skipped: frozenset[str], no
         resources = renderer.render_mesh(bp, ctx)
         namespace, service = "", MESH_FOLDER
         folder = f"{env_path}/{MESH_FOLDER}"
-    return Unit(inst.env, namespace, service, inst.team, folder, _files(resources, folder), (*notes, *ctx.notes),
+    files = _files(resources, folder) if outputs else {}
+    return Unit(inst.env, namespace, service, inst.team, folder, files, (*notes, *ctx.notes),
                 inst.source)
+
+
+def render_at_weight(root: Path, config: Config, unit: Unit, weight: int) -> Unit:
+    """`unit` (a rendered Service with a canary) re-rendered with its canary at `weight` (meshgen.canary).
+
+    The objects the split changes carry the canary annotations (meshgen.canary.steps.annotate);
+    weight 0 is `unit` itself. Raises BlueprintError when the blueprint no longer renders the same way
+    (it changed on disk since `unit` was rendered): the caller keeps what it has.
+    """
+    from meshgen.canary.steps import annotate, with_weight
+
+    if weight == 0:
+        return unit
+    loaded = load_file(root, unit.blueprint_path, config, env=unit.env)
+    diagnostics = list(loaded.diagnostics)
+    for inst in loaded.instances:
+        bp = inst.blueprint
+        if inst.env != unit.env or not isinstance(bp, ServiceBlueprint) or bp.canary is None \
+                or (bp.namespace, bp.service) != (unit.namespace, unit.service):
+            continue
+        skipped, _notes = _unsupported(loaded, inst, config, diagnostics)
+        if any(d.severity == "error" for d in diagnostics):
+            break
+        renderer = renderer_class(inst.mesh)()
+
+        # Called twice right below, in this iteration: the loop variables it reads cannot have moved on.
+        def resources(blueprint: ServiceBlueprint) -> list[Resource]:
+            ctx = RenderContext(config=config, env=inst.env, mesh=inst.mesh,  # noqa: B023
+                                blueprint_path=inst.source, team=inst.team, skipped=skipped)  # noqa: B023
+            return list(renderer.render_service(blueprint, ctx))  # noqa: B023
+
+        moved = annotate(resources(with_weight(bp, weight)), resources(bp), bp.canary.to, weight)
+        files = _files(moved, unit.folder)
+        return Unit(unit.env, unit.namespace, unit.service, unit.team, unit.folder, files, unit.warnings,
+                    unit.blueprint_path)
+    raise BlueprintError(diagnostics or [Diagnostic(unit.blueprint_path, 1, 1, "canary",
+                                                    f"{unit.display_name} has no canary to render any more")])
 
 
 def _files(resources: Iterable[Resource], folder: str) -> dict[str, bytes]:
@@ -368,6 +411,49 @@ def render_files(root: Path, rels: list[str], config: Config, *, env: str | None
     batch = _ForkedBatch(root, rels, config, env, mesh, workers, hold=False)
     batch.close()
     return batch.results
+
+
+class Blob(NamedTuple):
+    """A blueprint file given by its bytes (e.g. read from a git revision) rather than on disk."""
+
+    rel: str
+    data: bytes
+    outputs: bool  # False: diagnostics and facts only (see render_file)
+
+
+def render_blobs(root: Path, blobs: list[Blob], config: Config, *, env: str | None) -> list[FileOutcome]:
+    """render_file for each blob, in order; spread over forked processes when there are many
+    (what `meshgen plan` runs on a cold cache)."""
+    workers = _spread_over([b.rel for b in blobs], None)
+    saved = gc.get_threshold()
+    gc.set_threshold(10_000, 20, 20)  # see _serve: short-lived dicts, no cycles
+    try:
+        if workers < 2:
+            return [_render_blob(root, config, env, b) for b in blobs]
+        size = max(1, min(200, len(blobs) // (workers * 4)))
+        chunks = [blobs[i:i + size] for i in range(0, len(blobs), size)]
+        # Forked (see _spread_over): the workers inherit the modules and the config, no re-import.
+        with multiprocessing.get_context("fork").Pool(workers, _blob_worker, (root, config, env)) as pool:
+            return [o for done in pool.imap(_render_blob_chunk, chunks) for o in done]
+    finally:
+        gc.set_threshold(*saved)
+
+
+def _render_blob(root: Path, config: Config, env: str | None, blob: Blob) -> FileOutcome:
+    return render_file(root, blob.rel, config, env=env, mesh=None, data=blob.data, outputs=blob.outputs)
+
+
+_BLOB_WORKER: tuple[Path, Config, str | None] | None = None
+
+
+def _blob_worker(root: Path, config: Config, env: str | None) -> None:
+    global _BLOB_WORKER
+    _BLOB_WORKER = (root, config, env)
+
+
+def _render_blob_chunk(blobs: list[Blob]) -> list[FileOutcome]:
+    assert _BLOB_WORKER is not None
+    return [_render_blob(*_BLOB_WORKER, b) for b in blobs]
 
 
 def _write(out: Path, outputs: Iterable[list[tuple[str, bytes]]], unchanged: Collection[str]) -> None:

@@ -30,12 +30,14 @@ from meshgen.blueprint.config import Config
 from meshgen.blueprint.loading import BLUEPRINTS_DIR, CONFIG_FILE, SUFFIXES, load_config, scan
 from meshgen.diagnostics import BlueprintError, Diagnostic, from_rows, to_rows
 from meshgen.diff import semantic_diff
-from meshgen.pipeline import FileOutcome, check_selection, render_file
+from meshgen.pipeline import Blob, FileOutcome, check_selection, render_blobs
 from meshgen.units import MESH_SERVICE, NAMESPACE_SERVICE, Unit
 
 _CACHE = Path(".meshgen") / "cache" / "plan"
-_FORMAT = 1
+_FORMAT = 2  # 2: Facts carry ports, mesh and edge route ports
 MAX_BLUEPRINT_BYTES = 256 * 1024  # the loader refuses bigger files; no need to read more from git
+_OVERSIZED = b"#" * (MAX_BLUEPRINT_BYTES + 1)  # what the plan loads for a blob over the limit
+_FILE_MODES = (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE)
 
 
 class PlanError(RuntimeError):
@@ -111,13 +113,15 @@ def _files_at(repo: pygit2.Repository, commit: pygit2.Commit, prefix: str) -> di
             name = entry.name or ""
             if name.startswith("."):
                 continue
-            obj = repo[entry.id]
-            if isinstance(obj, pygit2.Tree):
-                walk(obj, f"{rel}{name}/")
-            elif isinstance(obj, pygit2.Blob) and name.endswith(SUFFIXES):
-                # Oversized files are cut; the loader then reports them as too big, as on disk.
-                data = obj.data
-                out[f"{rel}{name}"] = data if len(data) <= MAX_BLUEPRINT_BYTES else data[: MAX_BLUEPRINT_BYTES + 1]
+            if entry.filemode == pygit2.GIT_FILEMODE_TREE:
+                walk(repo[entry.id].peel(pygit2.Tree), f"{rel}{name}/")
+            elif entry.filemode in _FILE_MODES and name.endswith(SUFFIXES):
+                # The size first: an oversized blob is never read (a pull request's head is
+                # untrusted); the loader reports it as too big, as it does on disk.
+                _, size = repo.odb.read_header(entry.id)
+                out[f"{rel}{name}"] = repo[entry.id].peel(pygit2.Blob).data if size <= MAX_BLUEPRINT_BYTES else _OVERSIZED
+            # Symlinks (could point anywhere) and submodules (no objects here) are skipped, as the
+            # sync's checkout of the blueprints repository skips them (meshgen.gitops.blueprints).
 
     blueprints = top[BLUEPRINTS_DIR] if BLUEPRINTS_DIR in top else None  # noqa: SIM401 - a Tree has no .get
     if isinstance(blueprints, pygit2.Tree):
@@ -165,8 +169,8 @@ class _FactsCache:
         row = self.rows.get(rel)
         return row if row is not None and row[0] == digest else None
 
-    def put(self, rel: str, outcome: FileOutcome) -> None:
-        self.rows[rel] = (outcome.digest, tuple(map(tuple, outcome.facts)), tuple(to_rows(outcome.diagnostics)))
+    def put(self, rel: str, row: _Row) -> None:
+        self.rows[rel] = row
         self.dirty = True
 
     def save(self, keep: Iterable[str]) -> None:
@@ -192,25 +196,31 @@ class _Side:
 
 def _side(root: Path, files: Mapping[str, bytes], config: Config, full: set[str], cache: _FactsCache | None,
           env: str | None) -> _Side:
+    """Render the files in `full`; of the others only facts and diagnostics are needed, from the
+    cache when it has them (the head fills it before the base is read, so an unchanged file is
+    loaded once per plan, and not at all once cached)."""
+    rels = sorted(r for r in files if r != CONFIG_FILE)
+    rows: dict[str, _Row] = {}
+    todo: list[Blob] = []
+    for rel in rels:
+        row = cache.get(rel, hashlib.sha256(files[rel]).hexdigest()) if cache is not None and rel not in full else None
+        if row is None:
+            todo.append(Blob(rel, files[rel], rel in full))
+        else:
+            rows[rel] = row
     outcomes: dict[str, FileOutcome] = {}
+    for outcome in render_blobs(root, todo, config, env=env):
+        row = rows[outcome.path] = (outcome.digest, tuple(map(tuple, outcome.facts)),
+                                    tuple(to_rows(outcome.diagnostics)))
+        if cache is not None:
+            cache.put(outcome.path, row)
+        if outcome.path in full:
+            outcomes[outcome.path] = outcome
     facts: list[Facts] = []
     diagnostics: list[Diagnostic] = []
-    for rel, data in sorted(files.items()):
-        if rel == CONFIG_FILE:
-            continue
-        digest = hashlib.sha256(data).hexdigest()
-        row = cache.get(rel, digest) if cache is not None and rel not in full else None
-        if row is None:
-            outcome = render_file(root, rel, config, env=env, mesh=None, data=data)
-            if cache is not None:
-                cache.put(rel, outcome)
-            if rel in full:
-                outcomes[rel] = outcome
-            facts.extend(outcome.facts)
-            diagnostics.extend(outcome.diagnostics)
-        else:
-            facts.extend(Facts(*f) for f in row[1])
-            diagnostics.extend(from_rows(row[2]))
+    for rel in rels:
+        facts.extend(Facts(*f) for f in rows[rel][1])
+        diagnostics.extend(from_rows(rows[rel][2]))
     diagnostics.extend(check_fleet(facts))
     return _Side(outcomes, facts, diagnostics)
 
@@ -310,7 +320,10 @@ def _plan_files(root: Path, cache_dir: Path, base_files: dict[str, bytes], base_
         keys = keys_by_file.get(file) or keys_by_file.get(f"base:{file}") or {("", "", "")}
         for key in keys:
             plan_for(key).errors = sorted({*plan_for(key).errors, *(str(d) for d in errors if d.file == file)})
-    return Plan(base_name, head_name, [plans[k] for k in sorted(plans)], errors)
+    # Environments in meshgen.yaml order (as `meshgen diff` and the status page list them).
+    order = {name: i for i, name in enumerate(head_config.environments)}
+    ordered = sorted(plans, key=lambda k: (order.get(k[0], len(order)), k))
+    return Plan(base_name, head_name, [plans[k] for k in ordered], errors)
 
 
 def format_markdown(plan: Plan) -> str:
@@ -328,7 +341,8 @@ def format_markdown(plan: Plan) -> str:
         for u in units:
             name = f"{u.namespace}/{u.service}" if u.namespace else u.service
             lines.append(f"#### {name}")
-            block = [*u.changes] or ["(no changes)"]
+            # A unit its failing blueprint blocks is not planned: say so rather than "no changes".
+            block = [*u.changes] or ["(not planned: its blueprint has errors, below)" if u.errors else "(no changes)"]
             fence = "`" * max(3, 1 + max((len(r) for line in block for r in line.split("`") if not r), default=0))
             lines += [f"{fence}text", *block, fence]
             lines += [f"- warning: {w}" for w in u.warnings]

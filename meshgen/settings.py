@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     queue: str = Field(default="meshgen", description="Celery queue the sync tasks go to.")
     sync_debounce: float = Field(default=0.3, description="Seconds a triggered sync waits so a burst of pushes becomes one PR update.")
     lock_ttl: float = Field(default=30.0, description="Expiry (s) of the environment-repository writer lock; renewed while a sync runs.")
+    canary_tick: float = Field(default=30.0, gt=0, description="Seconds between canary controller passes (Celery beat's meshgen.canary.tick, `meshgen up`'s timer); every sync also runs one.")
     lock_wait: float = Field(default=600.0, description="How long (s) a sync waits for another writer before the task is retried.")
     visibility_timeout: int = Field(default=3600, description="Seconds before Redis redelivers an unacknowledged task (a killed worker's task).")
     webhook_dedupe_ttl: int = Field(default=86400, description="Seconds a webhook delivery id is remembered to ignore replays.")
@@ -77,13 +78,20 @@ class Settings(BaseSettings):
         """`MESHGEN_<NAME>_FILE=/path` reads the secret from a file (trailing newline dropped)."""
         import os
 
+        from meshgen.gitops.forges.base import read_secret_file  # no FIFO, no huge file
+
         if not isinstance(data, dict):
             return data
         data = dict(data)
         for name in _SECRET_FIELDS:
             path = os.environ.get(f"MESHGEN_{name.upper()}_FILE")
             if path:
-                data[name] = Path(path).read_text().rstrip("\r\n")
+                try:
+                    data[name] = read_secret_file(Path(path)).decode("utf-8").rstrip("\r\n")
+                except (OSError, UnicodeDecodeError) as exc:  # the reason only, never the content
+                    reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                    raise ValueError(f"MESHGEN_{name.upper()}_FILE={path}: cannot read it: {reason}; "
+                                     "point it at the file holding the secret") from None
         return data
 
     @property

@@ -19,13 +19,14 @@ import queue
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from meshgen.diagnostics import BlueprintError
+from meshgen.gitops.envrepo import EnvRepoError
+from meshgen.gitops.forges.base import ForgeError
 from meshgen.records import JobRecord, Records
 from meshgen.settings import Settings
 
@@ -94,6 +95,8 @@ class JobRunner:
                 self.run(trigger, job)
             except BlueprintError:
                 pass  # already printed as diagnostics by _sync_once: a traceback would only hide them
+            except (EnvRepoError, ForgeError) as exc:  # their message names the repository and the fix
+                log.error("sync failed: %s", exc)
             except Exception:  # a failed sync is recorded in its job; the loop goes on
                 log.exception("sync failed")
 
@@ -106,6 +109,12 @@ def watch(root: Path, on_change: Callable[[], None], stop: threading.Event, inte
         if now != last:
             last = now
             on_change()
+
+
+def canary_timer(runner: JobRunner, interval: float, stop: threading.Event) -> None:
+    """Ask for a sync pass (trigger `canary`) every `interval` seconds until `stop`."""
+    while not stop.wait(interval):
+        runner.submit("canary")
 
 
 class ProgressReport:
@@ -144,7 +153,7 @@ class ProgressReport:
 def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, job: JobRecord | None,
                retry_rejected: bool = False) -> JobRecord:
     from meshgen.diagnostics import BlueprintError
-    from meshgen.gitops.sync import sync_repository
+    from meshgen.gitops.sync import pr_summary, sync_repository
 
     started = time.perf_counter()
     log.info("sync started (%s)", trigger)
@@ -165,9 +174,7 @@ def _sync_once(root: Path, settings: Settings, records: Records, trigger: str, j
     if done.state == "partial":
         log.error("%d blueprint error(s): only the units of the failing blueprints were held back; "
                   "fix them and save: meshgen syncs again", len(done.errors))
-    actions = Counter(pr.action for pr in done.prs)
-    summary = ", ".join(f"{n} {action}" for action, n in sorted(actions.items())) or "no changes"
-    log.info("sync done in %.1fs: pull requests %s", time.perf_counter() - started, summary)
+    log.info("sync done in %.1fs: pull requests %s", time.perf_counter() - started, pr_summary(done.prs))
     changed = [pr for pr in done.prs if pr.action in ("opened", "updated")]
     for pr in changed[:PRS_LISTED]:
         log.info("  PR #%s %s %s (%s)", pr.number, pr.action, pr.branch, pr.env)
@@ -213,11 +220,19 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
     stop = threading.Event()
     watcher = threading.Thread(target=watch, args=(root, lambda: runner.submit("change"), stop), daemon=True)
     watcher.start()
+    # The canary controller's timer: a sync pass every MESHGEN_CANARY_TICK seconds (it writes nothing
+    # unless a canary moves; requests that pile up while a sync runs coalesce into one).
+    ticker = threading.Thread(target=canary_timer, args=(runner, settings.canary_tick, stop), daemon=True)
+    ticker.start()
     app = create_app(settings, records=records, enqueue=enqueue)
     url = f"http://{settings.host}:{settings.port}/"
     log.info("status page: %s   API: %sapi/v1/rollouts", url, url)
-    log.info("pull requests: meshgen pr --repo %s list", _env_repo_hint(root))
-    log.info("edit a blueprint and save: meshgen syncs it; `meshgen pr merge N` merges a pull request")
+    local = _env_repo_hint(root)
+    if local is not None:
+        log.info("pull requests: meshgen pr --repo %s list", local)
+        log.info("edit a blueprint and save: meshgen syncs it; `meshgen pr merge N` merges a pull request")
+    else:  # `meshgen pr` reads the local forge only; a real forge shows its pull requests itself
+        log.info("edit a blueprint and save: meshgen syncs it; the pull requests open on the forge")
     if open_browser:
         import webbrowser
 
@@ -229,13 +244,14 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
         runner.stop()
 
 
-def _env_repo_hint(root: Path) -> str:
+def _env_repo_hint(root: Path) -> str | None:
+    """The local environment repository for `meshgen pr --repo`; None when it is a remote."""
     from meshgen.blueprint.loading import load_config
     from meshgen.giturls import local_path
 
     config, _ = load_config(root)
     path = local_path(config.env_repo.url, root)
-    return os.path.relpath(path) if path is not None else config.env_repo.url
+    return os.path.relpath(path) if path is not None else None
 
 
-__all__ = ["JobRunner", "connect_records", "fingerprint", "run", "watch"]
+__all__ = ["JobRunner", "canary_timer", "connect_records", "fingerprint", "run", "watch"]

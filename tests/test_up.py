@@ -126,3 +126,40 @@ def test_long_syncs_report_progress_every_tenth_when_not_on_a_terminal(caplog: p
     assert lines[-1] == "syncing production: 200/200 pull-request groups"
     assert len(lines) == 11  # 0%, 10%, ..., 100%
     assert not any("staging" in line for line in lines)
+
+
+def test_a_transport_failure_in_the_watch_loop_is_one_line_with_the_fix(caplog: pytest.LogCaptureFixture) -> None:
+    """`meshgen up` against a real forge with a wrong token: the error names the repository and the fix;
+    a traceback would bury it (the first sync already logs it so)."""
+    import logging
+
+    from meshgen.gitops.transport import GitTransportError
+    from meshgen.records import JobRecord
+    from meshgen.up import JobRunner
+
+    calls: list[str] = []
+
+    def fail(trigger: str, job: JobRecord | None) -> JobRecord:
+        calls.append(trigger)
+        raise GitTransportError("https://git.example.com/env.git", "fetch", "auth",
+                                "fetch environment repository https://git.example.com/env.git: the server rejected "
+                                "the credentials (HTTP 401); check that the token is valid")
+
+    runner = JobRunner(fail)
+    caplog.set_level(logging.INFO, logger="meshgen")
+    runner.start()
+    runner.submit("change")
+    wait_for(lambda: calls and any("sync failed" in r.getMessage() for r in caplog.records), 10, "the failed sync")
+    runner.stop()
+    [record] = [r for r in caplog.records if "sync failed" in r.getMessage()]
+    assert record.exc_info is None and "rejected the credentials" in record.getMessage()
+    assert calls == ["change"]
+
+
+def test_up_names_meshgen_pr_only_for_a_local_environment_repository(tmp_path: Path) -> None:
+    from meshgen.up import _env_repo_hint
+
+    (tmp_path / "meshgen.yaml").write_text("environments: {prod: {}}\nenvRepo:\n  url: https://git.example.com/env.git\n")
+    assert _env_repo_hint(tmp_path) is None
+    (tmp_path / "meshgen.yaml").write_text("environments: {prod: {}}\n")
+    assert _env_repo_hint(tmp_path) is not None

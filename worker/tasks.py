@@ -10,7 +10,16 @@ from typing import Any
 from celery import Task  # type: ignore[import-untyped]
 
 from meshgen.argocd.poller import poll_from_settings
-from meshgen.gitops.jobs import MAX_RETRIES, POLL_TASK_NAME, RETRYABLE, TASK_NAME, records_for, run_sync_job
+from meshgen.gitops.jobs import (
+    CANARY_TASK_NAME,
+    MAX_RETRIES,
+    POLL_TASK_NAME,
+    RETRYABLE,
+    TASK_NAME,
+    records_for,
+    run_canary_tick,
+    run_sync_job,
+)
 from meshgen.records import Records
 from worker.app import app, settings
 
@@ -40,6 +49,17 @@ def sync(self: Task, *, job_id: str, env: str | None = None, gen: int = 0,
             raise
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     return {"job": job.id, "state": job.state}
+
+
+@app.task(name=CANARY_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
+def canary_tick() -> dict[str, Any]:
+    """One canary controller pass (beat schedules it every MESHGEN_CANARY_TICK seconds). Acknowledged late:
+    a worker killed mid-pass has the pass run again, which re-reads the step from Git and re-measures."""
+    try:
+        job = run_canary_tick(settings, _records())
+    except RETRYABLE as exc:  # the next tick is the retry
+        return {"state": "failed", "error": str(exc)[:500]}
+    return {"job": job.id if job else None, "state": job.state if job else "skipped"}
 
 
 @app.task(name=POLL_TASK_NAME, acks_late=False, ignore_result=True)  # type: ignore[untyped-decorator]

@@ -34,7 +34,7 @@ from meshgen.argocd.source import AppSource, ArgoCDError, Locator, make_source, 
 from meshgen.blueprint.config import ArgoCDSettings, Config
 from meshgen.blueprint.loading import load_config
 from meshgen.diagnostics import BlueprintError
-from meshgen.gitops.jobs import POLL_SCHEDULE_ENTRY, POLL_TASK_NAME
+from meshgen.gitops.jobs import CANARY_SCHEDULE_ENTRY, CANARY_TASK_NAME, POLL_SCHEDULE_ENTRY, POLL_TASK_NAME
 from meshgen.records import Records, UnitRecord
 from meshgen.settings import Settings
 
@@ -92,12 +92,22 @@ def beat_schedule(settings: Settings) -> tuple[dict[str, Any], str]:
     except BlueprintError as exc:
         first = exc.diagnostics[0] if exc.diagnostics else "unreadable"
         return {}, f"no Argo CD poll scheduled: meshgen.yaml in {settings.root} cannot be read ({first})"
+    schedule: dict[str, Any] = {}
+    notes = []
+    if config.prometheus is not None or any(e.prometheus is not None for e in config.environments.values()):
+        # Canaries need Prometheus: without it there is nothing a timer could measure.
+        tick = settings.canary_tick
+        schedule[CANARY_SCHEDULE_ENTRY] = {"task": CANARY_TASK_NAME, "schedule": tick,
+                                           "options": {"queue": settings.queue, "expires": max(tick, 1.0)}}
+        notes.append(f"canary controller every {tick:g}s")
     if config.argocd is None:
-        return {}, f"no Argo CD poll scheduled: meshgen.yaml in {settings.root} has no `argocd` section"
+        notes.append(f"no Argo CD poll scheduled: meshgen.yaml in {settings.root} has no `argocd` section")
+        return schedule, "; ".join(reversed(notes))
     interval = poll_interval(config)
-    entry = {"task": POLL_TASK_NAME, "schedule": interval,
-             "options": {"queue": settings.queue, "expires": max(interval, 1.0)}}
-    return {POLL_SCHEDULE_ENTRY: entry}, f"Argo CD poll scheduled every {interval:g}s on queue {settings.queue}"
+    schedule[POLL_SCHEDULE_ENTRY] = {"task": POLL_TASK_NAME, "schedule": interval,
+                                     "options": {"queue": settings.queue, "expires": max(interval, 1.0)}}
+    notes.insert(0, f"Argo CD poll scheduled every {interval:g}s on queue {settings.queue}")
+    return schedule, "; ".join(notes)
 
 
 # ---- trimming: keep what the rollout rules and the API show, drop resource trees ------

@@ -55,6 +55,10 @@ class Facts(NamedTuple):
     ingress_gateway: str | None = None  # "ns/name" when bound, None when meshgen renders one
     rendered_gateway: str | None = None  # "ns/name" of the gateway meshgen renders for it
     kind: str = "Service"
+    ports: tuple[int, ...] = ()  # a Service's declared ports
+    mesh: str = ""
+    # kind: Ingress: the port each destination names (0 = none), in the order of `destinations`.
+    edge_ports: tuple[int, ...] = ()
 
     def position(self, path: str) -> tuple[int, int]:
         found = dict(self.positions)
@@ -88,7 +92,7 @@ def facts_for(loaded: LoadedFile, inst: Instance) -> Facts:
             rendered = f"{bp.namespace}/{rendered_gateway_name(bp.service)}"
     return Facts(
         inst.env, bp.namespace, bp.service, loaded.path, tuple(bp.versions), tuple(positions.items()),
-        tuple(dests), hosts, gateway, rendered,
+        tuple(dests), hosts, gateway, rendered, ports=tuple(p.port for p in bp.ports), mesh=inst.mesh,
     )
 
 
@@ -96,11 +100,13 @@ def _ingress_facts(loaded: LoadedFile, inst: Instance, bp: IngressBlueprint) -> 
     positions = {"": loaded.locate(("name",)), "ingress.hosts": loaded.locate(("hosts",)),
                  "service": loaded.locate(("name",))}
     dests: list[tuple[str, str, str]] = []
+    ports: list[int] = []
     for i, route in enumerate(bp.routes):
         for backend in route.to or ():
             path = format_path(("routes", i, "to"))
             positions[path] = loaded.locate(("routes", i, "to"))
             dests.append((path, backend.service or "", backend.version or ""))
+            ports.append(backend.port or 0)
     gateway = rendered = None
     if bp.gateway is not None:
         gateway = bp.gateway if "/" in bp.gateway else f"{bp.namespace}/{bp.gateway}"
@@ -108,7 +114,7 @@ def _ingress_facts(loaded: LoadedFile, inst: Instance, bp: IngressBlueprint) -> 
     else:
         rendered = f"{bp.namespace}/{bp.name}"
     return Facts(inst.env, bp.namespace, bp.name, loaded.path, (), tuple(positions.items()), tuple(dests),
-                 tuple(bp.hosts), gateway, rendered, kind="Ingress")
+                 tuple(bp.hosts), gateway, rendered, kind="Ingress", mesh=inst.mesh, edge_ports=tuple(ports))
 
 
 def _in_overlay(inst: Instance, path: FieldPath) -> FieldPath:
@@ -414,12 +420,35 @@ def _check_links(by_key: dict[tuple[str, str, str], list[Facts]], gateways: dict
             if known is not None and version and version not in known:
                 at(f, path, f"service {target_ns}/{target} has no version {version!r} "
                    f"(it declares: {', '.join(sorted(known)) or 'none'})", code="IST0101")
+        for (path, host, _), port in zip(f.destinations, f.edge_ports):
+            _check_edge_port(f, path, host, port, by_key, at)
         if f.ingress_gateway is not None and (env, f.ingress_gateway) in gateways:
             served = gateways[(env, f.ingress_gateway)]
             for h in f.ingress_hosts:
                 if not any(_host_covers(s, h) for s in served):
                     at(f, "ingress.gateway", f"host {h} is not served by gateway {f.ingress_gateway} "
                        f"(it serves: {', '.join(sorted(served))}); add the host there", "warning", "IST0132")
+
+
+def _check_edge_port(
+    f: Facts, path: str, host: str, port: int, by_key: dict[tuple[str, str, str], list[Facts]],
+    at: Callable[[Facts, str, str], None],
+) -> None:
+    """An edge route must reach a port its service has: a wrong port is a 503 at the gateway, and
+    Gateway API backendRefs always name one (meshgen writes 80, the blueprint default, when the
+    route names none), so on Linkerd a service without port 80 needs the route to say its port."""
+    target_ns, target = _resolve_host(host, f.namespace)
+    claims = [c for c in by_key.get((f.env, target_ns, target), ()) if c.kind == "Service"]
+    if not claims or not claims[0].ports:
+        return  # not a blueprint in this environment: nothing to check against
+    declared = claims[0].ports
+    listed = ", ".join(map(str, declared))
+    if port and port not in declared:
+        at(f, path, f"service {target_ns}/{target} has no port {port} (it declares: {listed})")
+    elif not port and f.mesh == "linkerd" and 80 not in declared:
+        at(f, path, f"service {target_ns}/{target} has no port 80, the port a Gateway API backendRef gets "
+           f"when the route names none (it declares: {listed}); "
+           f"name it: to: {{service: {host}, port: {declared[0]}}}")
 
 
 def _resolve_host(host: str, namespace: str) -> tuple[str, str]:

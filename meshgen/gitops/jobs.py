@@ -53,6 +53,9 @@ TASK_NAME = "meshgen.sync"
 #: The Argo CD poll (meshgen.argocd.poller.poll_from_settings), scheduled by `celery beat`.
 POLL_TASK_NAME = "meshgen.argocd.poll"
 POLL_SCHEDULE_ENTRY = "meshgen-argocd-poll"
+#: The canary controller's timer (meshgen.canary.controller): a sync pass that also reconciles canaries.
+CANARY_TASK_NAME = "meshgen.canary.tick"
+CANARY_SCHEDULE_ENTRY = "meshgen-canary-tick"
 MAX_RETRIES = 5
 #: Failures that may go away on their own: retried with backoff.
 RETRYABLE: tuple[type[BaseException], ...] = (EnvRepoError, ForgeError, LockBusy, redis.RedisError)
@@ -209,6 +212,26 @@ def run_sync_job(settings: Settings, records: Records, *, job_id: str, env: str 
         # with the error; Celery marks the task failed and the worker takes the next one.
         end_unfinished(records, job, exc)
         raise
+
+
+def run_canary_tick(settings: Settings, records: Records) -> JobRecord | None:
+    """The canary timer's body: one sync pass (canaries reconciled) under the writer lock.
+
+    A sync already writing means canaries are being reconciled right now: the tick is skipped (None),
+    never queued behind it. The pass is a recorded job (trigger `canary`); with content already synced
+    onto the same base it writes no pull request and only runs the canary controller.
+    """
+    lock = WriterLock(records.client, records.prefix, _lock_resource(settings.root), ttl=settings.lock_ttl, wait=0.0)
+    job = JobRecord(id=new_job_id(), trigger="canary")
+    try:
+        with lock:
+            return sync_repository(settings.root, settings, trigger="canary", records=records, job=job,
+                                   fence=lock.check, skip_if_synced=True)
+    except LockBusy:
+        return None
+    except (BlueprintError, BlueprintsSourceError, GitTransportError) as exc:
+        log.warning("canary pass %s did not run: %s", job.id, exc)  # recorded as a failed job already
+        return records.get_job(job.id) or job
 
 
 def _requeue_record(records: Records, fallback: JobRecord, exc: BaseException) -> None:

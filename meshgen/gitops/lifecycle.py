@@ -25,6 +25,7 @@ is a deleted blueprint and is removed.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -204,6 +205,7 @@ class _Ctx:
     max_attempts: int
     retry_rejected: bool = False
     closed_prs: list[PullRequest] | None = None  # this env's closed PRs, listed on first need
+    canary: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # branch -> canary note
 
 
 def sync_env(
@@ -228,8 +230,15 @@ def sync_env(
     retry_rejected: bool = False,
     blocked: Collection[tuple[str, str]] = (),
     failed_files: Collection[str] = (),
+    canary: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> SyncReport:
     """Bring the pull requests of environment `env` in line with `units` (its complete rendering).
+
+    `canary` maps a branch to the note of the canary step or rollback it carries (built by
+    meshgen.canary.controller): the `canary` of the title and description templates, a
+    `Meshgen-Canary-Note` trailer on the branch's commit (so a later sync reads the same note back and
+    edits no text) and a `meshgen-canary` marker in the description (what rebuilds a canary's history
+    from the forge, squash merges included).
 
     `describe` turns old/new files into reviewer lines (meshgen.diff.semantic_diff);
     without it the description lists changed files. `validation` maps a unit folder to
@@ -256,6 +265,7 @@ def sync_env(
         templates=_templates(template_dir),
         max_attempts=max_attempts,
         retry_rejected=retry_rejected,
+        canary=dict(canary or {}),
     )
     for unit in units:
         _check_unit(ctx, unit)
@@ -546,6 +556,24 @@ def _head_still_fits(
 
 
 _SINCE_HEADER = "Changed since the last push:"
+_CANARY_TRAILER = "Meshgen-Canary-Note: "
+
+
+def canary_note_json(note: Mapping[str, Any]) -> str:
+    """A canary note as one deterministic line (a commit trailer and a description marker)."""
+    return json.dumps(note, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def head_canary_note(head: pygit2.Commit) -> dict[str, Any] | None:
+    """The canary note a meshgen head commit carries (None: not a canary step)."""
+    for line in head.message.splitlines():
+        if line.startswith(_CANARY_TRAILER):
+            try:
+                found = json.loads(line[len(_CANARY_TRAILER):])
+            except ValueError:
+                return None
+            return found if isinstance(found, dict) else None
+    return None
 
 
 def _since(ctx: _Ctx, head: pygit2.Commit, changed: Sequence[Unit]) -> list[dict[str, Any]]:
@@ -612,6 +640,9 @@ def _commit_message(
         lines.append(f"Blueprint-Author: {_one_line(ctx.blueprint_author)}")
     if ctx.blueprint_subject:
         lines.append(f"Blueprint-Subject: {_one_line(ctx.blueprint_subject)}")
+    note = ctx.canary.get(branch)
+    if note is not None:
+        lines.append(f"{_CANARY_TRAILER}{canary_note_json(note)}")
     lines.append(f"Meshgen-Branch: {branch}")
     lines.append(f"Meshgen-Content: {content_hash(units)}")
     return "\n".join(lines) + "\n"
@@ -672,10 +703,15 @@ def _describe_pr(
         "blueprint_subject": facts.get("subject") if provenance else ctx.blueprint_subject,
         "blueprint_commit_url": f"{ctx.blueprint_url}/commit/{commit}" if ctx.blueprint_url and commit else None,
         "since_last_push": list(facts.get("since") or []),
+        "canary": ctx.canary.get(branch),
     })
     title = _one_line(_render(ctx.templates, "title.txt.j2", **context))
     # The marker is added here, not by the template, so an override cannot lose it.
-    body = _render(ctx.templates, "body.md.j2", **context) + marker(branch, content_hash(units)) + "\n"
+    body = _render(ctx.templates, "body.md.j2", **context)
+    if context["canary"] is not None:  # what rebuilds a canary's history from the forge (squash merges too)
+        note = canary_note_json(context["canary"]).replace(">", "\\u003e")  # nothing can end the comment
+        body += f"<!-- meshgen-canary: {note} -->\n"
+    body += marker(branch, content_hash(units)) + "\n"
     return title, body, labels
 
 

@@ -12,7 +12,8 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -491,7 +492,7 @@ def sync_repository(
         recorder.run("render failures", lambda r: _record_blocked(r, rendered, job))
     try:
         _sync_rendered(root, settings, result, env, job, recorder, fence, forge_options,
-                       skip_if_synced and not retry_rejected, progress, retry_rejected)
+                       skip_if_synced and not retry_rejected, progress, retry_rejected, render_root)
     except (EnvRepoError, ForgeError) as exc:
         job.errors.append(str(exc))
         _finish(job, "failed", clock, started, render=render_s)
@@ -596,8 +597,13 @@ def _finish(job: JobRecord, state: str, clock: _Clock, started: float, *, render
 
 def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: str | None, job: JobRecord,
                    recorder: _Recorder, fence: Fence | None, forge_options: Mapping[str, Any] | None,
-                   skip_if_synced: bool, progress: Progress | None = None, retry_rejected: bool = False) -> None:
+                   skip_if_synced: bool, progress: Progress | None = None, retry_rejected: bool = False,
+                   render_root: Path | None = None) -> None:
+    from meshgen.canary.controller import EnvPass
+    from meshgen.pipeline import render_at_weight
+
     config = result.config
+    render_root = render_root or root
     settings_er = config.env_repo
     identity = Identity(settings_er.author.name, settings_er.author.email)
     local = local_path(settings_er.url, root)
@@ -613,20 +619,37 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
         repo.fence = fence
         envs = [env] if env else list(config.environments)
         content = f"{','.join(envs)}|{content_hash(result.units)}"
-        if skip_if_synced and _already_synced(recorder, repo, settings_er.branch, content, job):
-            return
+        synced = skip_if_synced and _already_synced(recorder, repo, settings_er.branch, content, job)
         by_env: dict[str, list[Unit]] = {e: [] for e in envs}
         for unit in result.units:
             by_env.setdefault(unit.env, []).append(unit)
         for name in envs:
-            report = _sync_one_env(root, config, repo, forge, name, by_env[name], result, job, progress,
-                                   retry_rejected, settings.blueprints_url)
+            # The canary controller (meshgen.canary.controller): canary units render at the weight their
+            # canary is at, then every canary is reconciled once, under this sync's lock and fence.
+            canaries = EnvPass(root=render_root, config_root=root, config=config, repo=repo, forge=forge, env=name,
+                               base=settings_er.branch, grouping=settings_er.grouping, units=by_env[name],
+                               render_at=lambda u, w: render_at_weight(render_root, config, u, w),
+                               records=recorder.records, settings=settings)
+            units, notes = canaries.prepare()
 
-            def record(r: Records, env_name: str = name, rep: SyncReport = report) -> None:
-                _record_units(r, repo, forge, config, env_name, by_env[env_name], rep, job,
-                              [b for b in result.blocked if b.env == env_name], result.failed_files)
+            def sync_units(units: list[Unit], notes: Mapping[str, Any], env_name: str = name) -> SyncReport:
+                report = _sync_one_env(root, config, repo, forge, env_name, units, result, job, progress,
+                                       retry_rejected, settings.blueprints_url, canary=notes)
 
-            recorder.run(f"units of {name}", record)
+                def record(r: Records) -> None:
+                    _record_units(r, repo, forge, config, env_name, units, report, job,
+                                  [b for b in result.blocked if b.env == env_name], result.failed_files)
+
+                recorder.run(f"units of {env_name}", record)
+                return report
+
+            if not synced:  # a duplicate sync of the same content onto the same base writes nothing
+                sync_units(units, notes)
+            canaries.reconcile(lambda replaced, notes, env_name=name: sync_units(  # type: ignore[misc]
+                [replaced.get(u.folder, u) for u in by_env[env_name]], notes, env_name))
+            job.warnings.extend(w for w in canaries.warnings if w not in job.warnings)
+        if synced:
+            return
         tip = repo.tip(settings_er.branch)
         recorder.run("idempotency marker", lambda r: IdempotencyMarkers(r.client, r.prefix).put(
             repo.remote, settings_er.branch, content, job=job.id, base=str(tip) if tip else None))
@@ -656,7 +679,8 @@ def _already_synced(recorder: _Recorder, repo: EnvRepo, branch: str, content: st
 
 def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: str, units: list[Unit],
                   result: RenderResult, job: JobRecord, progress: Progress | None = None,
-                  retry_rejected: bool = False, blueprints_url: str | None = None) -> SyncReport:
+                  retry_rejected: bool = False, blueprints_url: str | None = None,
+                  canary: Mapping[str, Any] | None = None) -> SyncReport:
     er = config.env_repo
     by_file: dict[str, list[str]] = {}
     for d in result.warnings:
@@ -673,6 +697,7 @@ def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: 
         retry_rejected=retry_rejected,
         blocked=[(b.namespace, b.service) for b in result.blocked if b.env == env],
         failed_files=list(result.failed_files),
+        canary=canary,
     )
     job.prs.extend(JobPR(env=env, branch=r.branch, action=r.action, number=r.number, url=r.url)
                    for r in report.results)
@@ -686,11 +711,17 @@ def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: 
     return report
 
 
+def pr_summary(prs: Iterable[JobPR]) -> str:
+    """`1 opened, 20 unchanged`: what a sync did to pull requests, counted by action."""
+    actions = Counter(pr.action for pr in prs)
+    return ", ".join(f"{n} {action}" for action, n in sorted(actions.items())) or "no changes"
+
+
 def format_report(job: JobRecord) -> list[str]:
     """Short per-PR lines for the terminal."""
     lines = [f"{pr.action:<9} {pr.env:<12} {pr.branch}" + (f"  #{pr.number}" if pr.number else "")
              + (f"  {pr.url}" if pr.url else "") for pr in job.prs]
     t = job.timings
-    lines.append(f"job {job.id}: {job.state}, {len(job.prs)} pull request change(s) "
+    lines.append(f"job {job.id}: {job.state}, pull requests {pr_summary(job.prs)} "
                  f"(render {t.get('render', 0):.2f}s, repo {t.get('repo', 0):.2f}s, forge {t.get('forge', 0):.2f}s)")
     return lines

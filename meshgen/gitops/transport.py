@@ -75,7 +75,7 @@ from urllib.parse import urlsplit
 import pygit2
 
 from meshgen.gitops.envrepo import EnvRepoError, LeaseError
-from meshgen.gitops.forges.base import GitCredential, TokenSource
+from meshgen.gitops.forges.base import GitCredential, TokenSource, read_secret_file
 from meshgen.giturls import is_ssh_url, url_credentials_problem
 
 if TYPE_CHECKING:
@@ -164,10 +164,11 @@ def _file_token(path: Path, url: str) -> TokenSource:
 
     def read() -> str:
         try:
-            raw = path.read_text(encoding="utf-8")
-        except OSError as exc:  # strerror only: the content is the secret
+            raw = read_secret_file(path).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:  # strerror only: the content is the secret
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise GitTransportError(url, "configure", "config",
-                                    f"cannot read {source}: {exc.strerror}; check the path and its permissions"
+                                    f"cannot read {source}: {reason}; check the path and its permissions"
                                     ) from None
         return _checked(raw, source, url)
 
@@ -255,7 +256,7 @@ def _private_key(path: Path) -> Path:
         copy = folder / "key"
         fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(path.read_bytes())
+            handle.write(read_secret_file(path))
         _PRIVATE_KEYS[key] = copy
     return copy
 
@@ -309,6 +310,19 @@ def _use_system_ca() -> None:
     _ca_set = True
 
 
+def _origin(url: str) -> str:
+    """scheme://host[:port] of an http(s) URL, lower-cased (what a token is bound to); "" otherwise."""
+    if not url.startswith(("http://", "https://")):
+        return ""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port or default}"
+
+
 class _Rejected(Exception):
     """Raised from the credentials callback when libgit2 asks twice: the server refused the first."""
 
@@ -316,15 +330,22 @@ class _Rejected(Exception):
 class _Callbacks(pygit2.RemoteCallbacks):
     """HTTPS credentials for one fetch or push: the token is read from its source at the first ask."""
 
-    def __init__(self, credential: GitCredential | None) -> None:
+    def __init__(self, credential: GitCredential | None, url: str = "") -> None:
         super().__init__()
         self._credential = credential
+        self._origin = _origin(url)
         self.asked = 0
         self.sent: str | None = None  # what to scrub from messages
+        self.redirected: str | None = None  # the other origin that asked for the token
 
     def credentials(self, url: str, username_from_url: str | None, allowed_types: int) -> Any:
         self.asked += 1
         if self._credential is None or not allowed_types & pygit2.enums.CredentialType.USERPASS_PLAINTEXT:
+            raise _Rejected()
+        if self._origin and _origin(url) != self._origin:
+            # libgit2 follows a redirect of the first request to any host and asks us again there:
+            # the token is only for the host of the configured URL.
+            self.redirected = _origin(url)
             raise _Rejected()
         if self.asked > 1:
             raise _Rejected()  # libgit2 would replay the same token until it gives up
@@ -351,7 +372,7 @@ class RemoteAccess:
     def callbacks(self) -> _Callbacks:
         """Fresh libgit2 callbacks for one HTTPS fetch or push (the token is read at its first use)."""
         _use_system_ca()
-        return _Callbacks(self.credential)
+        return _Callbacks(self.credential, self.url)
 
     # ---- fetch and push (used by meshgen.gitops.envrepo.Mirror / EnvRepo) --------------
 
@@ -404,6 +425,11 @@ class RemoteAccess:
         status = re.search(r"status code: (\d{3})", text)
         code = int(status.group(1)) if status else None
         cred = self.credential
+        if callbacks is not None and callbacks.redirected:
+            return GitTransportError(self.url, operation, "config", (
+                f"{where}: the server redirected to {callbacks.redirected}, another host, which then asked for "
+                "credentials; meshgen sends the token only to the host of the configured URL. If the repository "
+                "moved there, configure its new URL"))
         if isinstance(exc, _Rejected) or isinstance(exc, pygit2.GitError) and (
                 code == 401 or "authentication" in text.lower()):
             if cred is None:
@@ -568,7 +594,7 @@ def blueprints_access(url: str, settings: Settings) -> RemoteAccess | None:
 def ls_remote(access: RemoteAccess) -> dict[str, str]:
     """The remote's refs ({"refs/heads/main": sha, "HEAD": sha}) read with the configured credentials."""
     if access.ssh is not None:
-        out = access._git(["ls-remote", access.url], "ls-remote")
+        out = access._git(["ls-remote", "--", access.url], "ls-remote")
         refs: dict[str, str] = {}
         for line in out.stdout.splitlines():
             sha, _, name = line.partition("\t")
@@ -591,7 +617,8 @@ def check_push(access: RemoteAccess) -> None:
     if access.ssh is not None:
         # receive-pack advertises its refs, ls-remote answers with a flush packet (no commands), and
         # receive-pack exits: the forge's permission check at command start is all that runs.
-        access._git(["-c", "protocol.version=0", "ls-remote", "--upload-pack=git-receive-pack", access.url], "push")
+        access._git(["-c", "protocol.version=0", "ls-remote", "--upload-pack=git-receive-pack", "--",
+                     access.url], "push")
         return
     with tempfile.TemporaryDirectory(prefix="meshgen-push-check-") as tmp:
         repo = pygit2.init_repository(tmp, bare=True)

@@ -563,7 +563,7 @@ class _ServiceRender:
             route["match"] = matches
         route["route"] = self.destinations(er)
         if er.rewrite is not None and self.on("routes.rewrite"):
-            route["rewrite"] = {"uri": er.rewrite}
+            route["rewrite"] = {"uri": _slash_safe_rewrite(route, er)}
         if er.timeout is not None and self.on("timeout"):
             route["timeout"] = istio_duration(er.timeout)
         if er.retries is not None and self.on("retries"):
@@ -931,6 +931,26 @@ class _ServiceRender:
 
     def dashboard(self) -> list[Resource]:
         return service_dashboard(self.svc, self.ctx, self.signals)
+
+
+def _slash_safe_rewrite(route: dict[str, Any], er: EffectiveRoute) -> str:
+    """rewrite.uri for a route, keeping the path's slashes as "replace the matched prefix" means.
+
+    Envoy replaces the prefix string literally: prefix `/v2` with rewrite `/` turns `/v2/users`
+    into `//users`, and `/api/` with `/internal` turns `/api/x` into `/internalx`. Gateway API
+    (Linkerd, ambient) replaces whole path segments. So a prefix without its slash, rewritten to a
+    path ending in one, matches as `exact: /v2` or `prefix: /v2/` (the segments Gateway API means);
+    a prefix ending in a slash keeps it in the rewrite."""
+    rewrite = er.rewrite or ""
+    path = er.match.path if er.match is not None else None
+    if path is None or path.kind != "prefix" or path.value == "/":
+        return rewrite
+    if path.value.endswith("/"):
+        return rewrite if rewrite.endswith("/") else rewrite + "/"
+    if rewrite.endswith("/") and "match" in route:
+        route["match"] = [{**m, "uri": {kind: value}} for m in route["match"]
+                          for kind, value in (("exact", path.value), ("prefix", path.value + "/"))]
+    return rewrite
 
 
 # --- kind: Ingress ------------------------------------------------------------------------------

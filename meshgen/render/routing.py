@@ -59,7 +59,7 @@ def effective_routes(svc: ServiceBlueprint) -> list[EffectiveRoute]:
     out: list[EffectiveRoute] = []
     for i, r in enumerate(routes):
         is_default = i == default_index
-        name = r.name or (_free_name(DEFAULT_ROUTE_NAME, taken) if is_default else f"route-{i}")
+        name = r.name or _free_name(DEFAULT_ROUTE_NAME if is_default else f"route-{i}", taken)
         out.append(
             EffectiveRoute(
                 name=name,

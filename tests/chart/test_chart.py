@@ -327,6 +327,13 @@ def test_moved_blueprints_token_values_say_where_they_went(setting: str) -> None
     assert proc.returncode != 0 and "secrets.blueprintsToken.existingSecret" in proc.stderr
 
 
+@pytest.mark.parametrize("url", ["https://x-access-token:ghs_secret@github.com/acme/bp.git",
+                                 "https://ghs_secret@github.com/acme/bp.git", "ssh://git:pw@github.com/acme/bp.git"])
+def test_a_blueprints_url_with_credentials_fails_the_install(url: str) -> None:
+    proc = run_helm("template", RELEASE, str(CHART), "--set", f"blueprints.git.url={url}", check=False)
+    assert proc.returncode != 0 and "secrets.blueprintsToken" in proc.stderr and "ghs_secret" not in proc.stderr
+
+
 def test_ssh_remote_secrets() -> None:
     docs = template("--set", "blueprints.git.url=git@github.com:example/blueprints.git",
                     "--set", "secrets.gitSshKey.existingSecret=meshgen-ssh",

@@ -314,3 +314,69 @@ def test_git_fetch_and_push_with_the_installation_token(fake: GitHubFake, bare_r
         with pytest.raises(EnvRepoError) as err:
             EnvRepo(fake.git_url, cache_dir=tmp_path / "stale", access=stale).fetch()
         assert token_one not in str(err.value)
+
+
+class _Answers:
+    """A loopback server answering every POST with one canned response, recording what reached it."""
+
+    def __init__(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[str, str | None]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                outer.requests.append((self.path, self.headers.get("Authorization")))
+                self.send_response(status)
+                for name, value in {**(headers or {}), "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_redirect_of_the_token_exchange_to_another_origin_is_not_followed(key_file: Path, clock: Clock) -> None:
+    """A token minted by whatever a redirect points at must never become meshgen's credential."""
+    elsewhere = _Answers(201, b'{"token": "ghs_from_elsewhere", "expires_at": "2099-01-01T00:00:00Z"}')
+    forge = _Answers(307, headers={"Location": f"http://localhost:{elsewhere.server.server_port}/steal"})
+    try:
+        tokens = InstallationTokens(GitHubApp(APP_ID, INSTALLATION, key_file, clock=clock), forge.url)
+        with pytest.raises(ForgeError) as err:
+            tokens.reveal()
+        assert "redirected the request to another origin" in str(err.value) and forge.url in str(err.value)
+        assert elsewhere.requests == []
+        assert len(forge.requests) == 1
+    finally:
+        forge.close()
+        elsewhere.close()
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    (b"<html>sign in</html>", "the body is not JSON"),
+    (b"[1, 2]", "unexpected response shape"),
+    (b'{"token": 5, "expires_at": "2099-01-01T00:00:00Z"}', "not a single-line string"),
+    (b'{"token": "ghs_a\\nX-Injected: 1", "expires_at": "2099-01-01T00:00:00Z"}', "not a single-line string"),
+    (b'{"token": "ghs_ok"}', "unexpected response shape (KeyError"),
+    (b'{"token": "ghs_ok", "expires_at": "soon"}', "unexpected response shape"),
+])
+def test_garbage_from_the_token_exchange_is_a_clear_error(body: bytes, says: str, key_file: Path,
+                                                          clock: Clock) -> None:
+    forge = _Answers(201, body)
+    try:
+        tokens = InstallationTokens(GitHubApp(APP_ID, INSTALLATION, key_file, clock=clock), forge.url)
+        with pytest.raises(ForgeError) as err:
+            tokens.reveal()
+        assert says in str(err.value) and "ghs_" not in str(err.value)
+    finally:
+        forge.close()

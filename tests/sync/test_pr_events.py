@@ -148,3 +148,35 @@ def test_gitlab_and_gitea_events_are_verified_and_parsed(tmp_path: Path, rns: Re
         assert ok.status_code == 202 and ok.json() == {"status": "recorded", "number": 4, "state": "merged",
                                                        "units": 1}, ok.text
         assert _rollout(http, "cart")["state"] == "awaiting-sync"
+
+
+def test_oversized_and_malformed_deliveries_are_refused_before_anything_is_parsed(world: Any, rns: RedisNS) -> None:
+    from meshgen.api.limits import MAX_WEBHOOK_BODY as MAX_WEBHOOK_BYTES
+
+    _, settings, _ = world
+    chunk = b"x" * (1024 * 1024)
+
+    def stream() -> Any:  # no Content-Length: the limit holds while the body arrives
+        for _ in range(MAX_WEBHOOK_BYTES // len(chunk) + 2):
+            yield chunk
+
+    with TestClient(create_app(settings)) as http:
+        for url in ("/api/v1/webhooks/github/env-repo", "/api/v1/webhooks/github"):
+            headers = {"X-GitHub-Event": "pull_request", "X-Hub-Signature-256": "sha256=00"}
+            declared = http.post(url, content=b"{" + b" " * MAX_WEBHOOK_BYTES + b"}", headers=headers)
+            assert declared.status_code == 413 and "limit" in declared.json()["detail"], declared.text
+            streamed = http.post(url, content=stream(), headers=headers)
+            assert streamed.status_code == 413, streamed.text
+        # Signed but not the documented shape: a clear 400, nothing recorded; unsigned: 401 before parsing.
+        for body in (b"[]", b"{\"action\": \"closed\"}", b"not json"):
+            bad = _post_raw(http, body, "d-bad")
+            assert bad.status_code == 400 and bad.json()["title"] == "Bad Request", bad.text
+        assert http.post("/api/v1/webhooks/github/env-repo", content=b"not json",
+                         headers={"X-GitHub-Event": "pull_request"}).status_code == 401
+
+
+def _post_raw(http: TestClient, body: bytes, delivery: str) -> Any:
+    sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return http.post("/api/v1/webhooks/github/env-repo", content=body,
+                     headers={"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery,
+                              "X-Hub-Signature-256": sig})

@@ -46,6 +46,12 @@ def test_closing_rejects_at_once_and_later_syncs_open_nothing(root: Path, settin
     assert [p.state for p in prs_for(root, "cart")] == ["closed"]
     assert _state(settings, "cart")["state"] == "rejected"
 
+    # The terminal report counts what happened, by action (nothing changed is not "changes").
+    plain = CliRunner().invoke(main, ["sync", str(root)], env=env)
+    assert plain.exit_code == 0, plain.output
+    summary = plain.output.strip().splitlines()[-1]
+    assert ": succeeded, pull requests 1 rejected, " in summary and " unchanged (render " in summary, summary
+
     # The deliberate retry, through the CLI.
     out = CliRunner().invoke(main, ["sync", str(root), "--retry-rejected", "--json"], env=env)
     assert out.exit_code == 0, out.output

@@ -62,7 +62,7 @@ def test_beat_schedule_comes_from_meshgen_yaml(tmp_path: Path) -> None:
     # What `celery -A worker.app beat` loads: the module's configured app.
     schedule_of_app, tasks, _ = _worker_app_schedule(with_argo)
     assert schedule_of_app == {POLL_SCHEDULE_ENTRY: {"task": POLL_TASK_NAME, "schedule": 45.0, "queue": "q-beat"}}
-    assert tasks == [POLL_TASK_NAME, "meshgen.sync"]
+    assert tasks == [POLL_TASK_NAME, "meshgen.canary.tick", "meshgen.sync"]
     empty, _, log = _worker_app_schedule(without)
     assert empty == {} and "no Argo CD poll scheduled" in log and "no `argocd` section" in log
 

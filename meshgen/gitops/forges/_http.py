@@ -27,7 +27,7 @@ from urllib.parse import quote
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
-from .base import ForgeError, GitCredential
+from .base import ForgeError, GitCredential, read_secret_file
 
 _log = logging.getLogger("meshgen.gitops.forges")
 
@@ -95,10 +95,11 @@ def _resolve_token(
     else:
         path = Path(token_file)  # type: ignore[arg-type]  # narrowed by the count above
         try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
+            value = read_secret_file(path).decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
             # The strerror only, never the content: the file is the secret.
-            raise ForgeError(f"{forge}: cannot read token file {path}: {exc.strerror}; check the path and "
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ForgeError(f"{forge}: cannot read token file {path}: {reason}; check the path and "
                              "its permissions") from None
         source = f"token file {path}"
     if not value:

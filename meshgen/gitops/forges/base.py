@@ -7,8 +7,12 @@ except the local forge, whose "server" is the repository.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 PRState = Literal["open", "merged", "closed"]
@@ -16,6 +20,36 @@ PRState = Literal["open", "merged", "closed"]
 #: Gives the current token each time it is called (once per fetch or push): a token that is
 #: refreshed (a GitHub App installation token) or rotated on disk is picked up without a restart.
 TokenSource = Callable[[], str]
+
+#: A token, key or passphrase file is a few KiB at most; anything larger is not one.
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def read_secret_file(path: Path, limit: int = MAX_SECRET_FILE_BYTES) -> bytes:
+    """The bytes of a small regular file holding a secret (token, key), read without blocking.
+
+    A FIFO or device would block the reader (a sync, a worker) forever and a huge file would be
+    read whole into memory: both are refused with an OSError whose strerror says why, like a
+    missing file, so callers report `exc.strerror` (never the content).
+    """
+    # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting for one.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes, so not a token or key file", str(path))
+    return b"".join(chunks)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ._http import _ApiClient, _RetryPolicy, _Secret
-from .base import ForgeError
+from .base import ForgeError, read_secret_file
 
 _log = logging.getLogger("meshgen.gitops.forges")
 
@@ -72,13 +72,9 @@ def load_private_key(path: Path) -> RSAPrivateKey:
     fix = ("download a private key from the GitHub App's settings page (\"Private keys\" → \"Generate a "
            "private key\") and point MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE at the .pem file")
     try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_KEY_BYTES + 1)
+        data = read_secret_file(path, _MAX_KEY_BYTES)
     except OSError as exc:
         raise ForgeError(f"GitHub App: cannot read the private key file {path}: {exc.strerror}; {fix}") from None
-    if len(data) > _MAX_KEY_BYTES:
-        raise ForgeError(f"GitHub App: the private key file {path} is larger than {_MAX_KEY_BYTES} bytes, "
-                         f"so it is not a private key; {fix}")
     try:
         key = load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
