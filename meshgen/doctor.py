@@ -112,7 +112,7 @@ class _Doctor:
             yield self.run("Argo CD", self.check_argocd)
         yield self.run("Redis", self.check_redis)
         if self.config is not None:
-            yield self.run("Prometheus", self.check_prometheus)
+            yield from self.prometheus_checks()
 
     def check_config(self) -> str:
         from meshgen.blueprint.loading import load_config
@@ -241,13 +241,47 @@ class _Doctor:
             client.close()
         return f"{shown} answers PING"
 
-    def check_prometheus(self) -> str:
+    def prometheus_checks(self) -> Iterator[Check]:
+        """One line per environment: the Prometheus its canaries are measured on (its own, else the
+        top-level one), reached with the configured bearer token."""
         assert self.config is not None
-        section = getattr(self.config, "prometheus", None)
-        url = getattr(section, "url", None) if section is not None else None
-        if not url:
-            raise _Skip("meshgen.yaml has no prometheus.url")
-        return prometheus_buildinfo(str(url), timeout=self.timeout)
+        config = self.config
+        if all(config.prometheus_for(env) is None for env in config.environments):
+            yield self.run("Prometheus", self._no_prometheus)
+            return
+        for env in config.environments:
+            yield self.run(f"Prometheus ({env})", lambda env=env: self.check_prometheus(env))  # type: ignore[misc]
+
+    @staticmethod
+    def _no_prometheus() -> str:
+        raise _Skip("meshgen.yaml has no prometheus.url")
+
+    def check_prometheus(self, env: str) -> str:
+        from meshgen.canary.prometheus import Prometheus, PrometheusError
+
+        assert self.config is not None
+        section = self.config.prometheus_for(env)
+        if section is None:
+            raise _Skip(f"neither environments.{env}.prometheus nor a top-level prometheus: canaries in {env} "
+                        "cannot be measured")
+        where = "environments." + env + ".prometheus" if self.config.environments[env].prometheus else "prometheus"
+        try:
+            client = Prometheus.from_settings(section, self.root, timeout=self.timeout)
+        except PrometheusError as exc:
+            raise _Failed(f"{where}: {exc}") from None
+        if client.token:
+            self.secrets.append(client.token)
+        line = prometheus_buildinfo(client.url, timeout=self.timeout, token=client.token)
+        try:
+            value = client.query("vector(1)")
+        except PrometheusError as exc:
+            raise _Failed(f"{where}: {exc}") from None
+        if value != 1.0:
+            raise _Failed(f"{where}: {client.url} answered vector(1) with {value}, not 1; is prometheus.url "
+                          "Prometheus' own query API?")
+        auth = (f"bearer token from {'$' + section.token_env if section.token_env else section.token_file}"
+                if client.token else "no token")
+        return f"{line}, queries accepted ({where}, {auth})"
 
     # -- shared --------------------------------------------------------------------------------
 
@@ -281,17 +315,23 @@ class _Skip(Exception):
     """Nothing to check (not configured); the message says so."""
 
 
-def prometheus_buildinfo(url: str, *, timeout: float = TIMEOUT) -> str:
+def prometheus_buildinfo(url: str, *, timeout: float = TIMEOUT, token: str | None = None) -> str:
     """GET {url}/api/v1/status/buildinfo (Prometheus HTTP API): a sentence, or _Failed with the fix."""
     import httpx
 
     shown = redact_url(url)
     endpoint = url.rstrip("/") + "/api/v1/status/buildinfo"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(endpoint, timeout=timeout, follow_redirects=True)
+        # No redirects: a bearer token must not follow one to another host.
+        response = httpx.get(endpoint, timeout=timeout, headers=headers, follow_redirects=token is None)
     except httpx.HTTPError as exc:
         raise _Failed(f"{shown} is unreachable ({type(exc).__name__}: {exc}); check prometheus.url and that "
                       "Prometheus runs there") from None
+    if response.status_code in (401, 403):
+        raise _Failed(f"{shown} refused /api/v1/status/buildinfo (HTTP {response.status_code}) "
+                      f"{'with the configured token' if token else 'without a token'}; set prometheus.tokenEnv or "
+                      "prometheus.tokenFile to a token it accepts")
     try:
         body = response.json() if response.status_code == 200 else None
     except ValueError:
@@ -331,7 +371,7 @@ def doctor(root: Path) -> None:
 
     The environment repository (fetch, and push permission without pushing), the blueprints
     repository (MESHGEN_BLUEPRINTS_URL), the forge API (the credential can open pull requests),
-    Argo CD, Redis and Prometheus, each when configured.
+    Argo CD, Redis and each environment's Prometheus (with its bearer token), each when configured.
     """
     if not _print(run_checks(root, Settings(root=root))):
         raise SystemExit(1)

@@ -8,6 +8,8 @@ forge. Routes:
     GET  /api/v1/rollouts/{env}/{namespace}/{service} one rollout ("-" is the empty namespace of _mesh)
     GET  /api/v1/jobs/{id}                           a sync job record
     POST /api/v1/syncs                               queue a sync (write scope)
+    POST /api/v1/rollouts/{env}/{namespace}/{service}/canary/{pause,resume,abort,promote,retry}
+                                                     a person's canary command (write scope)
     POST /api/v1/webhooks/{github,gitlab,gitea}      forge webhooks (meshgen.api.webhooks)
     GET  /healthz /readyz /metrics                   process, dependencies, Prometheus
     GET  /                                           the status page
@@ -40,6 +42,7 @@ from meshgen.api import deps
 from meshgen.api.limits import BodyLimitMiddleware
 from meshgen.api.metrics import JobTally, MeshgenCollector, exposition
 from meshgen.api.models import (
+    CanaryCommandAccepted,
     Check,
     Health,
     Readiness,
@@ -49,12 +52,13 @@ from meshgen.api.models import (
     sync_request_body,
 )
 from meshgen.api.security import Problem, Scope, TokenAuth, install_problem_handlers, problem_responses
-from meshgen.api.view import RolloutView, page_after
+from meshgen.api.view import RolloutView, canary_view, page_after
 from meshgen.argocd.mirror import Containment, env_repo_remote, try_open_mirror
 from meshgen.blueprint.config import Config
+from meshgen.canary.commands import COMMANDS, refusal
 from meshgen.diagnostics import BlueprintError
 from meshgen.gitops.envrepo import EnvRepo
-from meshgen.records import JobRecord, Records
+from meshgen.records import CanaryCommand, JobRecord, Records
 from meshgen.rollout import STATES, State
 from meshgen.settings import Settings
 
@@ -265,8 +269,9 @@ def _namespace(value: str) -> str:
     return "" if value == "-" else value
 
 
-def _routes(app: FastAPI, environments: list[str]) -> None:
-    SyncBody = sync_request_body(environments)
+def _operations_routes(app: FastAPI) -> None:
+    """/healthz, /readyz and /metrics."""
+
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -288,6 +293,10 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
         body = await run_in_threadpool(exposition, _authorize(request, "read").registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+
+def _routes(app: FastAPI, environments: list[str]) -> None:
+    _operations_routes(app)
+    SyncBody = sync_request_body(environments)
     @app.get("/api/v1/rollouts", response_model=RolloutPage, tags=["rollouts"], openapi_extra=_SECURITY,
              summary="Rollouts, filtered, sorted by env/namespace/service, paginated by cursor",
              responses=problem_responses(401, 403, 422, 503))
@@ -377,6 +386,9 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
              summary="Queue a sync of the blueprints repository (write scope)",
              responses=problem_responses(401, 403, 413, 422, 503))(post_sync)
 
+    for command in COMMANDS:
+        _canary_route(app, command)
+
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True)
     templates.filters["pr_link"] = _pr_link
 
@@ -397,6 +409,59 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
         _ensure_view(st)
         html = _render_page(templates, st, team or None)
         return HTMLResponse(html)
+
+
+_COMMAND_SUMMARIES: dict[str, str] = {
+    "pause": "Pause the canary at its current step (write scope)",
+    "resume": "Resume a paused canary (write scope)",
+    "abort": "Abort the canary: roll back to stable with a rollback pull request (write scope)",
+    "promote": "Promote now: the next step pull request sets the new version to 100% (write scope)",
+    "retry": "Start a rolled-back canary again from its first step (write scope)",
+}
+
+
+def _canary_route(app: FastAPI, command: CanaryCommand) -> None:
+    """POST .../canary/<command>: one route per command, so the token is checked before anything
+    in the request is (an enum path parameter would be validated first)."""
+
+    def post_command(request: Request, response: Response, env: str, namespace: str, service: str,
+                     enqueue: Annotated[deps.Enqueue, Depends(deps.get_enqueue)]) -> CanaryCommandAccepted:
+        from meshgen.gitops.jobs import SyncRequest
+
+        st = _authorize(request, "write")
+        ns = _namespace(namespace)
+        try:
+            record = st.records.get_canary(env, ns, service) if max(map(len, (env, ns, service))) <= 253 else None
+        except redis.RedisError as exc:
+            raise Problem(503, "Service Unavailable", f"Redis is unreachable ({exc}); check MESHGEN_REDIS_URL",
+                          slug="redis-unavailable") from exc
+        if record is None:
+            raise Problem(404, "Not Found", f"{env}/{namespace}/{service} has no canary; a blueprint with a `canary` "
+                          "section starts one at the next sync (GET /api/v1/rollouts shows which have one)",
+                          slug="no-canary")
+        why = refusal(record.phase, command)
+        if why is not None:
+            raise Problem(409, "Conflict", why, slug="canary-command-conflict")
+        try:
+            st.records.request_canary_command(env, ns, service, command)
+            # The controller reconciles canaries on every sync: queue one for this environment
+            # so the command applies now rather than at the next timer tick.
+            job = enqueue(SyncRequest(trigger="api", env=env))
+        except (redis.RedisError, OSError) as exc:
+            raise Problem(503, "Service Unavailable", f"could not record the command or queue the sync ({exc}); "
+                          "check Redis (MESHGEN_REDIS_URL) and retry", slug="queue-unavailable") from exc
+        url = f"/api/v1/jobs/{job.id}"
+        response.headers["Location"] = url
+        return CanaryCommandAccepted(command=command, canary=canary_view(record), job_id=job.id, url=url)
+
+    post_command.__name__ = f"canary_{command}"
+    app.post(f"/api/v1/rollouts/{{env}}/{{namespace}}/{{service}}/canary/{command}", status_code=202,
+             response_model=CanaryCommandAccepted, tags=["canaries"], openapi_extra=_SECURITY,
+             summary=_COMMAND_SUMMARIES[command],
+             description="Records the command for the canary controller and queues a sync of the environment, "
+                         "whose reconciliation pass applies it. 409 when the command cannot apply in the "
+                         "canary's phase (e.g. retry when it is not rolled back).",
+             responses=problem_responses(401, 403, 404, 409, 422, 503))(post_command)
 
 
 def _pr_link(url: str) -> str:

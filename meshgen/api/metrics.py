@@ -5,6 +5,12 @@ process would miss them. Instead each scrape reads what changed since the last o
 ids from the `jobs` sorted set, plus jobs that were still running) and folds finished jobs
 into per-process totals. Every API replica therefore exports the same totals; aggregate
 with max(), not sum().
+
+Canaries are read from their records at every scrape: the weight and the last gate values as
+gauges, and transitions counted from each record's history (a step that ended passed, failed,
+inconclusive, promoted, rolled-back or aborted), so the count is the same on every replica and
+after a restart. A canary that starts again (retry, a new `to`) begins a new history, which
+Prometheus sees as a counter reset: query with increase()/rate(), which handle resets.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from meshgen.argocd.poller import ArgoKeys
-from meshgen.records import JobRecord, Records
+from meshgen.records import CanaryRecord, JobRecord, Records, StepResult
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _TERMINAL = ("succeeded", "partial", "failed")
@@ -145,6 +151,39 @@ class MeshgenCollector(Collector):
         for state, count in self.rollout_counts().items():
             rollouts.add_metric([state], count)
         yield rollouts
+        try:
+            canaries = list(self.records.iter_canaries())
+        except Exception:  # noqa: BLE001 - Redis down: meshgen_redis_up says so
+            canaries = []
+        yield from canary_families(canaries)
+
+
+#: Every ended step counts; "pending" is a step still in progress, not a transition.
+TRANSITION_RESULTS: tuple[StepResult, ...] = ("passed", "failed", "inconclusive", "promoted", "rolled-back",
+                                              "aborted")
+
+
+def canary_families(canaries: Iterable[CanaryRecord]) -> Iterator[Metric]:
+    unit = ["env", "namespace", "service"]
+    weight = GaugeMetricFamily("meshgen_canary_weight", "Percent of traffic the canary version receives per the "
+                               "environment branch.", labels=unit)
+    gates = GaugeMetricFamily("meshgen_canary_gate_value", "The canary's last measured value of each gate "
+                              "(absent when the gate had no data).", labels=[*unit, "gate"])
+    transitions: Counter[str] = Counter()
+    for canary in canaries:
+        labels = [canary.env, canary.namespace, canary.service]
+        weight.add_metric(labels, canary.weight)
+        for gate in canary.gates:
+            if gate.value is not None:
+                gates.add_metric([*labels, gate.name], gate.value)
+        transitions.update(step.result for step in canary.history)
+    total = CounterMetricFamily("meshgen_canary_transitions", "Canary steps that ended, by result (counted from "
+                                "the canaries' histories).", labels=["result"])
+    for result in TRANSITION_RESULTS:
+        total.add_metric([result], transitions[result])
+    yield weight
+    yield gates
+    yield total
 
 
 def _failing(last_error: Any, polled: Any) -> bool:

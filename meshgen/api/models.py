@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from meshgen.records import PRRef
+from meshgen.records import CanaryCommand, CanaryPhase, CanaryStep, GateValue, PRRef
 from meshgen.rollout import State
 
 
@@ -54,6 +54,35 @@ class Timestamps(BaseModel):
     job_finished_at: float | None = None
 
 
+class CanaryView(BaseModel):
+    """Where the unit's canary stands (meshgen.records.CanaryRecord, as the controller last wrote it)."""
+
+    phase: CanaryPhase = Field(description="waiting: for Argo CD, a merge or Prometheus (see reason); progressing: a "
+                               "step pull request is open; measuring: the gates are being read; awaiting-approval: "
+                               "a person merges the step (approval: manual); inconclusive: too few requests, "
+                               "waiting; paused; promoted; rolled-back.")
+    stable: str = Field(description="The version serving before the canary.")
+    to: str = Field(description="The version the canary moves traffic to.")
+    step: int = Field(description="Index into `steps` of the weight on the environment branch; -1 before the first "
+                      "step (and after a rollback).")
+    steps: list[int] = Field(description="The weights of `to`, in percent, one pull request each.")
+    weight: int = Field(description="Percent of traffic `to` receives per the environment branch.")
+    failures: int = Field(description="Failed measurements at the current step (rolled back at failureLimit).")
+    gates: list[GateValue] = Field(description="The last measurement: each gate's value, threshold, verdict, time.")
+    history: list[CanaryStep] = Field(description="Every step so far: its weight, pull request number and result.")
+    reason: str = Field(description="Why the canary is in this phase, or what it waits for.")
+    updated_at: float = Field(description="When the controller last wrote this (unix time).")
+
+
+class CanaryCommandAccepted(BaseModel):
+    """A command recorded for the controller's next pass, and the sync queued to run that pass."""
+
+    command: CanaryCommand
+    canary: CanaryView = Field(description="The canary as it stood when the command was recorded.")
+    job_id: str
+    url: str = Field(description="Where to follow the sync job that applies the command.")
+
+
 class Rollout(BaseModel):
     """Is the change to one (environment, namespace, service) live?"""
 
@@ -76,6 +105,7 @@ class Rollout(BaseModel):
     blueprint: BlueprintView
     job: JobRef | None = None
     timestamps: Timestamps
+    canary: CanaryView | None = Field(default=None, description="The unit's canary; absent when it has none.")
     stale: bool = Field(description="The state relies on Argo CD data older than argocd.staleAfter.")
     age_seconds: float | None = Field(description="Seconds since the last successful Argo CD poll (null: never).")
 

@@ -120,7 +120,8 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     from meshgen.api.models import Problem as ProblemModel
 
     text = {400: "Bad request", 401: "Missing or invalid bearer token",
-            403: "The token lacks the required scope", 404: "Not found", 413: "The request body is too large",
+            403: "The token lacks the required scope", 404: "Not found",
+            409: "The request conflicts with the current state", 413: "The request body is too large",
             422: "Invalid parameters or body",
             503: "A dependency (Redis, Celery broker) is unavailable"}
     return {code: {"model": ProblemModel, "description": text.get(code, "Error")} for code in codes}

@@ -24,6 +24,7 @@ from typing import Any
 from meshgen.api.models import (
     ArgoCDView,
     BlueprintView,
+    CanaryView,
     JobRef,
     PullRequestView,
     Rollout,
@@ -33,7 +34,7 @@ from meshgen.argocd.mirror import Containment
 from meshgen.argocd.poller import ArgoKeys
 from meshgen.argocd.source import ArgoCDError, Locator, parse_duration, parse_selector, selector_matches
 from meshgen.blueprint.config import Config
-from meshgen.records import JobRecord, Records, UnitRecord
+from meshgen.records import CanaryRecord, JobRecord, Records, UnitRecord
 from meshgen.rollout import STATES, AppFacts, app_facts, decide
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ class RolloutView:
         units = list(self.records.iter_units())
         jobs = self._load_jobs({u.job_id for u in units if u.job_id})
         apps = self._load_apps() if self.argocd_configured else {}
+        canaries = {c.key: c for c in self.records.iter_canaries()}
         find = self._finder(apps)
         facts_cache: dict[str, AppFacts] = {}
         entries: dict[str, Entry] = {}
@@ -236,7 +238,7 @@ class RolloutView:
                 if facts is None:
                     facts = facts_cache[name] = app_facts(app)
             job = jobs.get(unit.job_id) if unit.job_id else None
-            entry = self._entry(unit, job, name, app, facts)
+            entry = self._entry(unit, job, name, app, facts, canaries.get(unit.key))
             entries[entry.key] = entry
         keys = sorted(entries)
         # meshgen.yaml's order (what the platform wrote), then environments only the records know, sorted.
@@ -279,7 +281,7 @@ class RolloutView:
         return by_selector
 
     def _entry(self, unit: UnitRecord, job: JobRecord | None, name: str, app: dict[str, Any] | None,
-               facts: AppFacts | None) -> Entry:
+               facts: AppFacts | None, canary: CanaryRecord | None = None) -> Entry:
         decision = decide(unit, facts, contains=self.containment, app_name=name or None,
                           argocd_configured=self.argocd_configured, job_state=job.state if job else None,
                           env_repo_url=self.env_repo_url)
@@ -303,12 +305,17 @@ class RolloutView:
             timestamps=Timestamps(unit_updated_at=unit.updated_at,
                                   job_created_at=job.created_at if job else None,
                                   job_finished_at=job.finished_at if job else None),
-            stale=False, age_seconds=None,
+            canary=canary_view(canary) if canary else None, stale=False, age_seconds=None,
         )
-        data = rollout.model_dump(mode="json", exclude={"stale", "age_seconds"})
+        # `canary` is absent (not null) for the many units without one.
+        data = rollout.model_dump(mode="json", exclude={"stale", "age_seconds", *(() if canary else ("canary",))})
         head = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()[:-1]
         return Entry(unit.key, unit.env, unit.namespace, unit.service, unit.team, decision.state,
                      decision.used_argocd, head, data)
+
+
+def canary_view(record: CanaryRecord) -> CanaryView:
+    return CanaryView.model_validate(record.model_dump(include=set(CanaryView.model_fields)))
 
 
 def _s(value: Any) -> str:

@@ -643,7 +643,7 @@ class EnvPass:
 
     def _target(self, c: _Canary) -> Target:
         bp = c.blueprint
-        labels = {**dict(bp.workload or {}), **dict(bp.versions.get(c.canary.to) or {})}
+        labels = {**bp.workload_labels, **dict(bp.versions.get(c.canary.to) or {})}
         return Target(mesh=c.mesh, namespace=bp.namespace, service=bp.service, version=c.canary.to,
                       pod_labels=labels)
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from meshgen.api import deps
 from meshgen.api.app import create_app
-from meshgen.records import JobRecord, PRRef, Records, UnitRecord
+from meshgen.records import CanaryPhase, CanaryRecord, CanaryStep, GateValue, JobRecord, PRRef, Records, UnitRecord
 from meshgen.settings import Settings
 
 TOKENS = {"read": "read-token-0123456789", "write": "write-token-9876543210", "argocd": "argocd-token-abc"}
@@ -62,6 +62,21 @@ def unit(env: str = "staging", namespace: str = "payments", service: str = "api"
                       blueprint_path=f"blueprints/{namespace}/{service}.yaml", blueprint_commit="b" * 40,
                       job_id=job_id, render_state=render_state, render_error=render_error,  # type: ignore[arg-type]
                       up_to_date=up_to_date, pr=pr)
+
+
+def canary(phase: CanaryPhase = "measuring", **changes: Any) -> CanaryRecord:
+    """A canary of staging/payments/api at step 2 of 3 (10, 50, 100), one gate without data."""
+    record = CanaryRecord(
+        env="staging", namespace="payments", service="api", stable="v1", to="v2", spec_hash="h1", phase=phase,
+        step=1, steps=[10, 50, 100], weight=50, failures=0, reason="measuring step 2 of 3 for 2m",
+        gates=[GateValue(name="successRate", value=99.5, threshold=">= 99%", ok=True, at=1_700_000_100.0),
+               GateValue(name="latencyP99", value=None, threshold="<= 500ms", ok=None, at=1_700_000_100.0)],
+        history=[CanaryStep(step=0, weight=10, pr=7, result="passed", at=1_700_000_000.0,
+                            gates=[GateValue(name="successRate", value=100.0, threshold=">= 99%", ok=True,
+                                             at=1_700_000_050.0)]),
+                 CanaryStep(step=1, weight=50, pr=8, result="pending", at=1_700_000_060.0)],
+    )
+    return record.model_copy(update=changes)
 
 
 class FakeEnqueue:

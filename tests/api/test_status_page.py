@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from api_support import EnvRepoShas, FakeEnqueue, make_settings, unit
+from api_support import EnvRepoShas, FakeEnqueue, canary, make_settings, unit
 from argo_fakes import ArgoCDServer, application
 from helpers import free_port
 
@@ -39,6 +39,8 @@ def served(settings: Settings, records: Records, argo: ArgoCDServer, env_repo: E
                            render_state="render-failed", render_error="blueprints/search/search.yaml:4:3: bad"))
     records.save_unit(unit(service="_mesh", namespace="", team=None, up_to_date=True))
     records.save_unit(unit(service="_namespace", namespace="payments", up_to_date=True))
+    # Text from outside (a gate name, a reason quoting a query) is escaped, never markup.
+    records.save_canary(canary(reason='waiting <b id="injected">2m</b> after the merge'))
     argo.put(application("api-staging", revision=env_repo.later))
     argo.put(application("search-staging", revision=env_repo.later, health="Degraded",
                          health_message="Deployment search has 0/3 ready replicas"))
@@ -107,6 +109,18 @@ def test_status_page(served: str, browser: Any) -> None:
     # The reason is text on the page, not only a tooltip: a render failure shows its file:line.
     assert "blueprints/search/search.yaml:4:3: bad" in failed.find_element(By.CSS_SELECTOR, ".reason").text
     assert "#2 waits for review" in review.find_element(By.CSS_SELECTOR, ".reason").text
+    box = healthy.find_element(By.CSS_SELECTOR, ".canary")
+    assert box.get_attribute("data-phase") == "measuring"
+    assert box.find_element(By.CSS_SELECTOR, ".canary-progress").text == "step 2 of 3 · 50%"
+    assert "v1 → v2" in box.text and box.find_element(By.CSS_SELECTOR, ".canary-phase").text == "measuring"
+    assert box.find_element(By.CSS_SELECTOR, "progress").get_attribute("value") == "50"
+    assert box.find_element(By.CSS_SELECTOR, ".canary-reason").text == 'waiting <b id="injected">2m</b> after the merge'
+    assert not browser.find_elements(By.ID, "injected")
+    gates = {li.get_attribute("data-gate"): li for li in box.find_elements(By.CSS_SELECTOR, ".gates li")}
+    assert gates["successRate"].text == "successRate: 99.5 (needs >= 99%) ✔"
+    assert gates["successRate"].get_attribute("class") == "gate-ok"
+    assert gates["latencyP99"].text == "latencyP99: no data (needs <= 500ms) ?"
+    assert not review.find_elements(By.CSS_SELECTOR, ".canary")  # production has no canary
     labels = {tr.get_attribute("data-service"): tr.find_element(By.CSS_SELECTOR, "td").text
               for tr in browser.find_elements(By.CSS_SELECTOR, "#rollouts tbody tr")}
     assert labels["/_mesh"] == "mesh-wide" and labels["payments/_namespace"].startswith("namespace-wide")

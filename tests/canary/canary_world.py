@@ -77,8 +77,9 @@ class World:
         (self.root / "blueprints" / "cart.yaml").write_text(text)
 
     def traffic(self, *, rps: float, error_ratio: float = 0.0, latency_ms: float = 20.0) -> None:
+        # The labels of cart's v2 pods: the blueprint's workload default (app=cart) and the version's.
         self.prom.exporter.set(self.mesh, "shop", "cart", "v2", rps=rps, error_ratio=error_ratio,
-                               latency_ms=latency_ms, pod_labels={"version": "v2"})
+                               latency_ms=latency_ms, pod_labels={"app": "cart", "version": "v2"})
 
     def sync(self) -> JobRecord:
         """One sync (one canary pass), then Argo CD runs the base's tip and reports it healthy."""
