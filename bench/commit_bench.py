@@ -26,7 +26,7 @@ import pygit2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from meshgen.gitops.envrepo import EnvRepo, Identity, write_tree
-from meshgen.gitops.units import Unit
+from meshgen.units import Unit
 
 NAMESPACES = 50
 ENV = "staging"

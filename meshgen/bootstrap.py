@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import re
 import string
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from meshgen.blueprint.config import Config
+from meshgen.giturls import local_path
 
 API_VERSION = "argoproj.io/v1alpha1"
 ARGOCD_FINALIZER = "resources-finalizer.argocd.argoproj.io"
@@ -57,8 +58,6 @@ SCOPE_LABEL = "meshgen.dev/scope"
 UNIT_ANNOTATION = "meshgen.dev/unit"
 
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
-# scp-like git remotes: git@host:org/repo.git
-_SCP = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:")
 
 
 class BootstrapError(click.ClickException):
@@ -127,10 +126,6 @@ def _go_name_template(template: str, env: str, namespace_expr: str) -> str:
     return "".join(lit + (exprs[field] if field else "") for lit, field in parse_name_template(template))
 
 
-def is_local_path(url: str) -> bool:
-    return "://" not in url and not _SCP.match(url)
-
-
 def _mesh_namespace(config: Config, env: str) -> str:
     mesh = config.environments[env].mesh
     return config.istio.root_namespace if mesh == "istio" else config.linkerd.namespace
@@ -150,7 +145,7 @@ def application_sets(
 ) -> list[dict[str, Any]]:
     """One ApplicationSet (as plain data) per environment, in meshgen.yaml order."""
     url = repo_url or config.env_repo.url
-    if is_local_path(url):
+    if local_path(url) is not None:  # a path or file://: not what Argo CD clones
         raise BootstrapError(
             f"envRepo.url {url!r} is a local path; Argo CD must reach the environment repository over the "
             "network: pass --repo-url with the URL Argo CD clones (e.g. https://git.example.com/platform/env.git)"
@@ -277,9 +272,8 @@ def argocd(root: Path, out: Path | None, repo_url: str | None, envs: tuple[str, 
     """Print Argo CD ApplicationSets (one per environment) for the environment repository."""
     from meshgen.blueprint.loading import load_config
     from meshgen.diagnostics import BlueprintError
-    from meshgen.render.yamlout import dump_all
-
     from meshgen.pipeline import application_name_errors
+    from meshgen.render.yamlout import dump_all
 
     try:
         config, _ = load_config(root)

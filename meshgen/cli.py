@@ -98,7 +98,7 @@ LAZY_COMMANDS = {
     "pr": ("meshgen.gitops.commands:pr", "Pull requests of the local forge: list, show, merge, close."),
     "sync": ("meshgen.gitops.synccli:sync",
              "Render ROOT and open or update the pull requests of the environment repository, in-process."),
-    "worker": ("meshgen.gitops.synccli:worker",
+    "worker": ("worker.cli:worker",
                "Run the Celery sync worker (Redis from MESHGEN_REDIS_URL); extra arguments go to Celery."),
     "bootstrap": ("meshgen.bootstrap:bootstrap", "Objects that connect meshgen to the platform around it (Argo CD)."),
     "doctor": ("meshgen.doctor:doctor",

@@ -124,11 +124,12 @@ class _Doctor:
 
     def check_forge(self) -> str:
         from meshgen.gitops.envrepo import Identity
-        from meshgen.gitops.sync import forge_from_config, local_env_repo_path
+        from meshgen.gitops.sync import forge_from_config
+        from meshgen.giturls import local_path
 
         assert self.config is not None
         er = self.config.env_repo
-        local = local_env_repo_path(self.root, er.url)
+        local = local_path(er.url, self.root)
         if er.forge.kind == "local":
             if local is None:
                 raise _Failed(f"forge kind 'local' needs envRepo.url to be a local path, not {er.url}; set "
@@ -150,11 +151,11 @@ class _Doctor:
                 self.secrets.append(token)
 
     def env_repo_checks(self) -> Iterator[Check]:
-        from meshgen.gitops.sync import local_env_repo_path
+        from meshgen.giturls import local_path
 
         assert self.config is not None
         er = self.config.env_repo
-        local = local_env_repo_path(self.root, er.url)
+        local = local_path(er.url, self.root)
         if local is not None:
             yield self.run("environment repository", lambda: self._local_repo(local, er.branch, created_by_sync=True))
             return

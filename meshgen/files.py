@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 
-def content_hash(data: bytes) -> bytes:
+def output_digest(data: bytes) -> bytes:
     """What the render cache compares output files by."""
     return hashlib.blake2b(data, digest_size=16).digest()
 

@@ -30,6 +30,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,11 +40,11 @@ import msgspec
 
 from meshgen import __version__
 from meshgen.blueprint.analysis import Facts, check_fleet
-from meshgen.bootstrap import application_names
 from meshgen.blueprint.loading import CONFIG_FILE, StatKey, load_config, scan
+from meshgen.bootstrap import application_names
 from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, from_rows, to_rows
-from meshgen.files import content_hash, remove_output
-from meshgen.pipeline import check_selection, output_hashes, render_batch
+from meshgen.files import output_digest, remove_output
+from meshgen.pipeline import Summary, check_selection, output_hashes, render_batch
 
 CACHE_DIR = ".meshgen/cache"
 # 9: Facts carry ports, mesh and edge route ports; 8: authenticated JSON (issue 13);
@@ -273,6 +274,22 @@ def render_to_dir(root: Path, out: Path, *, env: str | None = None, mesh: str | 
         gc.unfreeze()
 
 
+def _remove_stale(out: Path, old: dict[str, _Entry], current: Mapping[str, object],
+                  changed: Mapping[str, object], fresh: list[Summary]) -> int:
+    """Remove the outputs no blueprint produces any more; how many. An output can move between
+    blueprint files (a renamed file); two current files never share one (a fleet-check error)."""
+    removed = 0
+    stale = [prev for rel, prev in old.items() if rel not in current or rel in changed]
+    if stale:
+        produced = {rel_out for s in fresh for rel_out in output_hashes(s.outputs)}
+        for prev in stale:
+            for rel_out in prev.output_hashes():
+                if rel_out not in produced:
+                    remove_output(out, rel_out)
+                    removed += 1
+    return removed
+
+
 def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, use_cache: bool,
                    jobs: int | None) -> RenderStats:
     stats = RenderStats()
@@ -342,16 +359,7 @@ def _render_to_dir(root: Path, out: Path, *, env: str | None, mesh: str | None, 
             entries[summary.path] = entry
             changed[summary.path] = entry
         batch.write(out, to_write, unchanged)
-    # Outputs no blueprint produces any more. An output can move between blueprint files (a
-    # renamed file); two current files never share one (that is a fleet-check error).
-    stale = [prev for rel, prev in old.items() if rel not in current or rel in changed]
-    if stale:
-        produced = {rel_out for s in fresh for rel_out in output_hashes(s.outputs)}
-        for prev in stale:
-            for rel_out in prev.output_hashes():
-                if rel_out not in produced:
-                    remove_output(out, rel_out)
-                    stats.removed += 1
+    stats.removed += _remove_stale(out, old, current, changed, fresh)
     for rel in old:
         if rel not in current:
             changed[rel] = None
@@ -376,9 +384,9 @@ def _disk_hash(out: Path, rel: str) -> bytes | None:
     """The content hash of an output file already on disk, None when there is none."""
     try:
         with open(f"{out}/{rel}", "rb") as fh:
-            return content_hash(fh.read())
+            return output_digest(fh.read())
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
 
 
-__all__ = ["RenderStats", "render_to_dir", "CONFIG_FILE"]
+__all__ = ["CONFIG_FILE", "RenderStats", "render_to_dir"]

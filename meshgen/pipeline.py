@@ -23,15 +23,12 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from meshgen.blueprint.analysis import Facts, check_application_names, check_fleet, check_instance, facts_for
-from meshgen.bootstrap import application_names
 from meshgen.blueprint.config import Config
 from meshgen.blueprint.loading import Instance, LoadedFile, discover, load_config, load_file
 from meshgen.blueprint.model import IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.bootstrap import application_names
 from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, to_rows
-from meshgen.files import OutputWriter, content_hash
-from meshgen.gitops.units import MESH_SERVICE as MESH_FOLDER
-from meshgen.gitops.units import NAMESPACE_SERVICE as NAMESPACE_FOLDER
-from meshgen.gitops.units import Unit
+from meshgen.files import OutputWriter, output_digest
 from meshgen.render import renderer_class
 from meshgen.render.base import Capability, RenderContext, RenderError, Resource
 from meshgen.render.features import (
@@ -41,6 +38,9 @@ from meshgen.render.features import (
     used_namespace_features,
 )
 from meshgen.render.yamlout import dump
+from meshgen.units import MESH_SERVICE as MESH_FOLDER
+from meshgen.units import NAMESPACE_SERVICE as NAMESPACE_FOLDER
+from meshgen.units import Unit
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ def _message(flavour: str, feature: str, cap: Capability, kind: str) -> str:
             reason = f"{flavour} cannot express this: {cap.note}" if cap.note else f"{flavour} cannot express this"
             text = reason + (" (meshgen.yaml `unsupported: warn` renders without it)" if kind == "error"
                              else "; rendered without it")
-        text = _MESSAGES[key] = text
+        _MESSAGES[key] = text
     return text
 
 
@@ -269,15 +269,16 @@ def render_at_weight(root: Path, config: Config, unit: Unit, weight: int) -> Uni
         if inst.env != unit.env or not isinstance(bp, ServiceBlueprint) or bp.canary is None \
                 or (bp.namespace, bp.service) != (unit.namespace, unit.service):
             continue
-        skipped, notes = _unsupported(loaded, inst, config, diagnostics)
+        skipped, _notes = _unsupported(loaded, inst, config, diagnostics)
         if any(d.severity == "error" for d in diagnostics):
             break
         renderer = renderer_class(inst.mesh)()
 
+        # Called twice right below, in this iteration: the loop variables it reads cannot have moved on.
         def resources(blueprint: ServiceBlueprint) -> list[Resource]:
-            ctx = RenderContext(config=config, env=inst.env, mesh=inst.mesh, blueprint_path=inst.source,
-                                team=inst.team, skipped=skipped)
-            return list(renderer.render_service(blueprint, ctx))
+            ctx = RenderContext(config=config, env=inst.env, mesh=inst.mesh,  # noqa: B023
+                                blueprint_path=inst.source, team=inst.team, skipped=skipped)  # noqa: B023
+            return list(renderer.render_service(blueprint, ctx))  # noqa: B023
 
         moved = annotate(resources(with_weight(bp, weight)), resources(bp), bp.canary.to, weight)
         files = _files(moved, unit.folder)
@@ -335,7 +336,7 @@ def encode_outputs(files: Iterable[tuple[str, bytes]]) -> str:
     """Output paths with their content hashes as text: plain data in the render cache, never
     code (the cache is read back from disk), and compared as one string when nothing changed.
     Output paths are built from DNS labels and folder names checked on load: never a newline."""
-    return "\n".join(f"{content_hash(data).hex()} {rel_out}" for rel_out, data in files)
+    return "\n".join(f"{output_digest(data).hex()} {rel_out}" for rel_out, data in files)
 
 
 def output_hashes(outputs: str) -> dict[str, bytes]:
@@ -358,7 +359,9 @@ class Batch(Protocol):
     """Blueprint files rendered and held, in input order: look at `summaries` (diagnostics,
     facts, output hashes), then write the outputs you want."""
 
-    summaries: list[Summary]
+    @property
+    def summaries(self) -> list[Summary]:
+        """One per blueprint file, in input order."""
 
     def write(self, out: Path, blueprints: Iterable[str], unchanged: Collection[str] = ()) -> None:
         """Write under OUT every output of these blueprint files, except the output paths
@@ -587,7 +590,7 @@ def _serve(conn: Connection, parent_ends: list[Connection], chunks: list[list[st
             conn.send(("written",))
     except EOFError:
         return  # the parent went away
-    except BaseException as exc:  # reported to the parent, which raises it
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
         detail = traceback.format_exc()
         for report in (exc, RuntimeError(repr(exc))):  # the second if the first cannot be pickled
             try:
@@ -595,7 +598,7 @@ def _serve(conn: Connection, parent_ends: list[Connection], chunks: list[list[st
                 return
             except OSError:
                 return  # the parent stopped listening (another worker failed first): nobody to tell
-            except Exception:
+            except Exception:  # noqa: BLE001, S112 - the report could not be pickled: send the plain one
                 continue
 
 
@@ -636,7 +639,7 @@ def assemble(config: Config, outcomes: Iterable[FileOutcome], *, partial: bool =
         *(Blocked(e, ns, svc, o.path, failed[o.path]) for o in outcomes if o.path in failed and not o.facts
           for e, ns, svc in o.claims),
     }, key=lambda b: (b.env, b.namespace, b.service, b.file))
-    return RenderResult(config, units, sorted(set(d for d in diagnostics if d.severity == "warning")),
+    return RenderResult(config, units, sorted({d for d in diagnostics if d.severity == "warning"}),
                         errors=sorted(errors), failed_files=failed, blocked=blocked)
 
 

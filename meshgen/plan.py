@@ -30,8 +30,8 @@ from meshgen.blueprint.config import Config
 from meshgen.blueprint.loading import BLUEPRINTS_DIR, CONFIG_FILE, SUFFIXES, load_config, scan
 from meshgen.diagnostics import BlueprintError, Diagnostic, from_rows, to_rows
 from meshgen.diff import semantic_diff
-from meshgen.gitops.units import MESH_SERVICE, NAMESPACE_SERVICE, Unit
 from meshgen.pipeline import Blob, FileOutcome, check_selection, render_blobs
+from meshgen.units import MESH_SERVICE, NAMESPACE_SERVICE, Unit
 
 _CACHE = Path(".meshgen") / "cache" / "plan"
 _FORMAT = 2  # 2: Facts carry ports, mesh and edge route ports
@@ -104,8 +104,9 @@ def _files_at(repo: pygit2.Repository, commit: pygit2.Commit, prefix: str) -> di
         return out
     if not isinstance(top, pygit2.Tree):
         return out
-    if CONFIG_FILE in top and isinstance(top[CONFIG_FILE], pygit2.Blob):
-        out[CONFIG_FILE] = top[CONFIG_FILE].data
+    config_blob = top[CONFIG_FILE] if CONFIG_FILE in top else None  # noqa: SIM401 - a Tree has no .get
+    if isinstance(config_blob, pygit2.Blob):
+        out[CONFIG_FILE] = config_blob.data
 
     def walk(node: pygit2.Tree, rel: str) -> None:
         for entry in node:
@@ -118,12 +119,13 @@ def _files_at(repo: pygit2.Repository, commit: pygit2.Commit, prefix: str) -> di
                 # The size first: an oversized blob is never read (a pull request's head is
                 # untrusted); the loader reports it as too big, as it does on disk.
                 _, size = repo.odb.read_header(entry.id)
-                out[f"{rel}{name}"] = repo[entry.id].data if size <= MAX_BLUEPRINT_BYTES else _OVERSIZED
+                out[f"{rel}{name}"] = repo[entry.id].peel(pygit2.Blob).data if size <= MAX_BLUEPRINT_BYTES else _OVERSIZED
             # Symlinks (could point anywhere) and submodules (no objects here) are skipped, as the
             # sync's checkout of the blueprints repository skips them (meshgen.gitops.blueprints).
 
-    if BLUEPRINTS_DIR in top and isinstance(top[BLUEPRINTS_DIR], pygit2.Tree):
-        walk(top[BLUEPRINTS_DIR], f"{BLUEPRINTS_DIR}/")
+    blueprints = top[BLUEPRINTS_DIR] if BLUEPRINTS_DIR in top else None  # noqa: SIM401 - a Tree has no .get
+    if isinstance(blueprints, pygit2.Tree):
+        walk(blueprints, f"{BLUEPRINTS_DIR}/")
     return out
 
 
@@ -320,8 +322,8 @@ def _plan_files(root: Path, cache_dir: Path, base_files: dict[str, bytes], base_
             plan_for(key).errors = sorted({*plan_for(key).errors, *(str(d) for d in errors if d.file == file)})
     # Environments in meshgen.yaml order (as `meshgen diff` and the status page list them).
     order = {name: i for i, name in enumerate(head_config.environments)}
-    keys = sorted(plans, key=lambda k: (order.get(k[0], len(order)), k))
-    return Plan(base_name, head_name, [plans[k] for k in keys], errors)
+    ordered = sorted(plans, key=lambda k: (order.get(k[0], len(order)), k))
+    return Plan(base_name, head_name, [plans[k] for k in ordered], errors)
 
 
 def format_markdown(plan: Plan) -> str:
@@ -357,7 +359,7 @@ __all__ = ["Plan", "PlanError", "UnitPlan", "format_markdown", "make_plan", "pla
 
 # ---- the command ------------------------------------------------------------------------------
 
-import click  # noqa: E402  (kept beside the command; the library part above needs no click)
+import click  # kept beside the command; the library part above needs no click
 
 
 @click.command("plan")

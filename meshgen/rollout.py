@@ -199,6 +199,24 @@ def _health_decision(facts: AppFacts, good: State, good_reason: str, live: bool 
     return decide("unknown", f"Argo CD reports health {health or 'nothing'} for {facts.name}{message}")
 
 
+def _unmerged(unit: UnitRecord, app: AppFacts | None, job_state: str | None) -> Decision:
+    """The state of a unit with no merged pull request (none, or closed while up to date)."""
+    if not unit.up_to_date:
+        if job_state in ("queued", "running"):
+            return Decision("rendering", f"the sync job is {job_state}")
+        return Decision("unknown", "rendered, but no pull request was recorded; "
+                                   "the sync job may have failed (see GET /api/v1/jobs/{id})")
+    # Nothing pending in Git. Argo CD can still say the service is not fine.
+    if app is None:
+        return Decision("up-to-date", "the environment repository already holds this rendering")
+    found = _health_decision(app, "up-to-date", "the environment repository holds this rendering "
+                                                f"and {app.name} is healthy", None)
+    if found.state == "unknown":
+        return Decision("up-to-date", "the environment repository already holds this rendering",
+                        used_argocd=True, notes=found.notes)
+    return found
+
+
 def decide(
     unit: UnitRecord,
     app: AppFacts | None,
@@ -227,20 +245,7 @@ def decide(
                                     "`meshgen sync --retry-rejected`")
 
     if pr is None or pr.state != "merged":
-        if not unit.up_to_date:
-            if job_state in ("queued", "running"):
-                return Decision("rendering", f"the sync job is {job_state}")
-            return Decision("unknown", "rendered, but no pull request was recorded; "
-                                       "the sync job may have failed (see GET /api/v1/jobs/{id})")
-        # Nothing pending in Git. Argo CD can still say the service is not fine.
-        if app is None:
-            return Decision("up-to-date", "the environment repository already holds this rendering")
-        found = _health_decision(app, "up-to-date", "the environment repository holds this rendering "
-                                                    f"and {app.name} is healthy", None)
-        if found.state == "unknown":
-            return Decision("up-to-date", "the environment repository already holds this rendering",
-                            used_argocd=True, notes=found.notes)
-        return found
+        return _unmerged(unit, app, job_state)
 
     # A merged pull request: is its merge commit in what Argo CD synced?
     if not argocd_configured:

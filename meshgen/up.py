@@ -214,7 +214,7 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
         _sync_once(root, settings, records, "up", None)
     except BlueprintError:
         pass  # printed as diagnostics by _sync_once; the server still starts
-    except Exception as exc:  # repository errors are logged; the server still starts
+    except Exception as exc:  # noqa: BLE001 - repository errors are logged; the server still starts
         log.error("first sync did not complete: %s", exc)
     runner.start()
     stop = threading.Event()
@@ -247,10 +247,10 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
 def _env_repo_hint(root: Path) -> str | None:
     """The local environment repository for `meshgen pr --repo`; None when it is a remote."""
     from meshgen.blueprint.loading import load_config
-    from meshgen.gitops.sync import local_env_repo_path
+    from meshgen.giturls import local_path
 
     config, _ = load_config(root)
-    path = local_env_repo_path(root, config.env_repo.url)
+    path = local_path(config.env_repo.url, root)
     return os.path.relpath(path) if path is not None else None
 
 

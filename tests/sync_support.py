@@ -125,7 +125,10 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
         self._handle = open(log, "ab")  # noqa: SIM115 - lives as long as the process; closed in kill/stop
-        self.proc = subprocess.Popen([sys.executable, "-m", "meshgen", "worker", "--hostname",
+        # With MESHGEN_TEST_PAUSE_AT, the same worker with a pause wrapped around its pushes.
+        command = ([str(Path(__file__).parent / "worker" / "pausing_worker.py")] if "MESHGEN_TEST_PAUSE_AT" in env
+                   else ["-m", "meshgen"])
+        self.proc = subprocess.Popen([sys.executable, *command, "worker", "--hostname",
                                       f"w{uuid.uuid4().hex[:6]}@%h", "--without-mingle", "--without-gossip"],
                                      env=env, cwd=str(REPO_TOP), stdout=self._handle, stderr=subprocess.STDOUT,
                                      start_new_session=True)

@@ -13,7 +13,7 @@ from k8s_schema import validate_manifest
 from meshgen.blueprint.base import DNS1123_LABEL
 from meshgen.diagnostics import BlueprintError
 from meshgen.pipeline import render_repository
-from meshgen.render.names import route_labels
+from meshgen.names import route_labels
 
 LINKERD = "environments:\n  prod: {mesh: linkerd}\n"
 LEGACY = ("environments:\n  prod: {mesh: linkerd}\n"

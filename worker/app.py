@@ -11,7 +11,8 @@ from typing import Any
 
 from celery.signals import beat_init  # type: ignore[import-untyped]
 
-from meshgen.gitops.jobs import beat_schedule, make_celery
+from meshgen.argocd.poller import beat_schedule
+from meshgen.gitops.jobs import make_celery
 from meshgen.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ app.conf.beat_schedule = schedule
 log.info("%s", schedule_note)
 
 
-@beat_init.connect
+@beat_init.connect  # type: ignore[untyped-decorator]  # Celery ships no type hints
 def _announce_schedule(sender: Any = None, **_: Any) -> None:
     # Logging is configured by the time beat starts (not yet when this module is imported).
     log.info("%s", schedule_note)

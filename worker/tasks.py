@@ -7,7 +7,7 @@ import random
 from functools import cache
 from typing import Any
 
-from celery import Task
+from celery import Task  # type: ignore[import-untyped]
 
 from meshgen.argocd.poller import poll_from_settings
 from meshgen.gitops.jobs import (
@@ -34,7 +34,9 @@ def _backoff(retries: int) -> float:
     return min(60.0, 2.0**retries) * random.uniform(0.8, 1.2)
 
 
-@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
+# Celery ships no type hints (no py.typed): its decorators are untyped, hence the ignores on the defs.
+@app.task(  # type: ignore[untyped-decorator]
+    name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
 def sync(self: Task, *, job_id: str, env: str | None = None, gen: int = 0,
          retry_rejected: bool = False) -> dict[str, Any]:
     final = self.request.retries >= MAX_RETRIES
@@ -49,7 +51,7 @@ def sync(self: Task, *, job_id: str, env: str | None = None, gen: int = 0,
     return {"job": job.id, "state": job.state}
 
 
-@app.task(name=CANARY_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@app.task(name=CANARY_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
 def canary_tick() -> dict[str, Any]:
     """One canary controller pass (beat schedules it every MESHGEN_CANARY_TICK seconds). Acknowledged late:
     a worker killed mid-pass has the pass run again, which re-reads the step from Git and re-measures."""
@@ -60,7 +62,7 @@ def canary_tick() -> dict[str, Any]:
     return {"job": job.id if job else None, "state": job.state if job else "skipped"}
 
 
-@app.task(name=POLL_TASK_NAME, acks_late=False, ignore_result=True)
+@app.task(name=POLL_TASK_NAME, acks_late=False, ignore_result=True)  # type: ignore[untyped-decorator]
 def poll_argocd() -> dict[str, Any]:
     """One Argo CD poll into Redis (beat schedules it; a lost run is simply the next one)."""
     return poll_from_settings(settings)

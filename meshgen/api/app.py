@@ -192,8 +192,6 @@ def _offline_docs(app: FastAPI) -> None:
 
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
-    from starlette.requests import Request
-    from starlette.responses import HTMLResponse
 
     assets = files("fastapi_offline") / "static"
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
@@ -271,8 +269,9 @@ def _namespace(value: str) -> str:
     return "" if value == "-" else value
 
 
-def _routes(app: FastAPI, environments: list[str]) -> None:
-    SyncBody = sync_request_body(environments)
+def _operations_routes(app: FastAPI) -> None:
+    """/healthz, /readyz and /metrics."""
+
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -294,6 +293,10 @@ def _routes(app: FastAPI, environments: list[str]) -> None:
         body = await run_in_threadpool(exposition, _authorize(request, "read").registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+
+def _routes(app: FastAPI, environments: list[str]) -> None:
+    _operations_routes(app)
+    SyncBody = sync_request_body(environments)
     @app.get("/api/v1/rollouts", response_model=RolloutPage, tags=["rollouts"], openapi_extra=_SECURITY,
              summary="Rollouts, filtered, sorted by env/namespace/service, paginated by cursor",
              responses=problem_responses(401, 403, 422, 503))

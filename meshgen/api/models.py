@@ -136,7 +136,7 @@ def sync_request_body(environments: list[str]) -> type[SyncRequestBody]:
     if not environments:
         return SyncRequestBody
     env_type = Literal[tuple(sorted(environments))]  # type: ignore[valid-type]
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         "SyncRequestBody", __base__=SyncRequestBody,
         env=(env_type | None, Field(default=None, description="Only this environment (default: all).")),  # type: ignore[arg-type]
     )

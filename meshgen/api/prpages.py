@@ -62,14 +62,14 @@ def _csrf(token: str, number: int, action: str) -> str:
 def _forge(request: Request) -> Any:
     from meshgen.gitops.forges.base import ForgeError
     from meshgen.gitops.forges.local import LocalForge
-    from meshgen.gitops.sync import local_env_repo_path
+    from meshgen.giturls import local_path
 
     st = request.app.state.meshgen
     config = st.config
     if config is None or config.env_repo.forge.kind != "local":
         raise Problem(404, "Not Found", "these pages show the local forge's pull requests; with "
                       "envRepo.forge.kind github, gitlab or gitea, open them on the forge")
-    path = local_env_repo_path(Path(st.settings.root), config.env_repo.url)
+    path = local_path(config.env_repo.url, Path(st.settings.root))
     if path is None or not path.exists():
         raise Problem(404, "Not Found", "no environment repository yet; run a sync first (meshgen sync or meshgen up)")
     try:
@@ -150,7 +150,7 @@ async def show_pr(request: Request, number: int) -> Response:
     can_write = token is not None and _allowed(request, "write") and pr.state == "open"
     return HTMLResponse(_PAGES.get_template("pr.html").render(
         pr=pr, description=_MD.render(pr.body), comments=forge.comments(number), change=change,
-        can_write=can_write, csrf={a: _csrf(token, number, a) for a in ("merge", "close")} if can_write else {},
+        can_write=can_write, csrf={a: _csrf(token, number, a) for a in ("merge", "close")} if token is not None and can_write else {},
     ))
 
 
@@ -179,6 +179,6 @@ async def act(request: Request, number: int, action: str) -> Response:
     try:
         if await run_in_threadpool(record_pr_state, st.records, pr):
             await run_in_threadpool(lambda: st.view.refresh(force=True))
-    except Exception:  # noqa: BLE001 - Redis down: the next sync records it
+    except Exception:  # noqa: BLE001, S110 - Redis down: the next sync records it
         pass
     return RedirectResponse(f"/prs/{number}", status_code=303)

@@ -32,7 +32,7 @@ from meshgen.api.models import (
 )
 from meshgen.argocd.mirror import Containment
 from meshgen.argocd.poller import ArgoKeys
-from meshgen.argocd.source import ArgoCDError, Locator, _parse_selector, parse_duration, selector_matches
+from meshgen.argocd.source import ArgoCDError, Locator, parse_duration, parse_selector, selector_matches
 from meshgen.blueprint.config import Config
 from meshgen.records import CanaryRecord, JobRecord, Records, UnitRecord
 from meshgen.rollout import STATES, AppFacts, app_facts, decide
@@ -267,7 +267,7 @@ class RolloutView:
         def by_selector(unit: UnitRecord) -> tuple[str, dict[str, Any] | None]:
             selector = locator.selector_for(unit.env, unit.namespace, unit.service, unit.team) or ""
             try:
-                terms = _parse_selector(selector)
+                terms = parse_selector(selector)
             except ArgoCDError:
                 return selector, None
             eq = next(((k, next(iter(vs))) for k, op, vs in terms if op == "=" and len(vs) == 1), None)

@@ -15,7 +15,7 @@ import pygit2
 
 from meshgen.blueprint.config import Config
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError
-from meshgen.gitops.sync import local_env_repo_path
+from meshgen.giturls import local_path
 from meshgen.settings import Settings
 
 _HEX40 = frozenset("0123456789abcdef")
@@ -24,7 +24,7 @@ _CACHE_CAP = 200_000
 
 def env_repo_remote(config: Config, settings: Settings) -> str:
     """The remote as the sync worker names it (so both use the same mirror folder)."""
-    local = local_env_repo_path(settings.root, config.env_repo.url)
+    local = local_path(config.env_repo.url, settings.root)
     return str(local) if local is not None else config.env_repo.url
 
 

@@ -32,6 +32,9 @@ import redis
 from meshgen.argocd.mirror import open_mirror
 from meshgen.argocd.source import AppSource, ArgoCDError, Locator, make_source, parse_duration
 from meshgen.blueprint.config import ArgoCDSettings, Config
+from meshgen.blueprint.loading import load_config
+from meshgen.diagnostics import BlueprintError
+from meshgen.gitops.jobs import CANARY_SCHEDULE_ENTRY, CANARY_TASK_NAME, POLL_SCHEDULE_ENTRY, POLL_TASK_NAME
 from meshgen.records import Records, UnitRecord
 from meshgen.settings import Settings
 
@@ -75,6 +78,36 @@ class ArgoKeys:
 
 def poll_interval(config: Config | None) -> float:
     return parse_duration(config.argocd.poll_interval) if config and config.argocd else 30.0
+
+
+def beat_schedule(settings: Settings) -> tuple[dict[str, Any], str]:
+    """Celery beat's schedule from ROOT/meshgen.yaml, and a sentence saying what it holds.
+
+    With an `argocd` section: poll Argo CD every argocd.pollInterval (on the sync queue; a poll
+    still waiting when the next is due expires, so a busy worker never works through a backlog).
+    Without one, or when meshgen.yaml cannot be read: no entry.
+    """
+    try:
+        config, _ = load_config(settings.root)
+    except BlueprintError as exc:
+        first = exc.diagnostics[0] if exc.diagnostics else "unreadable"
+        return {}, f"no Argo CD poll scheduled: meshgen.yaml in {settings.root} cannot be read ({first})"
+    schedule: dict[str, Any] = {}
+    notes = []
+    if config.prometheus is not None or any(e.prometheus is not None for e in config.environments.values()):
+        # Canaries need Prometheus: without it there is nothing a timer could measure.
+        tick = settings.canary_tick
+        schedule[CANARY_SCHEDULE_ENTRY] = {"task": CANARY_TASK_NAME, "schedule": tick,
+                                           "options": {"queue": settings.queue, "expires": max(tick, 1.0)}}
+        notes.append(f"canary controller every {tick:g}s")
+    if config.argocd is None:
+        notes.append(f"no Argo CD poll scheduled: meshgen.yaml in {settings.root} has no `argocd` section")
+        return schedule, "; ".join(reversed(notes))
+    interval = poll_interval(config)
+    schedule[POLL_SCHEDULE_ENTRY] = {"task": POLL_TASK_NAME, "schedule": interval,
+                                     "options": {"queue": settings.queue, "expires": max(interval, 1.0)}}
+    notes.insert(0, f"Argo CD poll scheduled every {interval:g}s on queue {settings.queue}")
+    return schedule, "; ".join(notes)
 
 
 # ---- trimming: keep what the rollout rules and the API show, drop resource trees ------
@@ -230,8 +263,6 @@ def _records_for(settings: Settings) -> Records:
 
 def poll_from_settings(settings: Settings | None = None) -> dict[str, Any]:
     """One poll with everything taken from MESHGEN_* and ROOT/meshgen.yaml (for a Celery task)."""
-    from meshgen.blueprint.loading import load_config
-
     settings = settings or Settings()
     config, _ = load_config(settings.root)
     records = _records_for(settings)

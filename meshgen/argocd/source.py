@@ -66,7 +66,7 @@ _TERM = re.compile(
 )
 
 
-def _parse_selector(selector: str) -> list[tuple[str, str, frozenset[str]]]:
+def parse_selector(selector: str) -> list[tuple[str, str, frozenset[str]]]:
     """Kubernetes label-selector syntax: k=v, k==v, k!=v, k in (a,b), k notin (a,b), k, !k."""
     terms: list[tuple[str, str, frozenset[str]]] = []
     pos, text = 0, selector.strip()
@@ -88,7 +88,7 @@ def _parse_selector(selector: str) -> list[tuple[str, str, frozenset[str]]]:
 
 
 def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
-    for key, op, values in _parse_selector(selector):
+    for key, op, values in parse_selector(selector):
         value = labels.get(key)
         ok = {
             "=": value is not None and value in values,
@@ -115,7 +115,7 @@ class Locator:
         _check_template(cfg.name_template, "nameTemplate")
         if cfg.selector:
             _check_template(cfg.selector, "selector")
-            _parse_selector(cfg.selector.replace("{", "").replace("}", ""))  # fail early on bad syntax
+            parse_selector(cfg.selector.replace("{", "").replace("}", ""))  # fail early on bad syntax
         return cls(cfg.name_template, cfg.selector)
 
     @staticmethod

@@ -30,7 +30,7 @@ from meshgen.blueprint.model import (
     StringMatch,
 )
 from meshgen.diagnostics import Diagnostic, format_path
-from meshgen.render.names import rendered_gateway_name
+from meshgen.names import rendered_gateway_name
 
 FieldPath = tuple[str | int, ...]
 Report = Callable[..., None]  # (field path, message, severity="error", code="")
@@ -143,11 +143,12 @@ def check_instance(loaded: LoadedFile, inst: Instance) -> list[Diagnostic]:
     versions = set(bp.versions)
     for i, route in enumerate(bp.routes):
         for backend in route.to or ():
-            if backend.service is None or backend.service == bp.service:
-                if backend.version is not None and backend.version not in versions:
-                    valid = ", ".join(bp.versions) or "none are declared; add `versions:`"
-                    diag(("routes", i, "to"), f"version {backend.version!r} is not declared in `versions` ({valid})",
-                         code="IST0101")
+            if (backend.service is None or backend.service == bp.service) and (
+                backend.version is not None and backend.version not in versions
+            ):
+                valid = ", ".join(bp.versions) or "none are declared; add `versions:`"
+                diag(("routes", i, "to"), f"version {backend.version!r} is not declared in `versions` ({valid})",
+                     code="IST0101")
             if backend.port is not None and backend.service is None and backend.port not in {p.port for p in bp.ports}:
                 diag(("routes", i, "to"), f"port {backend.port} is not one of the service's ports "
                      f"({', '.join(str(p.port) for p in bp.ports)})")
@@ -299,6 +300,7 @@ def canary_route_index(bp: ServiceBlueprint) -> int | None:
 
 
 AppName = Callable[[str, str, str], str]  # (env, namespace, service or _namespace/_mesh) -> Application name
+_At = Callable[..., None]  # (facts, field path, message, severity="error", code=""): one finding
 
 
 def check_application_names(facts: list[Facts], app_name: AppName, template: str) -> list[Diagnostic]:
@@ -346,6 +348,15 @@ def check_fleet(facts: list[Facts], app_names: tuple[AppName, str] | None = None
         line, col = f.position(path)
         out.append(Diagnostic(f.file, line, col, path, message, severity, code))  # type: ignore[arg-type]
 
+    _check_claims(by_key, namespaces, meshes, at)
+    gateways, linked = _check_edges(by_key, at)
+    _check_links(by_key, gateways, linked, at)
+    return out
+
+
+def _check_claims(by_key: dict[tuple[str, str, str], list[Facts]], namespaces: dict[tuple[str, str], list[Facts]],
+                  meshes: dict[str, list[Facts]], at: _At) -> None:
+    """One blueprint per service folder, per namespace and per environment's mesh."""
     for (env, ns, svc), claims in by_key.items():
         if len(claims) > 1:
             files = sorted({c.file for c in claims})
@@ -366,6 +377,11 @@ def check_fleet(facts: list[Facts], app_names: tuple[AppName, str] | None = None
         for c in claims[1:]:
             at(c, "kind", f"environment {env} already has a Mesh blueprint ({claims[0].file}); keep one")
 
+
+def _check_edges(by_key: dict[tuple[str, str, str], list[Facts]],
+                 at: _At) -> tuple[dict[tuple[str, str], set[str]], list[Facts]]:
+    """Ingress hosts and rendered gateways claimed once; gives the gateways (their hosts) and the
+    blueprints that point at other services or gateways."""
     # Most services route nowhere else and have no ingress: only those that do are looked at.
     hosts: dict[tuple[str, str], list[Facts]] = defaultdict(list)
     gateways: dict[tuple[str, str], set[str]] = {}
@@ -389,6 +405,12 @@ def check_fleet(facts: list[Facts], app_names: tuple[AppName, str] | None = None
             for c in claims:
                 at(c, "ingress.hosts", f"ingress host {host} is claimed by several blueprints in {env}: "
                    f"{', '.join(names)}; one host has one set of edge routes", code="IST0109")
+    return gateways, linked
+
+
+def _check_links(by_key: dict[tuple[str, str, str], list[Facts]], gateways: dict[tuple[str, str], set[str]],
+                 linked: list[Facts], at: _At) -> None:
+    """Routes to versions the target declares; ingress hosts the bound gateway serves."""
     for f in linked:
         env, ns = f.env, f.namespace
         for path, host, version in f.destinations:
@@ -406,7 +428,6 @@ def check_fleet(facts: list[Facts], app_names: tuple[AppName, str] | None = None
                 if not any(_host_covers(s, h) for s in served):
                     at(f, "ingress.gateway", f"host {h} is not served by gateway {f.ingress_gateway} "
                        f"(it serves: {', '.join(sorted(served))}); add the host there", "warning", "IST0132")
-    return out
 
 
 def _check_edge_port(

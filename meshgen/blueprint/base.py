@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
@@ -42,7 +42,7 @@ class Strict(BaseModel):
         if keys is None:
             keys = frozenset(f.alias or name for name, f in cls.model_fields.items())
             cls._accepted_cache = keys  # type: ignore[attr-defined]
-        return keys  # type: ignore[no-any-return]
+        return keys
 
     @classmethod
     def normalize(cls, data: Any) -> Any:
@@ -164,7 +164,7 @@ class Duration(str):
 
     seconds: float
 
-    def __new__(cls, text: str, seconds: float) -> Duration:
+    def __new__(cls, text: str, seconds: float) -> Self:
         obj = super().__new__(cls, text)
         obj.seconds = seconds
         return obj

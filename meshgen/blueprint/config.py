@@ -155,7 +155,7 @@ class GitCredentialSettings(Strict):
 def _credential_free_url(value: Any) -> Any:
     """A URL with user:password@ (or token@) would put the token in meshgen.yaml, the mirror's git
     config and every error message: refuse it and say where the token goes."""
-    from meshgen.gitops.transport import url_credentials_problem
+    from meshgen.giturls import url_credentials_problem
 
     if isinstance(value, str):
         problem = url_credentials_problem(value, "envRepo.url")
@@ -222,7 +222,7 @@ class Config(Strict):
     @model_validator(mode="after")
     def _distinct_paths(self) -> Config:
         seen: dict[str, str] = {}
-        for name, env in self.environments.items():
+        for name in self.environments:
             path = self.env_path(name)
             if path in seen:
                 raise fail("environments", f"environments {seen[path]!r} and {name!r} both write to folder {path!r}")

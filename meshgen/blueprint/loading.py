@@ -12,7 +12,6 @@ import difflib
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,13 @@ from pydantic import ValidationError
 
 from meshgen.blueprint.base import Strict, describe_value, excerpt
 from meshgen.blueprint.config import Config
-from meshgen.blueprint.model import KINDS, IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.blueprint.model import (
+    KINDS,
+    IngressBlueprint,
+    MeshBlueprint,
+    NamespaceBlueprint,
+    ServiceBlueprint,
+)
 from meshgen.blueprint.yamlsource import MAX_FILE_BYTES, Document, YAMLSourceError, load_document
 from meshgen.diagnostics import BlueprintError, Diagnostic, format_path
 
@@ -412,7 +417,7 @@ def _one_diagnostic(rel: str, doc: Document, loc: FieldPath, err: Any) -> Diagno
         msg = f"{describe_value(err.get('input'))} is not allowed; {msg[0].lower()}{msg[1:]}"
     elif kind in _EXPECTED:
         msg = f"expected {_EXPECTED[kind]}, got {describe_value(err.get('input'))}"
-    elif kind.endswith("_type") or kind.endswith("_parsing"):
+    elif kind.endswith(("_type", "_parsing")):
         msg = f"{msg[0].lower()}{msg[1:]}, got {describe_value(err.get('input'))}"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
@@ -431,7 +436,7 @@ def _user_path(data: Any, loc: FieldPath) -> FieldPath:
     out: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
+        if isinstance(node, dict) and part in node:  # noqa: SIM114 - two branches, so mypy narrows `part`
             out.append(part)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
@@ -448,8 +453,3 @@ def _user_path(data: Any, loc: FieldPath) -> FieldPath:
 
 
 # --- the whole repository ------------------------------------------------------------------------
-
-
-def iter_files(root: Path, config: Config, *, env: str | None = None, mesh: str | None = None) -> Iterator[LoadedFile]:
-    for rel in discover(root):
-        yield load_file(root, rel, config, env=env, mesh=mesh)

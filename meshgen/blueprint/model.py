@@ -324,7 +324,7 @@ _ROUTE_NAME_MAX = 128
 
 def _route_name(value: Any) -> str:
     # Free text as Linkerd users write ServiceProfile routes ("GET /api/users"); object names that
-    # need a DNS label derive one (meshgen.render.names.route_labels).
+    # need a DNS label derive one (meshgen.names.route_labels).
     if not isinstance(value, str):
         raise fail("route_name", f"a route name is text such as canary or 'GET /api/users', got {describe_value(value)}")
     if not value.strip() or value != value.strip():
@@ -476,7 +476,7 @@ def _paths(value: Any) -> Any:
     value = one_or_many(value)
     if isinstance(value, list):
         for p in value:
-            if not isinstance(p, str) or not (p.startswith("/") or p == "*" or p.startswith("*")):
+            if not isinstance(p, str) or not p.startswith(("/", "*")):
                 raise fail("paths", f"{p!r} is not a path; paths start with '/' and may end in '*' (e.g. /api/v1/*)")
     return value
 
@@ -787,10 +787,6 @@ class ServiceBlueprint(Strict):
     @property
     def workload_labels(self) -> dict[str, str]:
         return dict(self.workload) if self.workload else {"app": self.service}
-
-    @property
-    def service_account_name(self) -> str:
-        return self.service_account or self.service
 
 
 class NamespaceBlueprint(Strict):

@@ -73,7 +73,7 @@ def _widen_service(schema: dict[str, Any]) -> None:
 
 
 def _model_schema(model: Any) -> dict[str, Any]:
-    schema = model.model_json_schema(mode="validation", by_alias=True)
+    schema: dict[str, Any] = model.model_json_schema(mode="validation", by_alias=True)
     defs = schema.get("$defs", {})
     for name, forms in _SHORT_FORMS.items():
         if name in defs:
@@ -114,6 +114,6 @@ def blueprint_schema(kind: str | None = None) -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         "title": "meshgen blueprint v1",
-        "anyOf": variants if len(variants) > 1 else variants,
+        "anyOf": variants,
         "$defs": defs,
     }

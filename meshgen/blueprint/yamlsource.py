@@ -81,19 +81,14 @@ class Document:
                     if k.value == key and isinstance(k, ScalarNode):
                         key_node, nxt = k, v
                         break
-            elif isinstance(node, SequenceNode) and isinstance(part, int):
-                if 0 <= part < len(node.value):
-                    nxt = node.value[part]
+            elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                nxt = node.value[part]
             if nxt is None:
                 break
             # Point at the key for mapping members: `attempts: x` reads better at the key.
             best = (key_node or nxt).start_mark
             node = nxt
         return (best.line + 1, best.column + 1)
-
-    def key_position(self, path: Path) -> tuple[int, int]:
-        """Position of the key named by the last element of `path` (for unknown keys)."""
-        return self.position(path)
 
 
 _PLAIN = "meshgen:plain"

@@ -59,7 +59,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,8 @@ from meshgen.gitops.coordination import LockLost
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, managed_files
 from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
 from meshgen.gitops.lifecycle import Grouping, SyncReport, branch_for, head_canary_note
-from meshgen.gitops.units import Unit
-from meshgen.records import CanaryRecord, CanaryStep, GateValue, Records
+from meshgen.records import CanaryPhase, CanaryRecord, CanaryStep, GateValue, Records
+from meshgen.units import Unit
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class EnvPass:
             return self._at_wanted()
         except (EnvRepoError, ForgeError):
             raise
-        except Exception as exc:  # noqa: BLE001 - rendering at weight 0 instead would revert live steps
+        except Exception as exc:
             raise EnvRepoError(f"{self.env}: could not read where its canaries stand ({type(exc).__name__}: "
                                f"{exc}); nothing was written, the sync is retried") from exc
 
@@ -269,7 +269,7 @@ class EnvPass:
                 self._one(c, resync)
             except LockLost:
                 raise  # another writer holds the environment repository now: stop writing, the sync fails
-            except Exception as exc:  # noqa: BLE001 - one canary's failure must not stop the others or the sync
+            except Exception as exc:
                 log.warning("canary %s/%s: %s", self.env, c.name, exc, exc_info=True)
                 self.warnings.append(f"{self.env}: canary {c.name}: {exc}")
                 self._save_reason(c, f"the controller failed this pass ({type(exc).__name__}: {exc}); it retries "
@@ -310,7 +310,7 @@ class EnvPass:
                                       result="rolled-back" if weight == 0 else "pending",
                                       reason=str(note.get("why") or "")))
         base = max(c.base_at, 0)
-        phase = "rolled-back" if rolled_back and base == 0 else "waiting" if base == 0 else "measuring"
+        phase: CanaryPhase = "rolled-back" if rolled_back and base == 0 else "waiting" if base == 0 else "measuring"
         return CanaryRecord(env=self.env, namespace=c.unit.namespace, service=c.unit.service,
                             stable=c.canary.stable, to=c.canary.to, spec_hash=c.spec, phase=phase,
                             step=_index(c.canary.steps, base), steps=list(c.canary.steps), weight=base,
@@ -563,7 +563,7 @@ class EnvPass:
         left = rec.healthy_since + interval - now
         if left > 0:
             rec.phase = "measuring"
-            ends = datetime.fromtimestamp(rec.healthy_since + interval, timezone.utc).strftime("%H:%M:%S UTC")
+            ends = datetime.fromtimestamp(rec.healthy_since + interval, UTC).strftime("%H:%M:%S UTC")
             rec.reason = f"{weight}% is live and healthy; measuring over {c.canary.interval}, until {ends}"
             self._save(rec)
             return

@@ -25,18 +25,17 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import pygit2
 
-from meshgen.gitops.envrepo import EnvRepoError, Mirror, _local_path, _mirror_lock
+from meshgen.blueprint.loading import BLUEPRINTS_DIR, CONFIG_FILE
+from meshgen.gitops.envrepo import EnvRepoError, Mirror, _mirror_lock
+from meshgen.giturls import local_path
 
 if TYPE_CHECKING:
     from meshgen.gitops.transport import RemoteAccess
 
-CONFIG_FILE = "meshgen.yaml"
-BLUEPRINTS_DIR = "blueprints"
 KEEP_CHECKOUTS = 3
 _TMP = ".tmp-"
 
@@ -68,7 +67,7 @@ def checkout_blueprints(
     GitTransportError, a subclass, for credentials, permissions and host keys). `access`
     (meshgen.gitops.transport.blueprints_access) carries the HTTPS token or SSH key.
     """
-    local = _local_path(url)
+    local = local_path(url)
     if local is not None and not local.exists():
         raise BlueprintsSourceError(f"blueprints repository {local} does not exist; fix MESHGEN_BLUEPRINTS_URL")
     state_path = Path(state_path)
@@ -151,7 +150,7 @@ def _prune(checkouts: Path, *, keep: Path) -> None:
 
 def blueprints_remote(url: str, root: Path) -> str:
     """MESHGEN_BLUEPRINTS_URL with a relative local path taken relative to ROOT (like envRepo.url)."""
-    local = _local_path(url)
+    local = local_path(url)
     if local is None or url.startswith("file://") or local.is_absolute():
         return url
     return str(root / local)

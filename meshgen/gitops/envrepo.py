@@ -36,7 +36,8 @@ try:
 except ImportError:  # pragma: no cover - Windows: shared caches are then not supported
     fcntl = None  # type: ignore[assignment]
 
-from meshgen.gitops.units import MESH_SERVICE, Unit, is_managed
+from meshgen.giturls import local_path
+from meshgen.units import MESH_SERVICE, Unit, is_managed
 
 _BLOB = pygit2.GIT_FILEMODE_BLOB
 _TREE = pygit2.GIT_FILEMODE_TREE
@@ -320,15 +321,6 @@ def _short(oid: pygit2.Oid | None) -> str:
     return "nothing (branch absent)" if oid is None else str(oid)[:12]
 
 
-def _local_path(remote: str) -> Path | None:
-    """The filesystem path of a local remote (`/path`, `./path`, `file:///path`), else None."""
-    if remote.startswith("file://"):
-        return Path(remote[len("file://") :])
-    if "://" in remote or (":" in remote.split("/")[0] and not os.path.isabs(remote)):
-        return None  # https://, ssh://, scp-like git@host:path
-    return Path(remote)
-
-
 def _retry_locked(action: Callable[[], None], what: str, attempts: int = 20) -> None:
     """Run `action`, retrying while another process holds a git lock file (short, bounded)."""
     delay = 0.02
@@ -396,7 +388,7 @@ class Mirror:
         access: RemoteAccess | None = None,
     ) -> None:
         remote = os.fspath(remote)
-        local = _local_path(remote)
+        local = local_path(remote)
         if local is not None:
             local = local.resolve()
             if not local.exists():

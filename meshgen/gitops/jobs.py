@@ -41,9 +41,9 @@ from meshgen.diagnostics import BlueprintError
 from meshgen.gitops.blueprints import BlueprintsSourceError
 from meshgen.gitops.coordination import Generations, LockBusy, WriterLock
 from meshgen.gitops.envrepo import EnvRepoError
-from meshgen.gitops.transport import GitTransportError
 from meshgen.gitops.forges.base import ForgeError
 from meshgen.gitops.sync import env_repo_identity, new_job_id, sync_repository
+from meshgen.gitops.transport import GitTransportError
 from meshgen.records import JobRecord, Records, end_unfinished
 from meshgen.settings import Settings
 
@@ -113,38 +113,6 @@ def make_celery(settings: Settings, *, include: list[str] | None = None) -> Cele
     app = Celery("meshgen", set_as_current=False, include=include or [])
     app.conf.update(celery_config(settings))
     return app
-
-
-def beat_schedule(settings: Settings) -> tuple[dict[str, Any], str]:
-    """Celery beat's schedule from ROOT/meshgen.yaml, and a sentence saying what it holds.
-
-    With an `argocd` section: poll Argo CD every argocd.pollInterval (on the sync queue; a poll
-    still waiting when the next is due expires, so a busy worker never works through a backlog).
-    Without one, or when meshgen.yaml cannot be read: no entry.
-    """
-    from meshgen.argocd.poller import poll_interval
-
-    try:
-        config, _ = load_config(settings.root)
-    except BlueprintError as exc:
-        first = exc.diagnostics[0] if exc.diagnostics else "unreadable"
-        return {}, f"no Argo CD poll scheduled: meshgen.yaml in {settings.root} cannot be read ({first})"
-    schedule: dict[str, Any] = {}
-    notes = []
-    if config.prometheus is not None or any(e.prometheus is not None for e in config.environments.values()):
-        # Canaries need Prometheus: without it there is nothing a timer could measure.
-        tick = settings.canary_tick
-        schedule[CANARY_SCHEDULE_ENTRY] = {"task": CANARY_TASK_NAME, "schedule": tick,
-                                           "options": {"queue": settings.queue, "expires": max(tick, 1.0)}}
-        notes.append(f"canary controller every {tick:g}s")
-    if config.argocd is None:
-        notes.append(f"no Argo CD poll scheduled: meshgen.yaml in {settings.root} has no `argocd` section")
-        return schedule, "; ".join(reversed(notes))
-    interval = poll_interval(config)
-    schedule[POLL_SCHEDULE_ENTRY] = {"task": POLL_TASK_NAME, "schedule": interval,
-                                     "options": {"queue": settings.queue, "expires": max(interval, 1.0)}}
-    notes.insert(0, f"Argo CD poll scheduled every {interval:g}s on queue {settings.queue}")
-    return schedule, "; ".join(notes)
 
 
 def _scope(env: str | None, retry_rejected: bool = False) -> str:

@@ -46,7 +46,7 @@ from meshgen.gitops.envrepo import (
     write_tree,
 )
 from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
-from meshgen.gitops.units import MESH_SERVICE, Unit, content_hash
+from meshgen.units import MESH_SERVICE, Unit, content_hash
 
 Grouping = Literal["service", "team", "env"]
 Action = Literal["opened", "updated", "unchanged", "closed", "merged", "rejected"]
@@ -685,7 +685,7 @@ def _describe_pr(
         )
     teams = sorted({u.team for u in units if u.team})
     labels = ("meshgen", f"env/{ctx.env}", *(f"team/{t}" for t in teams))
-    context = {
+    context: dict[str, Any] = {
         "env": ctx.env,
         "base": ctx.base,
         "branch": branch,

@@ -28,19 +28,21 @@ def pr_diff(repo: pygit2.Repository, pr: PullRequest) -> PRDiff:
         head = repo[pr.head_sha].peel(pygit2.Commit)
     except (KeyError, ValueError):
         return PRDiff([], "", False)
+    parent: pygit2.Commit | None
     if len(head.parents) == 1:
         parent = head.parents[0]
     else:
         base_ref = repo.references.get(f"refs/heads/{pr.base}")
         oid = repo.merge_base(head.id, base_ref.target) if base_ref is not None else None
         parent = repo[oid].peel(pygit2.Commit) if oid is not None else None
-    diff = repo.diff(parent.tree if parent is not None else repo.TreeBuilder().write(), head.tree)
+    base_tree = parent.tree if parent is not None else repo[repo.TreeBuilder().write()].peel(pygit2.Tree)
+    diff = base_tree.diff_to_tree(head.tree)  # what repo.diff(tree, tree) calls
     old: dict[str, bytes] = {}
     new: dict[str, bytes] = {}
     for delta in diff.deltas:
         for side, files in ((delta.old_file, old), (delta.new_file, new)):
             if side.id != pygit2.Oid(hex="0" * 40) and side.path.endswith((".yaml", ".yml")):
-                files[side.path] = repo[side.id].data
+                files[side.path] = repo[side.id].peel(pygit2.Blob).data
     patch = diff.patch or ""
     truncated = len(patch) > MAX_PATCH_BYTES
     return PRDiff(semantic_diff(old, new), patch[:MAX_PATCH_BYTES], truncated)

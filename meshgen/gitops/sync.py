@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 import uuid
 from collections import Counter
@@ -32,10 +31,11 @@ from meshgen.gitops.forges import make_forge
 from meshgen.gitops.forges.base import Forge, ForgeError, GitCredential, PRState, PullRequest
 from meshgen.gitops.lifecycle import Progress, SyncReport, SyncResult, branch_for, sync_env
 from meshgen.gitops.transport import blueprints_access, env_repo_access
-from meshgen.gitops.units import Unit, content_hash
+from meshgen.giturls import local_path
 from meshgen.pipeline import Blocked, RenderResult, render_repository
 from meshgen.records import JobPR, JobRecord, PRRef, Records, UnitRecord, end_unfinished
 from meshgen.settings import Settings
+from meshgen.units import Unit, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +44,6 @@ Fence = Callable[[], None]
 
 def new_job_id() -> str:
     return uuid.uuid4().hex[:16]
-
-
-# --------------------------------------------------------------------------------------
-# TEST-ONLY HOOK. Fault tests set MESHGEN_TEST_PAUSE_AT=<point> to hold a sync at a named
-# point (so a worker can be killed or Redis restarted exactly there). Unset in production:
-# then this is one environment lookup.
-# --------------------------------------------------------------------------------------
-def test_pause(point: str) -> None:
-    if os.environ.get("MESHGEN_TEST_PAUSE_AT") != point:
-        return
-    mark = os.environ.get("MESHGEN_TEST_PAUSE_MARK")
-    if mark:
-        Path(mark).write_text(f"{os.getpid()}\n")
-    time.sleep(float(os.environ.get("MESHGEN_TEST_PAUSE_SECONDS", "60")))
-
-
-test_pause.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite the name
 
 
 @dataclass
@@ -73,12 +56,11 @@ class _Clock:
 
 
 class _SyncEnvRepo(EnvRepo):
-    """EnvRepo whose ref updates first check the fence (and pass the test pause point)."""
+    """EnvRepo whose ref updates first check the fence."""
 
     fence: Fence | None = None
 
     def push(self, branch: str, new: pygit2.Oid, *, expected: pygit2.Oid | None) -> None:
-        test_pause("before-push")
         if self.fence is not None:
             self.fence()
         super().push(branch, new, expected=expected)
@@ -129,6 +111,9 @@ class _TimedForge:
     def list(self, state: PRState | None = None) -> list[PullRequest]:
         return self._timed(lambda: self.inner.list(state), writes=False)  # type: ignore[no-any-return]
 
+    def check_access(self) -> str:
+        return self._timed(self.inner.check_access, writes=False)  # type: ignore[no-any-return]
+
     def git_credential(self) -> GitCredential | None:
         return self.inner.git_credential()
 
@@ -136,19 +121,9 @@ class _TimedForge:
 # ---- the environment repository and the forge, from meshgen.yaml -----------------------
 
 
-def local_env_repo_path(root: Path, url: str) -> Path | None:
-    """The filesystem path of a local environment repository (relative to ROOT), else None."""
-    if url.startswith("file://"):
-        return Path(url[len("file://"):])
-    if "://" in url or (":" in url.split("/")[0] and not os.path.isabs(url)):
-        return None  # https://, ssh://, scp-like git@host:path
-    path = Path(url)
-    return path if path.is_absolute() else root / path
-
-
 def env_repo_identity(root: Path, config: Config) -> str:
     """What names one environment repository across processes (the writer lock's resource)."""
-    local = local_env_repo_path(root, config.env_repo.url)
+    local = local_path(config.env_repo.url, root)
     return str(local.resolve()) if local is not None else config.env_repo.url
 
 
@@ -631,7 +606,7 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
     render_root = render_root or root
     settings_er = config.env_repo
     identity = Identity(settings_er.author.name, settings_er.author.email)
-    local = local_env_repo_path(root, settings_er.url)
+    local = local_path(settings_er.url, root)
     if local is not None:
         ensure_local_repo(local, settings_er.branch, identity)
     inner = forge_from_config(root, config, settings, local_path=local, identity=identity, options=forge_options)

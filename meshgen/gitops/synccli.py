@@ -1,6 +1,6 @@
-"""`meshgen sync` (the whole flow in-process) and `meshgen worker` (the Celery worker).
+"""`meshgen sync` (the whole flow in-process); `meshgen worker` is worker/cli.py.
 
-Register with `main.add_command(sync)` / `main.add_command(worker)`.
+Register with `main.add_command(sync)`.
 """
 
 from __future__ import annotations
@@ -93,22 +93,3 @@ def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_j
         click.echo(f"meshgen: {len(job.errors)} error(s); only the units of the failing blueprints were held back",
                    err=True)
         sys.exit(1)
-
-
-@click.command("worker", context_settings={"ignore_unknown_options": True})
-@click.option("--queue", "-Q", default=None, help="Queue to consume (default: MESHGEN_QUEUE, 'meshgen').")
-@click.option("--pool", type=click.Choice(["solo", "prefork", "threads"]), default="solo", show_default=True,
-              help="solo: one sync at a time in this process (syncs of one repository are serialised anyway).")
-@click.option("--concurrency", "-c", type=int, default=1, show_default=True)
-@click.option("--loglevel", "-l", default=None, help="Default: MESHGEN_LOG_LEVEL.")
-@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(queue: str | None, pool: str, concurrency: int, loglevel: str | None, celery_args: tuple[str, ...]) -> None:
-    """Run the Celery sync worker (Redis from MESHGEN_REDIS_URL); extra arguments go to Celery."""
-    # In-process (app.worker_main), not a `celery` subprocess: one PID, so SIGTERM reaches Celery
-    # directly (warm shutdown, also as PID 1 in a container) and no `celery` script must be on PATH.
-    from worker.app import app, settings
-
-    argv = ["worker", "--pool", pool, "--concurrency", str(concurrency),
-            "--queues", queue or settings.queue, "--loglevel", (loglevel or settings.log_level).upper(),
-            *celery_args]
-    app.worker_main(argv)

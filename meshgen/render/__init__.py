@@ -18,7 +18,3 @@ def renderer_class(mesh: str) -> type[Renderer]:
     except KeyError:
         raise ValueError(f"unknown mesh {mesh!r}; meshgen renders {', '.join(MESHES)}") from None
     return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
-
-
-def get_renderer(mesh: str) -> Renderer:
-    return renderer_class(mesh)()

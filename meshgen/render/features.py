@@ -14,6 +14,7 @@ from meshgen.blueprint.model import (
     MeshBlueprint,
     NamespaceBlueprint,
     RetryPolicy,
+    Route,
     ServiceBlueprint,
     Telemetry,
 )
@@ -87,36 +88,63 @@ def used_features(svc: ServiceBlueprint) -> Iterator[tuple[str, FieldPath]]:
     if svc.versions:
         yield "versions", ("versions",)
     for i, route in enumerate(svc.routes):
-        here: FieldPath = ("routes", i)
-        if route.to is not None:
-            if len(route.to) > 1:
-                yield "routes.split", (*here, "to")
-                if route.match is not None:
-                    yield "routes.split.matched", (*here, "to")
-            if any(b.service is not None for b in route.to):
-                yield "routes.to.service", (*here, "to")
-        if route.match is not None:
-            if route.match.headers:
-                yield "routes.match.headers", (*here, "match", "headers")
-            if route.match.path is not None:
-                yield "routes.match.path", (*here, "match", "path")
-            if route.match.method:
-                yield "routes.match.method", (*here, "match", "method")
-        if route.rewrite is not None:
-            yield "routes.rewrite", (*here, "rewrite")
-        if route.timeout is not None:
-            yield "timeout", (*here, "timeout")
-        if route.retries is not None:
-            yield from _retries(route.retries, (*here, "retries"))
-        if route.fault is not None:
-            if route.fault.delay is not None:
-                yield "routes.fault.delay", (*here, "fault", "delay")
-            if route.fault.abort is not None:
-                yield "routes.fault.abort", (*here, "fault", "abort")
+        yield from _route(route, ("routes", i))
     if svc.timeout is not None:
         yield "timeout", ("timeout",)
     if svc.retries is not None:
         yield from _retries(svc.retries, ("retries",))
+    yield from _traffic_policy(svc)
+    yield from _security(svc)
+    if svc.ingress is not None:
+        yield "ingress", ("ingress",)
+        if svc.ingress.gateway is None:
+            yield "ingress.gateway.rendered", ("ingress",)
+        if svc.ingress.tls is not None:
+            yield "ingress.tls", ("ingress", "tls")
+    for i, _ in enumerate(svc.egress):
+        yield "egress", ("egress", i)
+    if svc.telemetry is not None:
+        yield from _telemetry(svc.telemetry, ("telemetry",))
+    if svc.observability is not None:
+        obs = svc.observability
+        if obs.service_monitor is not None:
+            yield "observability.serviceMonitor", ("observability", "serviceMonitor")
+        if obs.pod_monitor is not None:
+            yield "observability.podMonitor", ("observability", "podMonitor")
+        if obs.dashboard:
+            yield "observability.dashboard", ("observability", "dashboard")
+
+
+def _route(route: Route, here: FieldPath) -> Iterator[tuple[str, FieldPath]]:
+    if route.to is not None:
+        if len(route.to) > 1:
+            yield "routes.split", (*here, "to")
+            if route.match is not None:
+                yield "routes.split.matched", (*here, "to")
+        if any(b.service is not None for b in route.to):
+            yield "routes.to.service", (*here, "to")
+    if route.match is not None:
+        if route.match.headers:
+            yield "routes.match.headers", (*here, "match", "headers")
+        if route.match.path is not None:
+            yield "routes.match.path", (*here, "match", "path")
+        if route.match.method:
+            yield "routes.match.method", (*here, "match", "method")
+    if route.rewrite is not None:
+        yield "routes.rewrite", (*here, "rewrite")
+    if route.timeout is not None:
+        yield "timeout", (*here, "timeout")
+    if route.retries is not None:
+        yield from _retries(route.retries, (*here, "retries"))
+    if route.fault is not None:
+        if route.fault.delay is not None:
+            yield "routes.fault.delay", (*here, "fault", "delay")
+        if route.fault.abort is not None:
+            yield "routes.fault.abort", (*here, "fault", "abort")
+
+
+def _traffic_policy(svc: ServiceBlueprint) -> Iterator[tuple[str, FieldPath]]:
+    """Load balancing, connection pool and circuit breaker."""
     if svc.load_balancing is not None:
         if svc.load_balancing.consistent_hash is not None:
             yield "loadBalancing.consistentHash", ("loadBalancing", "consistentHash")
@@ -137,6 +165,10 @@ def used_features(svc: ServiceBlueprint) -> Iterator[tuple[str, FieldPath]]:
         ):
             if getattr(cb, attr) is not None:
                 yield f"circuitBreaker.{key}", ("circuitBreaker", key)
+
+
+def _security(svc: ServiceBlueprint) -> Iterator[tuple[str, FieldPath]]:
+    """mTLS, access rules, JWT and rate limits."""
     if svc.mtls is not None:
         yield "mtls", ("mtls",)
         if svc.mtls.ports:
@@ -154,24 +186,6 @@ def used_features(svc: ServiceBlueprint) -> Iterator[tuple[str, FieldPath]]:
         yield "jwt", ("jwt",)
     if svc.rate_limit is not None:
         yield "rateLimit", ("rateLimit",)
-    if svc.ingress is not None:
-        yield "ingress", ("ingress",)
-        if svc.ingress.gateway is None:
-            yield "ingress.gateway.rendered", ("ingress",)
-        if svc.ingress.tls is not None:
-            yield "ingress.tls", ("ingress", "tls")
-    for i, _ in enumerate(svc.egress):
-        yield "egress", ("egress", i)
-    if svc.telemetry is not None:
-        yield from _telemetry(svc.telemetry, ("telemetry",))
-    if svc.observability is not None:
-        obs = svc.observability
-        if obs.service_monitor is not None:
-            yield "observability.serviceMonitor", ("observability", "serviceMonitor")
-        if obs.pod_monitor is not None:
-            yield "observability.podMonitor", ("observability", "podMonitor")
-        if obs.dashboard:
-            yield "observability.dashboard", ("observability", "dashboard")
 
 
 def _retries(policy: RetryPolicy, path: FieldPath) -> Iterator[tuple[str, FieldPath]]:

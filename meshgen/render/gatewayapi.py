@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from meshgen.blueprint.model import AccessRule, Backend, Match, ServiceBlueprint
+from meshgen.names import dns_name
 from meshgen.render.base import RenderContext, RenderError, Resource, metadata, resource
-from meshgen.render.names import dns_name
 from meshgen.render.routing import EffectiveRoute
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"

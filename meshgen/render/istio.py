@@ -45,9 +45,9 @@ from meshgen.blueprint.model import (
     StringMatch,
     Telemetry,
 )
+from meshgen.names import dns_name, rendered_gateway_name
 from meshgen.render.base import Capability, RenderContext, Resource, metadata, resource
 from meshgen.render.features import FEATURES
-from meshgen.render.names import dns_name, rendered_gateway_name
 from meshgen.render.observability import (
     MONITORING_API,
     NOTE_ANNOTATION,

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from meshgen.blueprint.base import Duration
 from meshgen.blueprint.model import Monitor, ServiceBlueprint
+from meshgen.names import dns_name
 from meshgen.render.base import RenderContext, Resource, metadata, resource
-from meshgen.render.names import dns_name
 
 MONITORING_API = "monitoring.coreos.com/v1"
 NOTE_ANNOTATION = "meshgen.dev/note"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from meshgen.blueprint.base import Duration
 from meshgen.blueprint.model import Backend, Fault, IngressBlueprint, Match, RetryPolicy, ServiceBlueprint
-from meshgen.render.names import route_labels
+from meshgen.names import route_labels
 
 DEFAULT_ROUTE_NAME = "default"
 

@@ -21,7 +21,11 @@ from typing import Any
 _PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./@=+,()\[\]-]*(?: [A-Za-z0-9_./@=+,()\[\]-]+)*\Z")
 # Words YAML 1.1 (Kubernetes' sigs.k8s.io/yaml, PyYAML) or 1.2 read as bool or null.
 _RESERVED = frozenset(
-    "y Y yes Yes YES n N no No NO true True TRUE false False FALSE on On ON off Off OFF null Null NULL".split()
+    [
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO",
+        "true", "True", "TRUE", "false", "False", "FALSE",
+        "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL",
+    ]
 )
 _NUMBERISH = re.compile(
     r"[-+]?(?:0[xX][0-9a-fA-F_]+|0[oO]?[0-7_]+|0[bB][01_]+|[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?"
@@ -114,7 +118,7 @@ def _is_block_text(value: Any) -> bool:
 def _block_text(value: str, indent: int) -> str:
     chomp = "" if value.endswith("\n") else "-"
     pad = " " * indent
-    body = value[:-1] if value.endswith("\n") else value
+    body = value.removesuffix("\n")
     lines = "\n".join((pad + line) if line else "" for line in body.split("\n"))
     return f"|{chomp}\n{lines}\n"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meshgen.gitops.jobs import CANARY_SCHEDULE_ENTRY, CANARY_TASK_NAME, POLL_SCHEDULE_ENTRY, beat_schedule
+from meshgen.argocd.poller import beat_schedule
+from meshgen.gitops.jobs import CANARY_SCHEDULE_ENTRY, CANARY_TASK_NAME, POLL_SCHEDULE_ENTRY
 from meshgen.settings import Settings
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pygit2
 
 from meshgen.gitops.envrepo import Identity
-from meshgen.gitops.units import Unit
+from meshgen.units import Unit
 
 BOT = Identity("meshgen-bot", "bot@example.com")
 SIG = pygit2.Signature("Someone Else", "else@example.com", 1_700_000_000, 0)

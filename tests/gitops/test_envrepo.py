@@ -18,7 +18,7 @@ from meshgen.gitops.envrepo import (
     stale_folders,
     write_tree,
 )
-from meshgen.gitops.units import Unit, content_hash, is_managed
+from meshgen.units import Unit, content_hash, is_managed
 
 
 def _base(env_repo: EnvRepo) -> pygit2.Commit:

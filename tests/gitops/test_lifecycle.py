@@ -12,7 +12,7 @@ from gitops_support import BOT, Clock, Origin, make_unit, manifest, semantic
 from meshgen.gitops.envrepo import EnvRepo
 from meshgen.gitops.forges.local import LocalForge
 from meshgen.gitops.lifecycle import SyncReport, branch_for, sync_env
-from meshgen.gitops.units import Unit
+from meshgen.units import Unit
 
 API = "meshgen/staging/production/api"
 

@@ -21,7 +21,7 @@ from render.test_ingress import gateway_edge, istio_edge, rendered
 
 from meshgen.diagnostics import BlueprintError
 from meshgen.pipeline import render_repository
-from meshgen.render.names import dns_name, route_labels
+from meshgen.names import dns_name, route_labels
 
 FLAVOURS = {
     "istio": "environments:\n  prod: {mesh: istio}\n",

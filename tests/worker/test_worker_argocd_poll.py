@@ -17,7 +17,8 @@ from argo_fakes import ArgoCDServer, application
 from sync_support import REPO_TOP, Fleet, make_root, running_worker, wait_for
 
 from meshgen.argocd.poller import ArgoKeys
-from meshgen.gitops.jobs import POLL_SCHEDULE_ENTRY, POLL_TASK_NAME, beat_schedule, make_celery
+from meshgen.argocd.poller import beat_schedule
+from meshgen.gitops.jobs import POLL_SCHEDULE_ENTRY, POLL_TASK_NAME, make_celery
 from meshgen.settings import Settings
 
 _SHOW_SCHEDULE = (

@@ -196,7 +196,6 @@ class LocalForge:
 
     def git_credential(self) -> None:
         """The local forge has no token: its repository is a path."""
-        return None
 
     # ---- extras of the local forge (used by `meshgen pr show`) ---------------------
 

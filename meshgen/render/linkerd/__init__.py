@@ -3,7 +3,7 @@ and what each can express (capabilities.py). Gateway API routing is shared: rend
 
 from __future__ import annotations
 
+from meshgen.names import dns_name
 from meshgen.render.linkerd.modern import LinkerdRenderer, identity
-from meshgen.render.names import dns_name
 
 __all__ = ["LinkerdRenderer", "dns_name", "identity"]

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 from meshgen.blueprint.base import format_duration
 from meshgen.blueprint.config import Config
 from meshgen.blueprint.model import (
+    AccessRule,
     Backend,
     IngressBlueprint,
     MeshBlueprint,
@@ -48,6 +49,7 @@ from meshgen.blueprint.model import (
     RetryPolicy,
     ServiceBlueprint,
 )
+from meshgen.names import dns_name
 from meshgen.render.base import Capability, RenderContext, RenderError, Resource, metadata, resource
 from meshgen.render.gatewayapi import (
     GATEWAY_GROUP,
@@ -70,7 +72,6 @@ from meshgen.render.gatewayapi import (
 )
 from meshgen.render.linkerd import capabilities as _caps
 from meshgen.render.linkerd.legacy import retries_active, service_profile, traffic_split
-from meshgen.render.names import dns_name
 from meshgen.render.observability import endpoint, service_dashboard, service_monitors
 from meshgen.render.routing import EffectiveRoute, effective_routes, ingress_routes
 
@@ -340,16 +341,9 @@ class LinkerdRenderer:
                         metadata(dns_name(svc.service, "any-client"), svc.namespace, ctx, service=svc.service),
                         spec={"networks": [dict(n) for n in ALL_NETWORKS]})
 
-    def _access(self, svc: ServiceBlueprint, servers: list[str], ctx: RenderContext) -> list[Resource]:
-        rules = [r for r in (svc.access or ()) if not (r.jwt_claims and not r.from_ and not r.methods and not r.paths)]
-        if not _has(ctx, "access.methods"):
-            rules = [r for r in rules if not r.methods]
-        if not _has(ctx, "access.paths"):
-            rules = [r for r in rules if not r.paths]
-        if not rules:
-            return []  # access: [] (or nothing expressible): the Servers deny everything
+    def _authentications(self, svc: ServiceBlueprint, rules: list[AccessRule], ctx: RenderContext) -> list[Resource]:
+        """The authentication of each rule, in rule order (rules with no `from` share one)."""
         ns, td = svc.namespace, ctx.config.trust_domain
-        out: list[Resource] = []
         strict = svc.mtls is not None and svc.mtls.mode == "strict"
         authns: list[Resource] = []
         any_client: Resource | None = None
@@ -363,6 +357,19 @@ class LinkerdRenderer:
                 if any_client is None:
                     any_client = self._any_client(svc, meshed=strict, ctx=ctx)
                 authns.append(any_client)
+        return authns
+
+    def _access(self, svc: ServiceBlueprint, servers: list[str], ctx: RenderContext) -> list[Resource]:
+        rules = [r for r in (svc.access or ()) if not (r.jwt_claims and not r.from_ and not r.methods and not r.paths)]
+        if not _has(ctx, "access.methods"):
+            rules = [r for r in rules if not r.methods]
+        if not _has(ctx, "access.paths"):
+            rules = [r for r in rules if not r.paths]
+        if not rules:
+            return []  # access: [] (or nothing expressible): the Servers deny everything
+        ns = svc.namespace
+        out: list[Resource] = []
+        authns = self._authentications(svc, rules, ctx)
         seen: set[str] = set()
         for a in authns:
             if a.name not in seen:
