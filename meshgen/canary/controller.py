@@ -61,7 +61,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pygit2
 import redis
@@ -79,6 +79,9 @@ from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
 from meshgen.gitops.lifecycle import Grouping, SyncReport, branch_for, head_canary_note
 from meshgen.records import CanaryPhase, CanaryRecord, CanaryStep, GateValue, Records
 from meshgen.units import Unit
+
+if TYPE_CHECKING:
+    from meshgen.argocd.source import AppSource
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +156,8 @@ class EnvPass:
     canaries: list[_Canary] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     _loaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # records as read: unchanged ones are not saved
+    # One Argo CD client per pass (when the poller's cache is stale or absent), not one per canary.
+    _argo_source: AppSource | None = field(default=None, init=False, repr=False)
 
     # ---- before the sync --------------------------------------------------------------
 
@@ -264,16 +269,21 @@ class EnvPass:
         if self.canaries:
             self.repo.fetch()
             self._read_git()
-        for c in self.canaries:
-            try:
-                self._one(c, resync)
-            except LockLost:
-                raise  # another writer holds the environment repository now: stop writing, the sync fails
-            except Exception as exc:
-                log.warning("canary %s/%s: %s", self.env, c.name, exc, exc_info=True)
-                self.warnings.append(f"{self.env}: canary {c.name}: {exc}")
-                self._save_reason(c, f"the controller failed this pass ({type(exc).__name__}: {exc}); it retries "
-                                     "on the next pass")
+        try:
+            for c in self.canaries:
+                try:
+                    self._one(c, resync)
+                except LockLost:
+                    raise  # another writer holds the environment repository now: stop writing, the sync fails
+                except Exception as exc:
+                    log.warning("canary %s/%s: %s", self.env, c.name, exc, exc_info=True)
+                    self.warnings.append(f"{self.env}: canary {c.name}: {exc}")
+                    self._save_reason(c, f"the controller failed this pass ({type(exc).__name__}: {exc}); it "
+                                         "retries on the next pass")
+        finally:
+            if self._argo_source is not None:
+                self._argo_source.close()
+                self._argo_source = None
         self._forget_gone()
 
     # records (best effort: Redis is a cache)
@@ -678,16 +688,15 @@ class EnvPass:
                 app = cached
         if app is None:
             try:
-                source = make_source(cfg, self.settings)
-                try:
-                    if selector is None:
-                        app = source.get(name)
-                    else:
-                        app = next((a for a in source.list(selector)
-                                    if selector_matches(selector, (a.get("metadata") or {}).get("labels") or {})),
-                                   None)
-                finally:
-                    source.close()
+                if self._argo_source is None:
+                    self._argo_source = make_source(cfg, self.settings)
+                source = self._argo_source
+                if selector is None:
+                    app = source.get(name)
+                else:
+                    app = next((a for a in source.list(selector)
+                                if selector_matches(selector, (a.get("metadata") or {}).get("labels") or {})),
+                               None)
             except (ArgoCDError, OSError, ValueError) as exc:
                 return False, f"waiting for Argo CD: {exc}", None
         if app is None:
