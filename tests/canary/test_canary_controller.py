@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from api_support import TOKENS
 from argo_fakes import ArgoCDServer
 from canary_world import BRANCH, World, blueprint, make_world, summary, titles
@@ -215,6 +216,32 @@ def test_two_workers_passes_open_one_pr_per_step(world: World) -> None:
     assert titles(world.prs()[1:]) == [(STEP.format(w), "merged") for w in (20, 50, 100)]
 
 
+def test_two_worker_processes_open_one_pr_per_step(world: World, tmp_path: Path) -> None:
+    """Two real Celery workers take the canary ticks (two at a time, as two beats or a retry storm would send
+    them): one step pull request per step, each merged once."""
+    from sync_support import running_worker, worker_env
+
+    from meshgen.gitops.jobs import CANARY_TASK_NAME, make_celery
+
+    world.traffic(rps=40)
+    world.start(blueprint())
+    env = worker_env(world.root, world.rns.prefix, MESHGEN_ARGOCD_TOKEN=TOKENS["argocd"])
+    settings = world.settings.model_copy(update={"queue": env["MESHGEN_QUEUE"]})
+    app = make_celery(settings)
+
+    def ticks() -> None:
+        for _ in range(2):
+            app.send_task(CANARY_TASK_NAME, queue=settings.queue)
+
+    try:
+        with running_worker(env, tmp_path / "w1.log"), running_worker(env, tmp_path / "w2.log"):
+            world.until("the canary to be promoted", lambda r: r.phase == "promoted", timeout=120, each=ticks,
+                        sync=False)
+    finally:
+        app.close()
+    assert titles(world.prs()[1:]) == [(STEP.format(w), "merged") for w in (20, 50, 100)]
+
+
 def test_a_worker_killed_mid_step_resumes_at_the_same_step(world: World, tmp_path: Path) -> None:
     """A real Celery worker runs the canary ticks (as beat sends them); the first is killed while pushing the
     20% step. The next worker starts that same step again, and the canary goes on one PR per step."""
@@ -263,6 +290,21 @@ def test_linkerd_httproute_canary_is_promoted(tmp_path: Path, rns: RedisNS, argo
     routes = [data for name, data in world.base_files().items() if name.startswith("httproute-")]
     assert routes and all(b"meshgen.dev/canary-weight: '100'" in r or b'meshgen.dev/canary-weight: "100"' in r
                           for r in routes), routes
+
+
+def test_linkerd_smi_trafficsplit_canary_is_promoted(tmp_path: Path, rns: RedisNS, argo: ArgoCDServer,
+                                                     prom: PrometheusServer) -> None:
+    """Linkerd with SMI (split.smi-spec.io TrafficSplit, linkerd-smi): the same steps, the split's weights."""
+    world = make_world(tmp_path, rns, argo, prom, mesh="linkerd", extra="linkerd: {trafficSplit: smi}\n")
+    world.traffic(rps=40)
+    world.start(blueprint(steps="[50, 100]"))
+    world.until("the canary to be promoted", lambda r: r.phase == "promoted")
+    assert titles(world.prs()[1:]) == [(STEP.format(w), "merged") for w in (50, 100)]
+    splits = [yaml.safe_load(data) for name, data in world.base_files().items() if name.startswith("trafficsplit-")]
+    assert len(splits) == 1, sorted(world.base_files())
+    weights = {b["service"]: int(b["weight"]) for b in splits[0]["spec"]["backends"]}
+    assert weights.get("cart-v2") == 100 and weights.get("cart-v1", 0) == 0, weights
+    assert splits[0]["metadata"]["annotations"]["meshgen.dev/canary-weight"] == "100"
 
 
 def test_pause_resume_abort_retry_and_promote(world: World) -> None:
