@@ -158,9 +158,15 @@ def unit_key(env: str, namespace: str, service: str) -> str:
 class Records:
     """Typed access to the records; `client` is a redis.Redis (decode_responses not required)."""
 
-    def __init__(self, client: Any, prefix: str = "meshgen:") -> None:
+    #: Job records kept (newest first); older ones are removed as new ones are saved, so a canary timer
+    #: writing a job every pass, or years of syncs, never grow Redis without bound.
+    KEEP_JOBS = 2000
+    _TRIM_SLACK = 100  # trim in batches, not on every save
+
+    def __init__(self, client: Any, prefix: str = "meshgen:", *, keep_jobs: int | None = None) -> None:
         self.client = client
         self.prefix = prefix
+        self.keep_jobs = self.KEEP_JOBS if keep_jobs is None else keep_jobs
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -180,6 +186,20 @@ class Records:
         pipe.set(self._k("job", job.id), job.model_dump_json())
         pipe.zadd(self._k("jobs"), {job.id: job.created_at})
         pipe.incr(self._k("version"))
+        pipe.zcard(self._k("jobs"))
+        count = pipe.execute()[-1]
+        if count > self.keep_jobs + self._TRIM_SLACK:
+            self._trim_jobs()
+
+    def _trim_jobs(self) -> None:
+        """Remove the oldest job records beyond `keep_jobs`."""
+        old = self.client.zrange(self._k("jobs"), 0, -(self.keep_jobs + 1))
+        if not old:
+            return
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in old]
+        pipe = self.client.pipeline()
+        pipe.delete(*[self._k("job", i) for i in ids])
+        pipe.zrem(self._k("jobs"), *ids)
         pipe.execute()
 
     def get_job(self, job_id: str) -> JobRecord | None:
