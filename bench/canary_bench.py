@@ -57,6 +57,8 @@ from meshgen.gitops.sync import sync_repository  # noqa: E402
 from meshgen.records import Records  # noqa: E402
 from meshgen.settings import Settings  # noqa: E402
 
+controller.install()  # as the worker, the CLI and `meshgen up` do
+
 ENV = "production"
 
 

@@ -96,7 +96,7 @@ class LazyGroup(click.Group):
 # One line per command living elsewhere: name -> ("module:attribute", its one-line help).
 LAZY_COMMANDS = {
     "pr": ("meshgen.gitops.commands:pr", "Pull requests of the local forge: list, show, merge, close."),
-    "sync": ("meshgen.gitops.synccli:sync",
+    "sync": ("meshgen.synccli:sync",
              "Render ROOT and open or update the pull requests of the environment repository, in-process."),
     "worker": ("worker.cli:worker",
                "Run the Celery sync worker (Redis from MESHGEN_REDIS_URL); extra arguments go to Celery."),

@@ -190,10 +190,12 @@ def run(root: Path, settings: Settings, *, open_browser: bool = False) -> None:
     import uvicorn
 
     from meshgen.api.app import create_app
+    from meshgen.canary import controller
     from meshgen.gitops.jobs import SyncRequest
     from meshgen.gitops.sync import new_job_id
     from meshgen.records import JobRecord
 
+    controller.install()  # every sync renders canaries at their step and reconciles them
     records, where = connect_records(settings)
     log.info("blueprints: %s; records: %s", root.resolve(), where)
     retry_ids: set[str] = set()  # jobs asked for with retry_rejected (POST /api/v1/syncs)

@@ -10,6 +10,7 @@ from typing import Any
 from celery import Task  # type: ignore[import-untyped]
 
 from meshgen.argocd.poller import poll_from_settings
+from meshgen.canary import controller
 from meshgen.gitops.jobs import (
     CANARY_TASK_NAME,
     MAX_RETRIES,
@@ -22,6 +23,8 @@ from meshgen.gitops.jobs import (
 )
 from meshgen.records import Records
 from worker.app import app, settings
+
+controller.install()  # every sync this worker runs renders canaries at their step and reconciles them
 
 
 @cache

@@ -77,6 +77,7 @@ from meshgen.gitops.coordination import LockLost
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, managed_files
 from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
 from meshgen.gitops.lifecycle import Grouping, SyncReport, branch_for, head_canary_note
+from meshgen.gitops.sync import install_canary_controller
 from meshgen.records import CanaryPhase, CanaryRecord, CanaryStep, GateValue, Records
 from meshgen.units import Unit
 
@@ -121,6 +122,11 @@ class _Canary:
         if self.base_weight == 0:
             return 0
         return self.base_weight if self.base_version == self.canary.to else -1
+
+
+def install() -> None:
+    """Run this controller in every sync of the process; the entry points call it at start-up."""
+    install_canary_controller(EnvPass)
 
 
 def spec_hash(canary: Canary) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import pygit2
 import redis
@@ -180,6 +181,67 @@ def forge_from_config(root: Path, config: Config, settings: Settings, *, local_p
     if fs.kind == "gitea":
         return make_forge("gitea", base_url=fs.base_url, owner=fs.owner, repo=fs.repo, **kwargs)
     return make_forge("gitlab", project=fs.project, **({"base_url": fs.base_url} if fs.base_url else {}), **kwargs)
+
+
+# ---- the canary controller, installed by the entry points -------------------------------
+#
+# Every sync renders canary units at the weight their canary is at and then reconciles every canary
+# (meshgen.canary.controller). The controller sits above this module (it reads Argo CD and
+# Prometheus), so it is not imported here: the entry points (the Celery worker, the CLI, `meshgen up`)
+# install it with `install_canary_controller`, as the tests' conftest does.
+
+
+class CanaryPass(Protocol):
+    """The canaries of one environment during one sync (meshgen.canary.controller.EnvPass)."""
+
+    warnings: list[str]
+
+    def prepare(self) -> tuple[list[Unit], Mapping[str, Any]]:
+        """The environment's units with every canary at the weight it wants now, and the branch notes."""
+        ...
+
+    def reconcile(self, resync: Callable[[Mapping[str, Unit], Mapping[str, Any]], SyncReport]) -> None:
+        """One pass over the canaries after the sync `prepare` fed; `resync` writes a step."""
+        ...
+
+
+#: Builds one environment's pass from keyword arguments (root, config_root, config, repo, forge, env,
+#: base, grouping, units, render_at, records, settings): EnvPass's constructor.
+CanaryPasses = Callable[..., CanaryPass]
+
+_canary_passes: CanaryPasses | None = None
+_CANARY_KEY = re.compile(rb"^[ \t]*canary[ \t]*:", re.MULTILINE)
+
+
+def install_canary_controller(passes: CanaryPasses | None) -> CanaryPasses | None:
+    """Make every sync in this process run `passes` (None uninstalls); returns the one it replaces."""
+    global _canary_passes
+    previous, _canary_passes = _canary_passes, passes
+    return previous
+
+
+class _NoCanaries:
+    """Without a controller: refuse rather than render a canary back to its stable version."""
+
+    def __init__(self, *, root: Path, env: str, units: Sequence[Unit], **_: Any) -> None:
+        self.warnings: list[str] = []
+        self._root, self._env, self._units = root, env, units
+
+    def prepare(self) -> tuple[list[Unit], Mapping[str, Any]]:
+        for path in sorted({u.blueprint_path for u in self._units if u.blueprint_path}):
+            try:
+                data = (self._root / path).read_bytes()
+            except OSError:
+                continue
+            if _CANARY_KEY.search(data):
+                raise EnvRepoError(
+                    f"{path} declares a canary but this process runs syncs without the canary controller, "
+                    "so the sync would undo its steps; call meshgen.canary.controller.install() at start-up "
+                    "(the worker, the CLI and `meshgen up` do)")
+        return list(self._units), {}
+
+    def reconcile(self, resync: Callable[[Mapping[str, Unit], Mapping[str, Any]], SyncReport]) -> None:
+        return None
 
 
 # ---- records (best effort: a sync is not failed because Redis blinked) ------------------
@@ -599,7 +661,6 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
                    recorder: _Recorder, fence: Fence | None, forge_options: Mapping[str, Any] | None,
                    skip_if_synced: bool, progress: Progress | None = None, retry_rejected: bool = False,
                    render_root: Path | None = None) -> None:
-    from meshgen.canary.controller import EnvPass
     from meshgen.pipeline import render_at_weight
 
     config = result.config
@@ -626,7 +687,7 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
         for name in envs:
             # The canary controller (meshgen.canary.controller): canary units render at the weight their
             # canary is at, then every canary is reconciled once, under this sync's lock and fence.
-            canaries = EnvPass(root=render_root, config_root=root, config=config, repo=repo, forge=forge, env=name,
+            canaries = (_canary_passes or _NoCanaries)(root=render_root, config_root=root, config=config, repo=repo, forge=forge, env=name,
                                base=settings_er.branch, grouping=settings_er.grouping, units=by_env[name],
                                render_at=lambda u, w: render_at_weight(render_root, config, u, w),
                                records=recorder.records, settings=settings)

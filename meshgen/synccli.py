@@ -48,6 +48,7 @@ def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_j
     With MESHGEN_BLUEPRINTS_URL set, the blueprints repository is fetched and the tip of
     MESHGEN_BLUEPRINTS_BRANCH is rendered instead of ROOT's blueprints/ (ROOT keeps the state).
     """
+    from meshgen.canary import controller
     from meshgen.diagnostics import BlueprintError
     from meshgen.gitops.blueprints import BlueprintsSourceError
     from meshgen.gitops.coordination import LockBusy, WriterLock
@@ -57,6 +58,7 @@ def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_j
     from meshgen.gitops.sync import format_report, sync_repository
     from meshgen.records import Records
 
+    controller.install()
     settings = Settings(root=root)
     records = None if no_records else _records_if_reachable(settings)
     if records is None and not no_records:
