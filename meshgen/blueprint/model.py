@@ -83,6 +83,19 @@ def _hostname(value: Any) -> str:
 Hostname = Annotated[str, BeforeValidator(_hostname)]
 
 
+def _ingress_host(value: Any) -> str:
+    # Gateway API's Hostname and Istio's Gateway hosts are names matched against the Host header /
+    # SNI: an IP address is not allowed there (it would match nothing, or be refused by the API server).
+    host = _hostname(value)
+    if all(label.isdigit() for label in host.split(".")):
+        raise fail("hostname", f"{host!r} is an IP address; an ingress host is a DNS name such as api.example.com "
+                   "(clients reaching the gateway by address need a name for it)")
+    return host
+
+
+IngressHost = Annotated[str, BeforeValidator(_ingress_host)]
+
+
 def _port_number(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise fail("port", f"expected a port number from 1 to 65535, got {describe_value(value)}")
@@ -545,7 +558,7 @@ def _gateway_ref(value: Any) -> Any:
 
 
 class Ingress(Strict):
-    hosts: Annotated[list[Hostname], Field(min_length=1), BeforeValidator(one_or_many)]
+    hosts: Annotated[list[IngressHost], Field(min_length=1), BeforeValidator(one_or_many)]
     gateway: Annotated[str, BeforeValidator(_gateway_ref)] | None = None
     tls: IngressTLS | None = None
 
@@ -840,7 +853,7 @@ class IngressBlueprint(Strict):
     namespace: DNSLabel
     team: DNSLabel | None = None
     mesh: MeshName | None = None
-    hosts: Annotated[list[Hostname], Field(min_length=1), BeforeValidator(one_or_many)]
+    hosts: Annotated[list[IngressHost], Field(min_length=1), BeforeValidator(one_or_many)]
     gateway: Annotated[str, BeforeValidator(_gateway_ref)] | None = None
     tls: IngressTLS | None = None
     routes: tuple[IngressRoute, ...]

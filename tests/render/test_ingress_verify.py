@@ -252,3 +252,24 @@ def test_a_rewrite_replaces_whole_path_segments_on_every_flavour(tmp_path: Path,
     }
     for req, expected in want.items():
         assert edge(docs, "a.example.com", req) == expected, (flavour, req)
+
+
+@pytest.mark.parametrize("where", ["kind: Ingress", "a service's ingress"])
+def test_an_ip_address_is_not_an_ingress_host(tmp_path: Path, where: str) -> None:
+    """Gateway API's Hostname refuses IP addresses and Istio matches hosts against Host/SNI: an address
+    there would be refused by the API server or match nothing. The error names the file, line and field."""
+    if where == "kind: Ingress":
+        files = {"web/edge.yaml": "kind: Ingress\nname: edge\nnamespace: web\nhosts: [a.example.com, 10.0.0.7]\n"
+                                  "gateway: gw\nroutes:\n  - to: {service: shop, port: 8080}\n", "web/shop.yaml": SHOP}
+        expected = "blueprints/web/edge.yaml:4:"
+    else:
+        files = {"web/shop.yaml": SHOP + "ingress: {hosts: [10.0.0.7], gateway: gw}\n"}
+        expected = "blueprints/web/shop.yaml:5:"
+    with pytest.raises(BlueprintError) as info:
+        render_repository(write_repo(tmp_path / "r", files, config=FLAVOURS["istio"]))
+    errs = [str(d) for d in info.value.diagnostics if d.severity == "error"]
+    assert any(e.startswith(expected) and "'10.0.0.7' is an IP address; an ingress host is a DNS name" in e
+               for e in errs), errs
+    # A name with digits is still a name.
+    ok = {k: v.replace("10.0.0.7", "10-0-0-7.example.com") for k, v in files.items()}
+    render_repository(write_repo(tmp_path / "ok", ok, config=FLAVOURS["istio"]))
