@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import click
 
 from meshgen import __version__
-from meshgen.diagnostics import BlueprintError, Diagnostic
+from meshgen.diagnostics import BlueprintError, Diagnostic, escape_line
 
 ROOT_ARG = click.argument("root", type=click.Path(file_okay=False, path_type=Path), default=".", required=False)
 ENV_OPT = click.option("--env", "env", metavar="ENV", help="Only this environment (a name from meshgen.yaml).")
@@ -48,6 +49,10 @@ def _fail(exc: BlueprintError) -> None:
     sys.exit(1)
 
 
+#: An unexpected exception (a bug): sysexits.h's EX_SOFTWARE.
+EXIT_INTERNAL_ERROR = 70
+
+
 class LazyGroup(click.Group):
     """Subcommands that live with their area of the code, imported only when run.
 
@@ -81,6 +86,23 @@ class LazyGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> object:
+        # Every expected failure (bad blueprints, a forge or git error, a bad flag) has its own message
+        # and exit status; what reaches here is a bug. Say so in one line, not a traceback, and how to
+        # get the traceback for a report. Jobs end `failed` on their own (meshgen.gitops.sync).
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("MESHGEN_DEBUG"):
+                raise
+            detail = escape_line(str(exc))[:300]
+            click.echo(f"meshgen: internal error: {type(exc).__name__}: {detail}\n"
+                       "meshgen: this is a bug in meshgen, not in your input; run again with MESHGEN_DEBUG=1 "
+                       "for the traceback and include it in a report", err=True)
+            ctx.exit(EXIT_INTERNAL_ERROR)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy_subcommands:

@@ -226,3 +226,33 @@ def test_top_level_help_lists_lazy_commands_without_importing_them() -> None:
     assert run.returncode == 0, run.stderr
     assert "pr            Pull requests of the local forge" in run.stdout
     assert run.stdout.strip().endswith("[]")  # none of the heavy imports happened
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_70_not_a_traceback(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Expected failures have their own messages; a bug gets one line saying it is one, and how to get
+    the traceback (MESHGEN_DEBUG=1), from the same group class `meshgen` runs."""
+    import click
+    from click.testing import CliRunner
+
+    from meshgen.cli import EXIT_INTERNAL_ERROR, LazyGroup
+
+    group = LazyGroup(name="meshgen", lazy_subcommands={})
+
+    @group.command()
+    def boom() -> None:
+        raise RuntimeError("deep\n\x1b[31mfailure")
+
+    @group.command()
+    def usage() -> None:
+        raise click.UsageError("bad flag")
+
+    monkeypatch.delenv("MESHGEN_DEBUG", raising=False)
+    result = CliRunner().invoke(group, ["boom"])
+    assert result.exit_code == EXIT_INTERNAL_ERROR == 70
+    assert "Traceback" not in result.output
+    assert "meshgen: internal error: RuntimeError: deep\\n\\x1b[31mfailure" in result.output
+    assert "MESHGEN_DEBUG=1" in result.output
+    assert CliRunner().invoke(group, ["usage"]).exit_code == 2  # click's own errors keep their status
+    monkeypatch.setenv("MESHGEN_DEBUG", "1")
+    result = CliRunner().invoke(group, ["boom"])
+    assert isinstance(result.exception, RuntimeError)
