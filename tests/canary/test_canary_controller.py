@@ -4,43 +4,22 @@ Prometheus, measured only once the fake Argo CD runs the step healthy (see canar
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from api_support import TOKENS
 from argo_fakes import ArgoCDServer
-from canary_world import BRANCH, World, blueprint, make_world, summary, titles
+from canary_world import World, blueprint, make_world, summary, titles
 from helpers import free_port
-from promsupport import PrometheusServer, start_prometheus
-from sync_support import RedisNS, clean_prefix, redis_namespace
+from promsupport import PrometheusServer
+from sync_support import RedisNS, clean_prefix
 
 from meshgen.canary.steps import read_weight
 
 pytestmark = pytest.mark.slow
 
 STEP = "meshgen(production): canary shop/cart v2 {}%"
-
-
-@pytest.fixture(scope="module")
-def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    server = start_prometheus(tmp_path_factory.mktemp("prometheus"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def rns() -> Iterator[RedisNS]:
-    with redis_namespace("canary") as ns:
-        yield ns
-
-
-@pytest.fixture
-def argo() -> Iterator[ArgoCDServer]:
-    server = ArgoCDServer(TOKENS["argocd"])
-    yield server
-    server.stop()
 
 
 @pytest.fixture

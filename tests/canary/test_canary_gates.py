@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import pytest
 from helpers import free_port, wait_for
-from promsupport import PrometheusServer, start_prometheus
+from promsupport import PrometheusServer
 
 from meshgen.canary.gates import (
     Gate,
@@ -32,13 +32,6 @@ from meshgen.canary.prometheus import Prometheus, PrometheusError
 pytestmark = pytest.mark.slow
 
 WINDOW = 4.0  # seconds of history each measurement looks at (four scrapes)
-
-
-@pytest.fixture(scope="module")
-def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    server = start_prometheus(tmp_path_factory.mktemp("prometheus"))
-    yield server
-    server.stop()
 
 
 def _target(mesh: str, service: str, version: str = "v2", **labels: str) -> Target:

@@ -1,5 +1,5 @@
 """`meshgen doctor`'s Prometheus lines against a real Prometheus (Debian's package, started by
-tests/canary/promsupport.py): one line per environment, the environment's own `prometheus` or the
+tests/promsupport.py): one line per environment, the environment's own `prometheus` or the
 top-level one, the bearer token from tokenEnv or tokenFile sent (checked by a loopback proxy that
 requires it, as an OAuth/kube-rbac proxy in front of Prometheus does) and never printed."""
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from canary.promsupport import PrometheusServer, start_prometheus
+from promsupport import PrometheusServer
 from click.testing import CliRunner
 from helpers import free_port
 
@@ -22,13 +22,6 @@ from meshgen.cli import main
 
 TOKEN = "mgtok_doctor_prom_7c1a9e3b5d2f4a6c8e0b1d3f5a7c9e2b"
 WRONG = "mgtok_doctor_prom_wrong_0000000000000000000000000"
-
-
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    server = start_prometheus(tmp_path_factory.mktemp("prometheus"))
-    yield server
-    server.stop()
 
 
 class TokenProxy:
@@ -66,8 +59,8 @@ class TokenProxy:
 
 
 @pytest.fixture
-def proxy(prometheus: PrometheusServer) -> Iterator[TokenProxy]:
-    made = TokenProxy(prometheus.url)
+def proxy(prom: PrometheusServer) -> Iterator[TokenProxy]:
+    made = TokenProxy(prom.url)
     yield made
     made.stop()
 
@@ -93,16 +86,16 @@ def _config(**envs: Any) -> dict[str, Any]:
     return {"environments": envs, "envRepo": {"url": "env.git", "forge": {"kind": "local"}}}
 
 
-def test_one_line_per_environment(root: Path, tmp_path: Path, prometheus: PrometheusServer,
+def test_one_line_per_environment(root: Path, tmp_path: Path, prom: PrometheusServer,
                                   proxy: TokenProxy) -> None:
     (root / "prom-token").write_text(TOKEN + "\n")
     config = {**_config(staging={}, production={"prometheus": {"url": proxy.url, "tokenFile": "prom-token"}},
                         edge={"prometheus": {"url": proxy.url, "tokenEnv": "PROM_TOKEN"}}),
-              "prometheus": {"url": prometheus.url}}
+              "prometheus": {"url": prom.url}}
     code, lines = _doctor(root, config, tmp_path, PROM_TOKEN=TOKEN)
     assert len(lines) == 3, lines
     staging, production, edge = lines
-    assert staging.startswith(f"✔ Prometheus (staging): {prometheus.url}: Prometheus ")
+    assert staging.startswith(f"✔ Prometheus (staging): {prom.url}: Prometheus ")
     assert "queries accepted (prometheus, no token)" in staging
     assert production.startswith(f"✔ Prometheus (production): {proxy.url}: Prometheus ")
     assert "(environments.production.prometheus, bearer token from prom-token)" in production

@@ -8,7 +8,6 @@ create_app over httpx's ASGI transport, the `meshgen pr merge` command, the poll
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from api_support import READ, TOKENS
 from argo_fakes import ArgoCDServer, application
 from click.testing import CliRunner
 from fastapi import FastAPI
-from sync_support import REDIS_DB_URL, RedisNS, env_repo, make_root, redis_namespace
+from sync_support import REDIS_DB_URL, RedisNS, env_repo, make_root
 
 from meshgen.api.app import create_app
 from meshgen.argocd.poller import poll_once
@@ -30,19 +29,6 @@ from meshgen.settings import Settings
 
 pytestmark = pytest.mark.slow
 ROLLOUT = "/api/v1/rollouts/production/shop/cart"
-
-
-@pytest.fixture
-def rns() -> Iterator[RedisNS]:
-    with redis_namespace("e2e") as ns:
-        yield ns
-
-
-@pytest.fixture
-def argo() -> Iterator[ArgoCDServer]:
-    server = ArgoCDServer(TOKENS["argocd"])
-    yield server
-    server.stop()
 
 
 def _get(app: FastAPI, path: str) -> dict[str, Any]:

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sync_support import REDIS_DB_URL, RedisNS, make_root, redis_namespace
+from sync_support import REDIS_DB_URL, RedisNS, make_root
 
 from meshgen.settings import Settings
-
-
-@pytest.fixture
-def rns(request: pytest.FixtureRequest) -> Iterator[RedisNS]:
-    with redis_namespace(request.node.name[:20]) as ns:
-        yield ns
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,13 @@ from forges._gitlab_fake import GitLabFake
 from forges._gitrepo import BareRepo
 from forges._server import FakeForge
 from gitserver import Account, SshServer, ssh_keygen
-from sync_support import MESHGEN_YAML, REDIS_DB_URL, RedisNS, blueprint, redis_namespace
+from sync_support import MESHGEN_YAML, REDIS_DB_URL, RedisNS, blueprint
 
 from .conftest import BLUEPRINTS_TOKEN, TOKEN
 
 pytestmark = pytest.mark.slow
 
 _FAKES: dict[str, type[FakeForge]] = {"github": GitHubFake, "gitlab": GitLabFake, "gitea": GiteaFake}
-
-
-@pytest.fixture
-def rns(request: pytest.FixtureRequest) -> Iterator[RedisNS]:
-    with redis_namespace(request.node.name[:20]) as ns:
-        yield ns
 
 
 @pytest.fixture

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from forges._github_fake import GitHubFake
 from forges._gitrepo import BareRepo
-from sync_support import MESHGEN_YAML, REDIS_DB_URL, RedisNS, blueprint, redis_namespace
+from sync_support import MESHGEN_YAML, REDIS_DB_URL, RedisNS, blueprint
 
 from meshgen.gitops.jobs import run_sync_job
 from meshgen.records import JobRecord
 from meshgen.settings import Settings
 
 from .conftest import TOKEN
-
-
-@pytest.fixture
-def rns(request: pytest.FixtureRequest) -> Iterator[RedisNS]:
-    with redis_namespace(request.node.name[:20]) as ns:
-        yield ns
 
 
 def test_wrong_token_fails_the_job_without_retrying(tmp_path: Path, origin: BareRepo, rns: RedisNS,

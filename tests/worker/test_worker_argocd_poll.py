@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pygit2
@@ -28,13 +27,6 @@ _SHOW_SCHEDULE = (
     " for k, v in app.conf.beat_schedule.items()}))\n"
     "import worker.tasks; print(json.dumps(sorted(t for t in app.tasks if t.startswith('meshgen.'))))\n"
 )
-
-
-@pytest.fixture
-def argo() -> Iterator[ArgoCDServer]:
-    server = ArgoCDServer(TOKENS["argocd"])
-    yield server
-    server.stop()
 
 
 def _argocd_config(url: str, interval: str = "45s") -> str:
