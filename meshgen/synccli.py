@@ -54,7 +54,7 @@ def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_j
     from meshgen.gitops.coordination import LockBusy, WriterLock
     from meshgen.gitops.envrepo import EnvRepoError
     from meshgen.gitops.forges.base import ForgeError
-    from meshgen.gitops.jobs import _lock_resource
+    from meshgen.gitops.jobs import writer_lock_resource
     from meshgen.gitops.sync import format_report, sync_repository
     from meshgen.records import Records
 
@@ -66,7 +66,7 @@ def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_j
     try:
         if isinstance(records, Records):
             # Share the worker's writer lock, so CI and a running worker never push at once.
-            with WriterLock(records.client, records.prefix, _lock_resource(root), ttl=settings.lock_ttl,
+            with WriterLock(records.client, records.prefix, writer_lock_resource(root), ttl=settings.lock_ttl,
                             wait=settings.lock_wait) as lock:
                 job = sync_repository(root, settings, env=env, blueprint_commit=commit, records=records,
                                       fence=lock.check, retry_rejected=retry_rejected)

@@ -32,7 +32,7 @@ from meshgen.api.models import (
 )
 from meshgen.argocd.mirror import Containment
 from meshgen.argocd.poller import ArgoKeys
-from meshgen.argocd.source import ArgoCDError, Locator, parse_duration, parse_selector, selector_matches
+from meshgen.argocd.source import ArgoCDError, Locator, parse_selector, selector_matches
 from meshgen.blueprint.config import Config
 from meshgen.records import CanaryRecord, JobRecord, Records, UnitRecord
 from meshgen.rollout import STATES, AppFacts, app_facts, decide
@@ -124,7 +124,7 @@ class RolloutView:
         self.keys = ArgoKeys(records.prefix)
         argocd = config.argocd if config else None
         self.argocd_configured = argocd is not None
-        self.stale_after = parse_duration(argocd.stale_after) if argocd else None
+        self.stale_after = argocd.stale_after.seconds if argocd else None
         self.locator = Locator.from_config(argocd) if argocd else None
         self.snapshot: Snapshot = EMPTY
         self.polled_at: float | None = None

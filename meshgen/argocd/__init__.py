@@ -4,6 +4,6 @@ Requests never call Argo CD; `meshgen.argocd.poller` does, on a schedule, and th
 what it cached.
 """
 
-from meshgen.argocd.source import AppSource, ArgoCDError, make_source, parse_duration
+from meshgen.argocd.source import AppSource, ArgoCDError, make_source
 
-__all__ = ["AppSource", "ArgoCDError", "make_source", "parse_duration"]
+__all__ = ["AppSource", "ArgoCDError", "make_source"]

@@ -30,7 +30,7 @@ from typing import Any
 import redis
 
 from meshgen.argocd.mirror import open_mirror
-from meshgen.argocd.source import AppSource, ArgoCDError, Locator, make_source, parse_duration
+from meshgen.argocd.source import AppSource, ArgoCDError, Locator, make_source
 from meshgen.blueprint.config import ArgoCDSettings, Config
 from meshgen.blueprint.loading import load_config
 from meshgen.diagnostics import BlueprintError
@@ -77,7 +77,7 @@ class ArgoKeys:
 
 
 def poll_interval(config: Config | None) -> float:
-    return parse_duration(config.argocd.poll_interval) if config and config.argocd else 30.0
+    return config.argocd.poll_interval.seconds if config and config.argocd else 30.0
 
 
 def beat_schedule(settings: Settings) -> tuple[dict[str, Any], str]:

@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 import httpx
 
-from meshgen.blueprint.base import parse_duration as blueprint_duration
 from meshgen.blueprint.config import ArgoCDSettings
 from meshgen.settings import Settings
 
@@ -29,22 +28,6 @@ _PLACEHOLDERS = frozenset({"env", "namespace", "service", "team"})
 
 class ArgoCDError(RuntimeError):
     """Argo CD could not be read; the message says what to check."""
-
-
-def parse_duration(text: str | float) -> float:
-    """Seconds in "30s", "2m", "1m30s", "500ms" (blueprint syntax, meshgen.blueprint.base) or a bare
-    number of seconds."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    value = text.strip()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return blueprint_duration(value).seconds
-    except ValueError as exc:  # pydantic's PydanticCustomError is a ValueError
-        raise ValueError(f"duration {text!r}: write it like 30s, 2m, 1h or 1m30s ({exc})") from None
 
 
 def _check_template(template: str, what: str) -> None:

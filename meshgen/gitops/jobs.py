@@ -155,7 +155,7 @@ def _coalesced(records: Records, job: JobRecord, into: str) -> JobRecord:
     return job
 
 
-def _lock_resource(root: Path) -> str:
+def writer_lock_resource(root: Path) -> str:
     try:
         config, _ = load_config(root)
     except BlueprintError:
@@ -174,7 +174,7 @@ def run_sync_job(settings: Settings, records: Records, *, job_id: str, env: str 
     if (covering := gens.covered_by(gen)) is not None:
         return _coalesced(records, job, covering)
     root = settings.root
-    lock = WriterLock(records.client, records.prefix, _lock_resource(root), ttl=settings.lock_ttl,
+    lock = WriterLock(records.client, records.prefix, writer_lock_resource(root), ttl=settings.lock_ttl,
                       wait=settings.lock_wait)
     try:
         with lock:
@@ -221,7 +221,7 @@ def run_canary_tick(settings: Settings, records: Records) -> JobRecord | None:
     never queued behind it. The pass is a recorded job (trigger `canary`); with content already synced
     onto the same base it writes no pull request and only runs the canary controller.
     """
-    lock = WriterLock(records.client, records.prefix, _lock_resource(settings.root), ttl=settings.lock_ttl, wait=0.0)
+    lock = WriterLock(records.client, records.prefix, writer_lock_resource(settings.root), ttl=settings.lock_ttl, wait=0.0)
     job = JobRecord(id=new_job_id(), trigger="canary")
     try:
         with lock:

@@ -16,7 +16,7 @@ from argo_fakes import ArgoCDServer, KubernetesServer, application, validate_app
 from fastapi.testclient import TestClient
 
 from meshgen.argocd.poller import GET_BY_NAME_MAX, ArgoKeys, poll_once, trim
-from meshgen.argocd.source import ArgoCDError, Locator, parse_duration, selector_matches
+from meshgen.argocd.source import ArgoCDError, Locator, selector_matches
 from meshgen.blueprint.config import ArgoCDSettings
 from meshgen.blueprint.loading import load_config
 from meshgen.records import Records
@@ -34,11 +34,21 @@ def _cached(records: Records) -> dict[str, dict[str, Any]]:
     return {n: json.loads(records.client.get(keys.app(n))) for n in names}
 
 
-def test_parse_duration() -> None:
-    assert parse_duration("30s") == 30 and parse_duration("2m") == 120 and parse_duration("1m30s") == 90
-    assert parse_duration("500ms") == 0.5 and parse_duration("15") == 15 and parse_duration("1h") == 3600
-    with pytest.raises(ValueError, match="30s"):
-        parse_duration("soon")
+def test_argocd_durations_are_blueprint_durations() -> None:
+    """pollInterval and staleAfter read like every blueprint duration (one parser: meshgen.blueprint.base)."""
+    from meshgen.argocd.poller import poll_interval
+    from meshgen.blueprint.config import Config
+
+    def config(**argocd: Any) -> Config:
+        return Config.model_validate({"environments": {"x": {}}, "argocd": {"url": "http://argocd", **argocd}})
+
+    assert poll_interval(None) == 30.0 and poll_interval(config()) == 30.0
+    assert poll_interval(config(pollInterval="1m30s")) == 90 and poll_interval(config(pollInterval="500ms")) == 0.5
+    assert config(staleAfter="1h").argocd.stale_after.seconds == 3600  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="write 15s for seconds"):
+        config(pollInterval=15)
+    with pytest.raises(ValueError, match="is not a duration"):
+        config(pollInterval="soon")
 
 
 def test_selectors() -> None:
