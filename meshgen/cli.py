@@ -13,10 +13,11 @@ import click
 
 from meshgen import __version__
 from meshgen.diagnostics import BlueprintError, Diagnostic
+from meshgen.render.registry import mesh_names
 
 ROOT_ARG = click.argument("root", type=click.Path(file_okay=False, path_type=Path), default=".", required=False)
 ENV_OPT = click.option("--env", "env", metavar="ENV", help="Only this environment (a name from meshgen.yaml).")
-MESH_OPT = click.option("--mesh", type=click.Choice(["istio", "linkerd"]), help="Render every service for this mesh.")
+MESH_OPT = click.option("--mesh", type=click.Choice(mesh_names()), help="Render every service for this mesh.")
 
 
 WARNINGS_SHOWN = 50
