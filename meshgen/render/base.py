@@ -228,7 +228,3 @@ class Mesh:
     # one); None when the mesh routes to the Service as a whole. Edge routes to a service without
     # that port are reported.
     default_backend_port: int | None = None
-
-    def section(self, config: Config) -> Strict:
-        """This mesh's section of `config`."""
-        return settings_section(config, self.name, self.settings)
