@@ -41,6 +41,7 @@ import click
 
 from meshgen.blueprint.config import Config
 from meshgen.giturls import local_path
+from meshgen.render.registry import mesh
 
 API_VERSION = "argoproj.io/v1alpha1"
 ARGOCD_FINALIZER = "resources-finalizer.argocd.argoproj.io"
@@ -127,8 +128,7 @@ def _go_name_template(template: str, env: str, namespace_expr: str) -> str:
 
 
 def _mesh_namespace(config: Config, env: str) -> str:
-    mesh = config.environments[env].mesh
-    return config.istio.root_namespace if mesh == "istio" else config.linkerd.namespace
+    return mesh(config.environments[env].mesh).system_namespace(config)
 
 
 def application_sets(

@@ -1,4 +1,5 @@
-"""The capability matrix: blueprint feature x mesh flavour, generated from the renderers."""
+"""The capability matrix: blueprint feature x mesh flavour, generated from the registered meshes'
+renderers (meshgen.render.registry)."""
 
 from __future__ import annotations
 
@@ -8,31 +9,26 @@ from pathlib import Path
 from typing import Any
 
 from meshgen.blueprint.config import Config
-from meshgen.render import MESHES, renderer_class
+from meshgen.render.base import Mesh
 from meshgen.render.features import FEATURES
-
-# The flavours shown when no meshgen.yaml is given: the default of each mesh and the legacy one.
-_FLAVOURS: list[tuple[str, dict[str, Any]]] = [
-    ("istio", {"istio": {"version": "1.24"}}),
-    ("istio", {"istio": {"version": "1.24", "dataplane": "ambient"}}),
-    ("linkerd", {"linkerd": {"version": "2.18"}}),
-    ("linkerd", {"linkerd": {"version": "2.14", "trafficSplit": "smi", "routePolicy": "serviceprofile"}}),
-]
+from meshgen.render.registry import MESHES
 
 
-def _configs(root: Path | None) -> list[tuple[str, Config]]:
+def _configs(root: Path | None) -> list[tuple[Mesh, Config]]:
+    """Each mesh with the settings of ROOT's meshgen.yaml, or without one each mesh's example flavours."""
     if root is not None:
         from meshgen.blueprint.loading import load_config
 
         config, _ = load_config(root)
-        return [(mesh, config) for mesh in MESHES]
-    return [(mesh, Config.model_validate({"environments": {"x": {"mesh": mesh}}, **extra})) for mesh, extra in _FLAVOURS]
+        return [(mesh, config) for mesh in MESHES.values()]
+    return [(mesh, Config.model_validate({"environments": {"x": {"mesh": mesh.name}}, mesh.name: dict(section)}))
+            for mesh in MESHES.values() for section in mesh.example_flavours]
 
 
 def capability_matrix(root: Path | None = None) -> dict[str, Any]:
     columns = []
     for mesh, config in _configs(root):
-        cls = renderer_class(mesh)
+        cls = mesh.renderer
         caps = cls.capabilities(config)
         columns.append({
             "flavour": cls.flavours(config),

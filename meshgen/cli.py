@@ -17,7 +17,27 @@ from meshgen.diagnostics import BlueprintError, Diagnostic, escape_line
 
 ROOT_ARG = click.argument("root", type=click.Path(file_okay=False, path_type=Path), default=".", required=False)
 ENV_OPT = click.option("--env", "env", metavar="ENV", help="Only this environment (a name from meshgen.yaml).")
-MESH_OPT = click.option("--mesh", type=click.Choice(["istio", "linkerd"]), help="Render every service for this mesh.")
+
+
+class _MeshChoice(click.Choice[str]):
+    """The registered meshes (meshgen.render.registry), read when --mesh is used or shown: importing
+    the renderers takes longer than `meshgen --help` and the commands without --mesh need."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from meshgen.render.registry import mesh_names
+
+        return mesh_names()
+
+    @choices.setter
+    def choices(self, value: object) -> None:
+        pass  # click.Choice.__init__ stores its (empty) choices
+
+
+MESH_OPT = click.option("--mesh", type=_MeshChoice(), help="Render every service for this mesh.")
 
 
 WARNINGS_SHOWN = 50

@@ -29,7 +29,7 @@ from meshgen.blueprint.model import IngressBlueprint, MeshBlueprint, NamespaceBl
 from meshgen.bootstrap import application_names
 from meshgen.diagnostics import BlueprintError, Diagnostic, DiagnosticRow, to_rows
 from meshgen.files import OutputWriter, output_digest
-from meshgen.render import renderer_class
+from meshgen.render import registry
 from meshgen.render.base import Capability, RenderContext, RenderError, Resource
 from meshgen.render.features import (
     used_features,
@@ -109,7 +109,7 @@ def render_file(root: Path, rel: str, config: Config, *, env: str | None, mesh: 
             units.append(_render_instance(inst, config, skipped, notes, outputs=outputs))
         except RenderError as exc:  # a limit of the target mesh: the blueprint's error, with its line
             diagnostics.append(loaded.diag(_field_path(inst, exc.path),
-                                           f"{renderer_class(inst.mesh).flavours(config)}: {exc.message}"))
+                                           f"{registry.mesh(inst.mesh).renderer.flavours(config)}: {exc.message}"))
     if any(d.severity == "error" for d in diagnostics) or not outputs:
         units = []
     return FileOutcome(rel, loaded.digest, diagnostics, facts, units)
@@ -159,7 +159,7 @@ def _unsupported(
         used = used_mesh_features(bp)
     skipped: set[str] = set()
     notes: list[str] = []
-    flavour = renderer_class(inst.mesh).flavours(config)
+    flavour = registry.mesh(inst.mesh).renderer.flavours(config)
     partial_seen: set[str] = set()
     for feature, path in used:
         cap = caps.get(feature)
@@ -218,13 +218,13 @@ def _capabilities(mesh: str, config: Config) -> dict[str, Capability]:
     if entry is None or entry[0] is not config:
         if len(_CAPS) >= _CAPS_KEPT:
             _CAPS.clear()
-        entry = _CAPS[key] = (config, dict(renderer_class(mesh).capabilities(config)))
+        entry = _CAPS[key] = (config, dict(registry.mesh(mesh).renderer.capabilities(config)))
     return entry[1]
 
 
 def _render_instance(inst: Instance, config: Config, skipped: frozenset[str], notes: tuple[str, ...], *,
                      outputs: bool = True) -> Unit:
-    renderer = renderer_class(inst.mesh)()
+    renderer = registry.mesh(inst.mesh).renderer()
     ctx = RenderContext(config=config, env=inst.env, mesh=inst.mesh, blueprint_path=inst.source,
                         team=inst.team, skipped=skipped)
     env_path = config.env_path(inst.env)
@@ -272,7 +272,7 @@ def render_at_weight(root: Path, config: Config, unit: Unit, weight: int) -> Uni
         skipped, _notes = _unsupported(loaded, inst, config, diagnostics)
         if any(d.severity == "error" for d in diagnostics):
             break
-        renderer = renderer_class(inst.mesh)()
+        renderer = registry.mesh(inst.mesh).renderer()
 
         # Called twice right below, in this iteration: the loop variables it reads cannot have moved on.
         def resources(blueprint: ServiceBlueprint) -> list[Resource]:

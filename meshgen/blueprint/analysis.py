@@ -31,6 +31,7 @@ from meshgen.blueprint.model import (
 )
 from meshgen.diagnostics import Diagnostic, format_path
 from meshgen.names import rendered_gateway_name
+from meshgen.render.registry import MESHES
 
 FieldPath = tuple[str | int, ...]
 Report = Callable[..., None]  # (field path, message, severity="error", code="")
@@ -155,6 +156,7 @@ def check_instance(loaded: LoadedFile, inst: Instance) -> list[Diagnostic]:
     _check_reachability(bp, diag)
     _check_retries_idempotent(bp, diag)
     _check_canary(bp, diag)
+    _check_mesh(inst, bp, diag)
     if "routes" in inst.overlay_keys:
         _check_overlay_keeps_routes(loaded, inst, bp, out)
     if bp.access:
@@ -196,13 +198,14 @@ def _check_ingress(loaded: LoadedFile, inst: Instance, bp: IngressBlueprint) -> 
 
     _check_reachability(bp, diag)
     _check_retries_idempotent(bp, diag)
-    if inst.mesh == "linkerd":
-        for i, route in enumerate(bp.routes):
-            if route.rewrite is not None and route.match is not None and route.match.path is not None \
-                    and route.match.path.kind == "regex":
-                diag(("routes", i, "rewrite"), "Gateway API URLRewrite replaces a path prefix or the whole path; "
-                     "after a regex path match it cannot say what to replace: match with {prefix: ...} or {exact: ...}")
+    _check_mesh(inst, bp, diag)
     return out
+
+
+def _check_mesh(inst: Instance, bp: ServiceBlueprint | IngressBlueprint, report: Report) -> None:
+    """What only the target mesh refuses (its registration's `check`)."""
+    for path, message in MESHES[inst.mesh].check(bp):
+        report(path, message)
 
 
 def _check_reachability(bp: ServiceBlueprint | IngressBlueprint, report: Report) -> None:
@@ -445,10 +448,15 @@ def _check_edge_port(
     listed = ", ".join(map(str, declared))
     if port and port not in declared:
         at(f, path, f"service {target_ns}/{target} has no port {port} (it declares: {listed})")
-    elif not port and f.mesh == "linkerd" and 80 not in declared:
-        at(f, path, f"service {target_ns}/{target} has no port 80, the port a Gateway API backendRef gets "
+    elif not port and (default := _default_backend_port(f.mesh)) is not None and default not in declared:
+        at(f, path, f"service {target_ns}/{target} has no port {default}, the port a Gateway API backendRef gets "
            f"when the route names none (it declares: {listed}); "
            f"name it: to: {{service: {host}, port: {declared[0]}}}")
+
+
+def _default_backend_port(mesh: str) -> int | None:
+    known = MESHES.get(mesh)  # Facts from an old render cache may name no mesh
+    return known.default_backend_port if known is not None else None
 
 
 def _resolve_host(host: str, namespace: str) -> tuple[str, str]:

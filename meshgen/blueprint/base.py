@@ -152,6 +152,28 @@ def _dns_label(value: Any) -> str:
 DNSLabel = Annotated[str, BeforeValidator(_dns_label)]
 """A Kubernetes name that is also safe as a single path segment (no `/`, no `..`)."""
 
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?\Z")
+
+
+def _version(value: Any) -> str:
+    if isinstance(value, float):
+        # `version: 1.24` unquoted reads as a number; 1.2 vs 1.20 is ambiguous, so insist.
+        raise fail("version", f"write the version as a quoted string, e.g. \"{value}\" (1.2 and 1.20 differ)")
+    if not isinstance(value, str) or not _VERSION.match(value):
+        raise fail("version", f"expected a version such as \"1.24\", got {describe_value(value)}")
+    return value
+
+
+Version = Annotated[str, BeforeValidator(_version)]
+"""A mesh release as meshgen.yaml writes it: "1.24", "2.18" (quoted; a number would lose its zeros)."""
+
+
+def version_tuple(text: str) -> tuple[int, int]:
+    m = _VERSION.match(text)
+    assert m is not None  # validated on load
+    return int(m.group(1)), int(m.group(2))
+
+
 DURATION_PATTERN = r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s)?(\d+ms)?$"
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?\Z")
 

@@ -3,33 +3,12 @@
 from __future__ import annotations
 
 import re
-from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
 
 from meshgen.blueprint.base import DNSLabel, DurationStr, Strict, describe_value, fail, parse_duration
-from meshgen.blueprint.model import MeshName
-
-_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?\Z")
-
-
-def _version(value: Any) -> str:
-    if isinstance(value, float):
-        # `version: 1.24` unquoted reads as a number; 1.2 vs 1.20 is ambiguous, so insist.
-        raise fail("version", f"write the version as a quoted string, e.g. \"{value}\" (1.2 and 1.20 differ)")
-    if not isinstance(value, str) or not _VERSION.match(value):
-        raise fail("version", f"expected a version such as \"1.24\", got {describe_value(value)}")
-    return value
-
-
-Version = Annotated[str, BeforeValidator(_version)]
-
-
-def version_tuple(text: str) -> tuple[int, int]:
-    m = _VERSION.match(text)
-    assert m is not None  # validated on load
-    return int(m.group(1)), int(m.group(2))
+from meshgen.render.registry import MESHES, mesh_names
 
 
 def _relative_path(value: Any) -> str:
@@ -61,36 +40,19 @@ class PrometheusSettings(Strict):
     token_file: str | None = Field(default=None, alias="tokenFile")
 
 
-class Environment(Strict):
-    mesh: MeshName = "istio"
+class _EnvironmentMesh(Strict):
+    # Any registered mesh (meshgen.render.registry); the first registered is the default.
+    mesh: str = mesh_names()[0]
+
+
+if not TYPE_CHECKING:  # the same field as a Literal of the registered names: its errors and JSON schema list them
+    _EnvironmentMesh = create_model("_EnvironmentMesh", __base__=Strict,
+                                    mesh=(Literal[mesh_names()], mesh_names()[0]))
+
+
+class Environment(_EnvironmentMesh):
     path: Annotated[str, BeforeValidator(_relative_path)] | None = None
     prometheus: PrometheusSettings | None = None
-
-
-class IstioSettings(Strict):
-    version: Version = "1.24"
-    root_namespace: DNSLabel = Field(default="istio-system", alias="rootNamespace")
-    ingress_selector: dict[str, str] = Field(default_factory=lambda: {"istio": "ingressgateway"}, alias="ingressSelector")
-    # sidecar: VirtualService/DestinationRule, selector-bound policies. ambient: Gateway API HTTPRoutes on
-    # the Service, L7 policies bound to the namespace's waypoint (README "Istio ambient").
-    dataplane: Literal["sidecar", "ambient"] = "sidecar"
-    waypoint: DNSLabel = "waypoint"  # ambient: the waypoint Gateway of each namespace (istioctl's default name)
-
-    @cached_property
-    def release(self) -> tuple[int, int]:
-        return version_tuple(self.version)
-
-
-class LinkerdSettings(Strict):
-    version: Version = "2.18"
-    traffic_split: Literal["httproute", "smi"] = Field(default="httproute", alias="trafficSplit")
-    route_policy: Literal["annotations", "serviceprofile"] = Field(default="annotations", alias="routePolicy")
-    smi_version: Literal["v1alpha1", "v1alpha2"] = Field(default="v1alpha2", alias="smiVersion")
-    namespace: DNSLabel = "linkerd"
-
-    @cached_property
-    def release(self) -> tuple[int, int]:
-        return version_tuple(self.version)
 
 
 class GitHubAppSettings(Strict):
@@ -200,10 +162,20 @@ class Team(Strict):
     mesh: bool = False  # may write `kind: Mesh` (mesh-wide settings): the platform team
 
 
-class Config(Strict):
+class _ConfigHead(Strict):
     environments: dict[DNSLabel, Environment] = Field(min_length=1)
-    istio: IstioSettings = IstioSettings()
-    linkerd: LinkerdSettings = LinkerdSettings()
+
+
+_MeshSections = _ConfigHead
+if not TYPE_CHECKING:
+    # One section per registered mesh, named after it, with its settings model (render/<mesh>): `istio:`,
+    # `linkerd:`, ... Its defaults apply when the section is left out. Mesh modules read their section
+    # through a typed accessor (e.g. meshgen.render.istio.settings).
+    _MeshSections = create_model("_MeshSections", __base__=_ConfigHead,
+                                 **{m.name: (m.settings, m.settings()) for m in MESHES.values()})
+
+
+class Config(_MeshSections):
     unsupported: Literal["error", "warn"] = "error"
     teams: dict[DNSLabel, Team] | None = None
     env_repo: EnvRepoSettings = Field(default_factory=EnvRepoSettings, alias="envRepo")
@@ -229,6 +201,12 @@ class Config(Strict):
             seen[path] = name
         return self
 
+    def mesh_section(self, mesh: str) -> Strict:
+        """The `<mesh>:` section (its settings model; the mesh's own accessor gives it typed)."""
+        section = getattr(self, mesh)
+        assert isinstance(section, Strict), mesh
+        return section
+
     def prometheus_for(self, env: str) -> PrometheusSettings | None:
         """The Prometheus that measures canaries in `env`: its own, else the top-level one."""
         return self.environments[env].prometheus or self.prometheus
@@ -245,6 +223,11 @@ class Config(Strict):
         if not self.teams:
             return []
         return sorted(t for t, team in self.teams.items() if namespace in team.namespaces)
+
+
+_CLASHES = sorted(set(MESHES) & (set(_ConfigHead.model_fields) | set(Config.__annotations__)))
+if _CLASHES:  # a mesh section would hide one of meshgen.yaml's own keys
+    raise ImportError(f"mesh name(s) {', '.join(_CLASHES)} clash with meshgen.yaml keys; register them under another name")
 
 
 DEFAULT_CONFIG_TEXT = """\

@@ -29,6 +29,7 @@ from meshgen.blueprint.model import (
 )
 from meshgen.blueprint.yamlsource import MAX_FILE_BYTES, Document, YAMLSourceError, load_document
 from meshgen.diagnostics import BlueprintError, Diagnostic, format_path
+from meshgen.render.registry import MESHES
 
 CONFIG_FILE = "meshgen.yaml"
 BLUEPRINTS_DIR = "blueprints"
@@ -193,10 +194,12 @@ def load_file(
         result.diagnostics.extend(_validation_diagnostics(rel, doc, exc))
         salvaged = _salvage(model, doc.data, exc)
         if salvaged is not None:
+            known = _known_mesh(result, ("mesh",), getattr(salvaged, "mesh", None))
             for env_name in _target_environments(LoadedFile(rel, ""), salvaged, config, env):
-                env_mesh = mesh or getattr(salvaged, "mesh", None) or config.environments[env_name].mesh
+                env_mesh = mesh or (known and getattr(salvaged, "mesh", None)) or config.environments[env_name].mesh
                 result.salvaged.append(Instance(env_name, env_mesh, getattr(salvaged, "team", None), rel, salvaged))
         return result
+    base_known = _known_mesh(result, ("mesh",), getattr(blueprint, "mesh", None))
     envs = _target_environments(result, blueprint, config, env)
     # Overlays are checked for every environment they name, even when rendering one.
     resolved_envs = {name: _apply_overlay(result, blueprint, doc.data, name)
@@ -209,9 +212,24 @@ def load_file(
         allowed, team = _resolve_team(result, bp, config)
         if not allowed:
             continue
-        env_mesh = mesh or getattr(bp, "mesh", None) or config.environments[env_name].mesh
-        result.instances.append(Instance(env_name, env_mesh, team, rel, bp, overlay_keys))
+        known = _known_mesh(result, ("environments", env_name, "mesh"), bp.mesh) if "mesh" in overlay_keys \
+            else base_known
+        env_mesh = mesh or (known and getattr(bp, "mesh", None)) or config.environments[env_name].mesh
+        # With an unknown mesh the blueprint is only checked further, never rendered.
+        (result.instances if known else result.salvaged).append(Instance(env_name, env_mesh, team, rel, bp, overlay_keys))
     return result
+
+
+def _known_mesh(result: LoadedFile, path: FieldPath, name: Any) -> bool:
+    """Whether a blueprint's `mesh:` names a registered mesh (or none); if not, the error at its line.
+
+    Checked here rather than in the model: the mesh registry sits above meshgen.blueprint.model."""
+    if name is None or name in MESHES:
+        return True
+    names = [repr(n) for n in MESHES]
+    choices = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    result.diagnostics.append(result.diag(path, f"{describe_value(name)} is not allowed; input should be {choices}"))
+    return False
 
 
 def read_blueprint(root: Path, rel: str) -> bytes:

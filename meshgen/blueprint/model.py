@@ -26,7 +26,9 @@ from meshgen.blueprint.base import (
     unknown_key_message,
 )
 
-MeshName = Literal["istio", "linkerd"]
+# A registered mesh (meshgen.render.registry). The registry sits above this module (meshgen.yaml's
+# settings come from it), so loading checks the name and the JSON schema lists the names.
+MeshName = str
 Protocol = Literal["http", "http2", "grpc", "tcp", "tls"]
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 NON_IDEMPOTENT_METHODS = frozenset({"POST", "PATCH", "CONNECT"})

@@ -11,6 +11,7 @@ from typing import Any
 
 from meshgen.blueprint.config import Config
 from meshgen.blueprint.model import IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+from meshgen.render.registry import MESHES
 
 SCHEMA_ID = "https://meshgen.dev/schemas/blueprint-v1.json"
 
@@ -72,8 +73,18 @@ def _widen_service(schema: dict[str, Any]) -> None:
             "anyOf": [{"type": "object", "properties": overlay, "additionalProperties": False}, {"type": "null"}]}}
 
 
+def _mesh_names(schema: dict[str, Any]) -> None:
+    """A blueprint's `mesh:` is any registered mesh: the model keeps it a string (loading checks it,
+    as the registry sits above the model), the schema lists the names, as for meshgen.yaml."""
+    mesh = schema.get("properties", {}).get("mesh")
+    if mesh is not None and {"type": "string"} in mesh.get("anyOf", ()):
+        mesh["anyOf"][mesh["anyOf"].index({"type": "string"})] = {"enum": list(MESHES), "type": "string"}
+
+
 def _model_schema(model: Any) -> dict[str, Any]:
     schema: dict[str, Any] = model.model_json_schema(mode="validation", by_alias=True)
+    if model in (ServiceBlueprint, IngressBlueprint):
+        _mesh_names(schema)
     defs = schema.get("$defs", {})
     for name, forms in _SHORT_FORMS.items():
         if name in defs:

@@ -79,6 +79,7 @@ from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
 from meshgen.gitops.lifecycle import Grouping, SyncReport, branch_for, head_canary_note
 from meshgen.gitops.sync import install_canary_controller
 from meshgen.records import CanaryPhase, CanaryRecord, CanaryStep, GateValue, Records
+from meshgen.render.registry import mesh
 from meshgen.units import Unit
 
 if TYPE_CHECKING:
@@ -652,7 +653,7 @@ class EnvPass:
     def _target(self, c: _Canary) -> Target:
         bp = c.blueprint
         labels = {**bp.workload_labels, **dict(bp.versions.get(c.canary.to) or {})}
-        dataplane = self.config.istio.dataplane if c.mesh == "istio" else "sidecar"
+        dataplane = mesh(c.mesh).dataplane(self.config)
         return Target(mesh=c.mesh, namespace=bp.namespace, service=bp.service, version=c.canary.to,
                       pod_labels=labels, dataplane=dataplane)
 

@@ -2,22 +2,8 @@
 
 The default queries follow Flagger's built-in checks (fluxcd/flagger pkg/metrics/observers: request
 success rate and request duration p99, per mesh), adapted to how meshgen names a version: by the
-pod labels the blueprint declares for it, not by a workload name.
-
-Istio (standard metrics, https://istio.io/latest/docs/reference/config/metrics/):
-  istio_requests_total and istio_request_duration_milliseconds_bucket, as reported by the server
-  side (`reporter="destination"`, so a request is counted once), selected by
-  `destination_service_namespace`, `destination_service_name` and `destination_version`. Istio
-  fills `destination_version` from the pod's `version` label (or `app.kubernetes.io/version`), so
-  `{version}` is the value of that label in the blueprint's `versions` entry, else the version name.
-  Under `istio.dataplane: ambient` no sidecar reports: the waypoint does (`reporter="waypoint"`), and
-  the version's traffic is addressed to its version Service `<service>-<version>` (meshgen's ambient
-  routing), so the service name matches either.
-Linkerd (proxy metrics, scraped by linkerd-viz's Prometheus, which copies every pod label onto the
-  series with `.`/`/` turned into `_` and the `linkerd.io/` prefix dropped):
-  response_total and response_latency_ms_bucket with `direction="inbound"`, selected by `namespace`
-  and the version's pod labels (workload labels + version labels); a failure is
-  `classification="failure"` (5xx and gRPC errors).
+pod labels the blueprint declares for it, not by a workload name. Which series they read and how
+they select a version is the mesh's (its registration's `gate_series`, e.g. meshgen.render.istio).
 
 A step passes only on a measurement: fewer requests than `minRequests`, or a gate with no data, is
 `inconclusive` (the step waits), never a pass.
@@ -32,23 +18,24 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from meshgen.canary.prometheus import Prometheus
+from meshgen.render.base import GateSeries
+from meshgen.render.registry import UnknownMesh, mesh
 
 Outcome = Literal["pass", "fail", "inconclusive"]
 
 _PLACEHOLDER = re.compile(r"\{(namespace|service|version|interval)\}")
-_LABEL_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
 @dataclass(frozen=True)
 class Target:
     """The version a canary measures."""
 
-    mesh: str  # "istio" | "linkerd"
+    mesh: str  # a registered mesh (meshgen.render.registry)
     namespace: str
     service: str
     version: str  # the name in the blueprint's `versions`
     pod_labels: Mapping[str, str] = field(default_factory=dict)  # workload + version labels of its pods
-    dataplane: str = "sidecar"  # Istio only: "sidecar" | "ambient" (who reports the requests)
+    dataplane: str = "sidecar"  # who reports the requests: the mesh's `dataplane` of the settings in force
 
     @property
     def version_value(self) -> str:
@@ -108,11 +95,6 @@ def promql_range(seconds: float) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-def _quote(value: str) -> str:
-    """A PromQL double-quoted string literal."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
 def fill(query: str, target: Target, interval: float) -> str:
     """A custom gate's query with {namespace} {service} {version} {interval} filled in.
 
@@ -128,57 +110,36 @@ def fill(query: str, target: Target, interval: float) -> str:
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], query)
 
 
-def _selector(target: Target, *extra: str) -> str:
-    if target.mesh == "istio" and target.dataplane == "ambient":
-        version_service = f"{target.service}-{target.version}"
-        parts = [
-            'reporter="waypoint"',
-            f"destination_service_namespace={_quote(target.namespace)}",
-            f"destination_service_name=~{_quote(f'{target.service}|{version_service}')}",
-            f"destination_version={_quote(target.version_value)}",
-        ]
-    elif target.mesh == "istio":
-        parts = [
-            'reporter="destination"',
-            f"destination_service_namespace={_quote(target.namespace)}",
-            f"destination_service_name={_quote(target.service)}",
-            f"destination_version={_quote(target.version_value)}",
-        ]
-    elif target.mesh == "linkerd":
-        parts = ['direction="inbound"', f"namespace={_quote(target.namespace)}"]
-        for key in sorted(target.pod_labels):
-            name = _LABEL_NAME.sub("_", key.removeprefix("linkerd.io/"))
-            parts.append(f"{name}={_quote(target.pod_labels[key])}")
-    else:
-        raise ValueError(f"no default canary queries for mesh {target.mesh!r}")
-    return "{" + ", ".join([*parts, *extra]) + "}"
+def _series(target: Target) -> GateSeries:
+    try:
+        found = mesh(target.mesh)
+    except UnknownMesh as exc:
+        raise ValueError(f"no default canary queries for mesh {target.mesh!r}: {exc}") from None
+    return found.gate_series(target)
 
 
-def _families(mesh: str) -> tuple[str, str, str]:
-    """(request counter, latency histogram buckets in ms, matcher of a failed request)."""
-    if mesh == "istio":
-        return "istio_requests_total", "istio_request_duration_milliseconds_bucket", 'response_code=~"5.."'
-    return "response_total", "response_latency_ms_bucket", 'classification="failure"'
+def _selector(series: GateSeries, *extra: str) -> str:
+    return "{" + ", ".join([*series.matchers, *extra]) + "}"
 
 
 def request_count_query(target: Target, interval: float) -> str:
-    counter, _, _ = _families(target.mesh)
-    return f"sum(increase({counter}{_selector(target)}[{promql_range(interval)}]))"
+    s = _series(target)
+    return f"sum(increase({s.requests}{_selector(s)}[{promql_range(interval)}]))"
 
 
 def success_rate_query(target: Target, interval: float) -> str:
     """% of requests that did not fail. `or vector(0)`: with every request failing, the failure
     series is all there is, and the rate of good requests must read 0, not "no data"."""
-    counter, _, failed = _families(target.mesh)
+    s = _series(target)
     window = promql_range(interval)
-    every = f"sum(rate({counter}{_selector(target)}[{window}]))"
-    bad = f"(sum(rate({counter}{_selector(target, failed)}[{window}])) or vector(0))"
+    every = f"sum(rate({s.requests}{_selector(s)}[{window}]))"
+    bad = f"(sum(rate({s.requests}{_selector(s, s.failed)}[{window}])) or vector(0))"
     return f"(1 - {bad} / {every}) * 100"
 
 
 def latency_p99_query(target: Target, interval: float) -> str:
-    _, buckets, _ = _families(target.mesh)
-    return (f"histogram_quantile(0.99, sum by (le) (rate({buckets}{_selector(target)}"
+    s = _series(target)
+    return (f"histogram_quantile(0.99, sum by (le) (rate({s.latency_ms_buckets}{_selector(s)}"
             f"[{promql_range(interval)}])))")
 
 

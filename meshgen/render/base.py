@@ -8,12 +8,15 @@ declarations, so the table cannot drift from the code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
-from meshgen.blueprint.config import Config
+from meshgen.blueprint.base import Strict
 from meshgen.blueprint.model import IngressBlueprint, MeshBlueprint, NamespaceBlueprint, ServiceBlueprint
+
+if TYPE_CHECKING:  # meshgen.yaml's Config is built from the mesh registry, above this layer
+    from meshgen.blueprint.config import Config
 
 Support = Literal["full", "partial", "none"]
 
@@ -146,3 +149,82 @@ def resource(api_version: str, kind: str, meta: dict[str, Any], **rest: Any) -> 
     body: dict[str, Any] = {"apiVersion": api_version, "kind": kind, "metadata": meta}
     body.update(rest)
     return Resource(body)
+
+
+# --- one mesh: what it registers (meshgen.render.registry) ----------------------------------------
+
+S = TypeVar("S", bound=Strict)
+FieldPath = tuple[str | int, ...]
+
+
+def settings_section(config: Config, mesh: str, model: type[S]) -> S:
+    """The `<mesh>:` section of meshgen.yaml as its settings model: what each mesh's typed accessor
+    returns (Config's mesh sections are generated from the registry, so mypy cannot see them)."""
+    section = config.mesh_section(mesh)
+    if not isinstance(section, model):
+        raise TypeError(f"meshgen.yaml section {mesh!r} is a {type(section).__name__}, not a {model.__name__}")
+    return section
+
+
+class MeasuredVersion(Protocol):
+    """The version a canary measures (meshgen.canary.gates.Target)."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def version(self) -> str: ...  # the name in the blueprint's `versions`
+    @property
+    def version_value(self) -> str: ...  # the pods' `version` label, else the version name
+    @property
+    def pod_labels(self) -> Mapping[str, str]: ...  # workload + version labels of its pods
+    @property
+    def dataplane(self) -> str: ...  # Mesh.dataplane of the settings in force
+
+
+@dataclass(frozen=True)
+class GateSeries:
+    """The Prometheus series the default canary gates read for one version (after Flagger's
+    per-mesh observers, fluxcd/flagger pkg/metrics/observers)."""
+
+    requests: str  # request counter
+    latency_ms_buckets: str  # request duration histogram buckets, in milliseconds
+    failed: str  # label matcher of a failed request, e.g. response_code=~"5.."
+    matchers: tuple[str, ...]  # label matchers selecting the version's requests
+
+
+def _no_checks(bp: ServiceBlueprint | IngressBlueprint) -> Iterable[tuple[FieldPath, str]]:
+    return ()
+
+
+def _sidecar(config: Config) -> str:
+    return "sidecar"
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """Everything meshgen knows about one service mesh. Each mesh module exports one as `MESH`;
+    render/registry.py registers it on one line, and meshgen.yaml, the CLI, the capability matrix,
+    bootstrap, the canary gates and the blueprint checks take it from there (CONTRIBUTING.md)."""
+
+    # `environments.<env>.mesh: <name>` and the meshgen.yaml section `<name>:`
+    name: str
+    # That section's model; its defaults apply when meshgen.yaml leaves the section out.
+    settings: type[Strict]
+    renderer: type[Renderer]
+    # Sections (as meshgen.yaml writes them) of the flavours `meshgen capabilities` shows without a
+    # meshgen.yaml: the default first, then the ones whose capabilities differ.
+    example_flavours: tuple[Mapping[str, Any], ...]
+    # Where the control plane lives: the destination of the environment's `kind: Mesh` Application.
+    system_namespace: Callable[[Config], str]
+    # The default canary gates' series for a version.
+    gate_series: Callable[[MeasuredVersion], GateSeries]
+    # Who reports a version's requests, as the settings select it (MeasuredVersion.dataplane).
+    dataplane: Callable[[Config], str] = _sidecar
+    # Blueprint checks only this mesh needs: (field path, error message) per finding.
+    check: Callable[[ServiceBlueprint | IngressBlueprint], Iterable[tuple[FieldPath, str]]] = _no_checks
+    # The port a route's backend gets when the route names none (Gateway API backendRefs always name
+    # one); None when the mesh routes to the Service as a whole. Edge routes to a service without
+    # that port are reported.
+    default_backend_port: int | None = None

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from meshgen.blueprint.base import Duration
-from meshgen.blueprint.config import Config
+from pydantic import Field
+
+from meshgen.blueprint.base import DNSLabel, Duration, Strict, Version, version_tuple
 from meshgen.blueprint.model import (
     JWT,
     MTLS,
@@ -46,13 +48,24 @@ from meshgen.blueprint.model import (
     Telemetry,
 )
 from meshgen.names import dns_name, rendered_gateway_name
-from meshgen.render.base import Capability, RenderContext, Resource, metadata, resource
+from meshgen.render.base import (
+    Capability,
+    GateSeries,
+    MeasuredVersion,
+    Mesh,
+    RenderContext,
+    Resource,
+    metadata,
+    resource,
+    settings_section,
+)
 from meshgen.render.features import FEATURES
 from meshgen.render.observability import (
     MONITORING_API,
     NOTE_ANNOTATION,
     dashboard_configmap,
     prometheus_duration,
+    promql_string,
     service_dashboard,
     service_monitors,
 )
@@ -60,6 +73,29 @@ from meshgen.render.observability import (
     endpoint as monitor_endpoint,
 )
 from meshgen.render.routing import EffectiveRoute, effective_routes, has_routing, ingress_routes
+
+if TYPE_CHECKING:
+    from meshgen.blueprint.config import Config
+
+
+class IstioSettings(Strict):
+    # meshgen.yaml `istio:`, a user contract (../shared/spec/blueprint-v1.md); a docstring would enter its JSON schema
+    version: Version = "1.24"
+    root_namespace: DNSLabel = Field(default="istio-system", alias="rootNamespace")
+    ingress_selector: dict[str, str] = Field(default_factory=lambda: {"istio": "ingressgateway"}, alias="ingressSelector")
+    # sidecar: VirtualService/DestinationRule, selector-bound policies. ambient: Gateway API HTTPRoutes on
+    # the Service, L7 policies bound to the namespace's waypoint (README "Istio ambient").
+    dataplane: Literal["sidecar", "ambient"] = "sidecar"
+    waypoint: DNSLabel = "waypoint"  # ambient: the waypoint Gateway of each namespace (istioctl's default name)
+
+    @cached_property
+    def release(self) -> tuple[int, int]:
+        return version_tuple(self.version)
+
+
+def settings(config: Config) -> IstioSettings:
+    """The `istio:` section of meshgen.yaml."""
+    return settings_section(config, "istio", IstioSettings)
 
 ENVOY_FILTER_API = "networking.istio.io/v1alpha3"
 
@@ -202,13 +238,13 @@ class IstioRenderer:
 
     @classmethod
     def flavours(cls, config: Config) -> str:
-        major, minor = config.istio.release
-        return f"istio {major}.{minor}" + (" ambient" if config.istio.dataplane == "ambient" else "")
+        major, minor = settings(config).release
+        return f"istio {major}.{minor}" + (" ambient" if settings(config).dataplane == "ambient" else "")
 
     @classmethod
     def capabilities(cls, config: Config) -> dict[str, Capability]:
         caps = _CAPABILITIES
-        if config.istio.dataplane == "ambient":
+        if settings(config).dataplane == "ambient":
             from meshgen.render import istio_ambient
 
             caps = {**caps, **istio_ambient.CAPABILITIES}
@@ -217,7 +253,7 @@ class IstioRenderer:
     # --- kind: Service -------------------------------------------------------------------------
 
     def render_service(self, svc: ServiceBlueprint, ctx: RenderContext) -> list[Resource]:
-        if ctx.config.istio.dataplane == "ambient":
+        if settings(ctx.config).dataplane == "ambient":
             from meshgen.render.istio_ambient import AmbientServiceRender
 
             r: _ServiceRender = AmbientServiceRender(svc, ctx)
@@ -241,7 +277,7 @@ class IstioRenderer:
     # --- kind: Ingress -------------------------------------------------------------------------
 
     def render_ingress(self, ing: IngressBlueprint, ctx: RenderContext) -> list[Resource]:
-        if ctx.config.istio.dataplane == "ambient":
+        if settings(ctx.config).dataplane == "ambient":
             from meshgen.render.istio_ambient import AmbientIngressRender
 
             return AmbientIngressRender(ing, ctx).render()
@@ -251,7 +287,7 @@ class IstioRenderer:
 
     def render_namespace(self, ns: NamespaceBlueprint, ctx: RenderContext) -> list[Resource]:
         v = _Versions(ctx.config)
-        if ctx.config.istio.dataplane == "ambient":
+        if settings(ctx.config).dataplane == "ambient":
             from meshgen.render import istio_ambient
 
             return istio_ambient.render_namespace(ns, ctx, v)
@@ -283,7 +319,7 @@ class IstioRenderer:
 
     def render_mesh(self, mesh: MeshBlueprint, ctx: RenderContext) -> list[Resource]:
         v = _Versions(ctx.config)
-        root = ctx.config.istio.root_namespace
+        root = settings(ctx.config).root_namespace
         out: list[Resource] = []
         if mesh.mtls is not None and "mesh.mtls" not in ctx.skipped:
             out.append(_default_peer_authentication(v, root, mesh.mtls, ctx))
@@ -342,7 +378,7 @@ class IstioRenderer:
             )
             if obs.dashboard:
                 # In ambient mode the waypoints report L7 metrics (ztunnel only TCP ones).
-                reporter = "waypoint" if ctx.config.istio.dataplane == "ambient" else "destination"
+                reporter = "waypoint" if settings(ctx.config).dataplane == "ambient" else "destination"
                 out.append(dashboard_configmap("istio-mesh", root, None, None, ctx, IstioSignals(reporter)))
         return out
 
@@ -354,7 +390,7 @@ class _Versions:
     """API versions for the configured Istio release (v1 APIs from 1.22 on)."""
 
     def __init__(self, config: Config) -> None:
-        v1 = config.istio.release >= (1, 22)
+        v1 = settings(config).release >= (1, 22)
         self.networking = "networking.istio.io/v1" if v1 else "networking.istio.io/v1beta1"
         self.security = "security.istio.io/v1" if v1 else "security.istio.io/v1beta1"
         self.telemetry = "telemetry.istio.io/v1" if v1 else "telemetry.istio.io/v1alpha1"
@@ -399,7 +435,7 @@ def _gateway(v: _Versions, name: str, hosts: list[str], tls: IngressTLS | None,
                 "tls": {"httpsRedirect": True},
             },
         ]
-    spec = {"selector": dict(ctx.config.istio.ingress_selector), "servers": servers}
+    spec = {"selector": dict(settings(ctx.config).ingress_selector), "servers": servers}
     return resource(v.networking, "Gateway", meta(name), spec=spec)
 
 
@@ -1015,3 +1051,41 @@ class _IngressRender(_ServiceRender):
 # The service-route feature a shared route piece checks, and the kind: Ingress feature it stands for.
 _EDGE_FEATURES = {"routes.rewrite": "edge.rewrite", "timeout": "edge.timeout", "retries": "edge.retries",
                   "routes.fault.delay": "edge.fault", "routes.fault.abort": "edge.fault"}
+
+
+# --- the mesh's registration -------------------------------------------------------------------
+
+
+def _gate_series(target: MeasuredVersion) -> GateSeries:
+    """Istio's standard metrics (https://istio.io/latest/docs/reference/config/metrics/):
+    istio_requests_total and istio_request_duration_milliseconds_bucket as the server side reports them
+    (`reporter="destination"`, so a request is counted once), selected by destination_service_namespace,
+    destination_service_name and destination_version. Istio fills destination_version from the pod's
+    `version` label (or app.kubernetes.io/version), hence MeasuredVersion.version_value. Under
+    `dataplane: ambient` no sidecar reports: the waypoint does (`reporter="waypoint"`), and a version's
+    traffic is addressed to its version Service `<service>-<version>` (ambient routing), so the service
+    name matches either."""
+    if target.dataplane == "ambient":
+        reporter = 'reporter="waypoint"'
+        name = f"destination_service_name=~{promql_string(f'{target.service}|{target.service}-{target.version}')}"
+    else:
+        reporter = 'reporter="destination"'
+        name = f"destination_service_name={promql_string(target.service)}"
+    return GateSeries(
+        requests="istio_requests_total",
+        latency_ms_buckets="istio_request_duration_milliseconds_bucket",
+        failed='response_code=~"5.."',
+        matchers=(reporter, f"destination_service_namespace={promql_string(target.namespace)}", name,
+                  f"destination_version={promql_string(target.version_value)}"),
+    )
+
+
+MESH = Mesh(
+    name="istio",
+    settings=IstioSettings,
+    renderer=IstioRenderer,
+    example_flavours=({"version": "1.24"}, {"version": "1.24", "dataplane": "ambient"}),
+    system_namespace=lambda config: settings(config).root_namespace,
+    gate_series=_gate_series,
+    dataplane=lambda config: settings(config).dataplane,
+)

@@ -132,7 +132,7 @@ def _service_ref(name: str) -> list[dict[str, str]]:
 
 def waypoint_principal(ctx: RenderContext, namespace: str) -> str:
     """The identity a namespace's waypoint calls workloads with (its service account is named after it)."""
-    return f"{ctx.config.trust_domain}/ns/{namespace}/sa/{ctx.config.istio.waypoint}"
+    return f"{ctx.config.trust_domain}/ns/{namespace}/sa/{sidecar.settings(ctx.config).waypoint}"
 
 
 class AmbientServiceRender(sidecar._ServiceRender):
@@ -162,7 +162,7 @@ class AmbientServiceRender(sidecar._ServiceRender):
     def waypoint_note(self) -> list[str]:
         if not self.needs_waypoint():
             return []
-        ns, wp = self.ns, self.ctx.config.istio.waypoint
+        ns, wp = self.ns, sidecar.settings(self.ctx.config).waypoint
         # Without ingress-use-waypoint, traffic from an ingress gateway skips the waypoint and with it
         # every policy attached there.
         return [(f"istio ambient: this service runs L7 features in the waypoint; label the Service {ns}/{self.svc.service} "
@@ -284,7 +284,7 @@ def _rebind(resources: list[Resource], binding: dict[str, Any]) -> list[Resource
 
 def render_namespace(ns: NamespaceBlueprint, ctx: RenderContext, v: Any) -> list[Resource]:
     """The namespace's waypoint, its mTLS default (ztunnel), and a deny-all that holds at both layers."""
-    wp = ctx.config.istio.waypoint
+    wp = sidecar.settings(ctx.config).waypoint
     out = [resource(f"{GATEWAY_GROUP}/v1", "Gateway",
                     metadata(wp, ns.namespace, ctx, labels={"istio.io/waypoint-for": "service"}),
                     spec={"gatewayClassName": WAYPOINT_CLASS,

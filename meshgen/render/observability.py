@@ -24,6 +24,11 @@ NOTE_ANNOTATION = "meshgen.dev/note"
 _PROM_DURATION = re.compile(r"(0|(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?)\Z")
 
 
+def promql_string(value: str) -> str:
+    """A PromQL double-quoted string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
 class GoldenSignals(Protocol):
     """A mesh's PromQL for the four dashboard panels."""
 

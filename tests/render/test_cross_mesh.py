@@ -1,17 +1,24 @@
-"""One fleet rendered for Istio and for Linkerd means the same thing.
+"""One fleet rendered for every registered mesh means the same thing as for Istio.
 
 The shapes differ (Linkerd needs extra overlap matches and one HTTPRoute per policy),
 so meaning is compared on probe requests: which backends (by version, with weights),
 which timeout, which retries, and which principals may call which (method, path).
+Each mesh's output is read back by its reader in READERS (render/meaning.py); a newly
+registered mesh fails test_every_registered_mesh_has_a_meaning_reader until it has one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from k8s_schema import validate_manifest
 from render.meaning import (
+    Decision,
+    Request,
+    Rule,
     access_probes,
     allowed_istio,
     allowed_linkerd,
@@ -30,9 +37,9 @@ from meshgen.blueprint.model import ServiceBlueprint
 from meshgen.render.base import RenderContext
 from meshgen.render.features import used_features
 from meshgen.render.istio import IstioRenderer
-from meshgen.render.linkerd import LinkerdRenderer
+from meshgen.render.registry import MESHES
 
-CONFIG = Config.model_validate({"environments": {"prod": {"mesh": "istio"}, "l5d": {"mesh": "linkerd"}}})
+CONFIG = Config.model_validate({"environments": {"prod": {"mesh": "istio"}, **{name: {"mesh": name} for name in MESHES}}})
 AMBIENT = Config.model_validate({"environments": {"prod": {"mesh": "istio"}}, "istio": {"dataplane": "ambient"}})
 
 FLEET = [
@@ -82,36 +89,69 @@ def _render(renderer: Any, svc: ServiceBlueprint, env: str, mesh: str, config: C
     return out
 
 
+@dataclass(frozen=True)
+class Reader:
+    """How one mesh's rendered objects are read back into meaning."""
+
+    routes: Callable[[list[dict[str, Any]], ServiceBlueprint], list[Rule]]
+    decide: Callable[[list[Rule], Request], Decision | None]
+    # (objects, blueprint, principal, method, path) -> may the principal call it
+    allowed: Callable[[list[dict[str, Any]], ServiceBlueprint, str | None, str, str], bool]
+
+
+def _port(svc: ServiceBlueprint) -> int:
+    return svc.ports[0].target_port or svc.ports[0].port
+
+
+READERS = {
+    "istio": Reader(lambda out, svc: routes_istio(out, svc.service, list(svc.versions)), decide_istio,
+                    lambda out, svc, who, method, path: allowed_istio(out, who, method, path)),
+    "linkerd": Reader(lambda out, svc: routes_linkerd(out, svc.service, svc.ports[0].port, list(svc.versions)),
+                      decide_linkerd,
+                      lambda out, svc, who, method, path: allowed_linkerd(out, svc.workload_labels, _port(svc), who,
+                                                                          method, path)),
+}
+REFERENCE = "istio"  # every other mesh is compared with it
+OTHERS = [name for name in MESHES if name != REFERENCE]
+
+
+def test_every_registered_mesh_has_a_meaning_reader() -> None:
+    assert set(READERS) == set(MESHES), "add a Reader for the new mesh (tests/render/meaning.py reads its objects)"
+
+
+def _mesh_render(name: str, svc: ServiceBlueprint) -> list[dict[str, Any]]:
+    return _render(MESHES[name].renderer(), svc, name, name)
+
+
+@pytest.mark.parametrize("mesh", OTHERS)
 @pytest.mark.parametrize("raw", FLEET, ids=lambda r: r["service"])
-def test_same_routing_meaning(raw: dict[str, Any]) -> None:
+def test_same_routing_meaning(raw: dict[str, Any], mesh: str) -> None:
     svc = ServiceBlueprint.model_validate(raw)
-    istio = _render(IstioRenderer(), svc, "prod", "istio")
-    linkerd = _render(LinkerdRenderer(), svc, "l5d", "linkerd")
-    versions = list(svc.versions)
-    i_rules = routes_istio(istio, svc.service, versions)
-    l_rules = routes_linkerd(linkerd, svc.service, svc.ports[0].port, versions)
-    if not i_rules and not l_rules:
+    ref, other = READERS[REFERENCE], READERS[mesh]
+    r_rules = ref.routes(_mesh_render(REFERENCE, svc), svc)
+    o_rules = other.routes(_mesh_render(mesh, svc), svc)
+    if not r_rules and not o_rules:
         return
     for req in probe_requests(svc):
-        i, lk = decide_istio(i_rules, req), decide_linkerd(l_rules, req)
-        if i is None or lk is None:  # no routing config on one side = the service as a whole
-            assert (i or lk) is None or (i or lk).backends == (("*", 100),), req
+        r, o = ref.decide(r_rules, req), other.decide(o_rules, req)
+        if r is None or o is None:  # no routing config on one side = the service as a whole
+            assert (r or o) is None or (r or o).backends == (("*", 100),), req
             continue
-        assert i.backends == lk.backends, req
-        assert i.timeout == lk.timeout, req
-        assert i.retries == lk.retries, req
+        assert r.backends == o.backends, req
+        assert r.timeout == o.timeout, req
+        assert r.retries == o.retries, req
 
 
+@pytest.mark.parametrize("mesh", OTHERS)
 @pytest.mark.parametrize("raw", FLEET, ids=lambda r: r["service"])
-def test_same_access_meaning(raw: dict[str, Any]) -> None:
+def test_same_access_meaning(raw: dict[str, Any], mesh: str) -> None:
     svc = ServiceBlueprint.model_validate(raw)
-    istio = _render(IstioRenderer(), svc, "prod", "istio")
-    linkerd = _render(LinkerdRenderer(), svc, "l5d", "linkerd")
-    port = svc.ports[0].target_port or svc.ports[0].port
+    ref, other = READERS[REFERENCE], READERS[mesh]
+    r_out, o_out = _mesh_render(REFERENCE, svc), _mesh_render(mesh, svc)
     for principal in blueprint_principals(svc):
         for method, path in access_probes(svc):
-            assert allowed_istio(istio, principal, method, path) == \
-                allowed_linkerd(linkerd, svc.workload_labels, port, principal, method, path), (principal, method, path)
+            assert ref.allowed(r_out, svc, principal, method, path) == \
+                other.allowed(o_out, svc, principal, method, path), (principal, method, path)
 
 
 # --- Istio sidecar against Istio ambient: one line of meshgen.yaml, the same meaning --------------

@@ -6,24 +6,29 @@ generated from this table, so it is the one place that says what the renderer do
 
 from __future__ import annotations
 
-from meshgen.blueprint.config import Config
+from typing import TYPE_CHECKING
+
 from meshgen.render.base import Capability, Support
 from meshgen.render.features import FEATURES
 from meshgen.render.gatewayapi import GATEWAY_GROUP
+from meshgen.render.linkerd.settings import settings
+
+if TYPE_CHECKING:
+    from meshgen.blueprint.config import Config
 
 
 def flavour(config: Config) -> str:
-    s = config.linkerd
+    s = settings(config)
     split = "smi-" + s.smi_version if s.traffic_split == "smi" else "httproute"
     return f"linkerd {s.version} {split}+{s.route_policy}"
 
 
 def route_api_version(config: Config) -> str:
-    return f"{GATEWAY_GROUP}/v1" if config.linkerd.release >= (2, 18) else f"{GATEWAY_GROUP}/v1beta1"
+    return f"{GATEWAY_GROUP}/v1" if settings(config).release >= (2, 18) else f"{GATEWAY_GROUP}/v1beta1"
 
 
 def capabilities(config: Config) -> dict[str, Capability]:
-    s = config.linkerd
+    s = settings(config)
     rel = s.release
     smi = s.traffic_split == "smi"
     sp = s.route_policy == "serviceprofile"

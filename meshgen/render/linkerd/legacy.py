@@ -9,14 +9,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshgen.blueprint.base import format_duration
-from meshgen.blueprint.config import Config
 from meshgen.blueprint.model import Match, RetryPolicy, ServiceBlueprint
 from meshgen.render.base import RenderContext, Resource, metadata, resource
 from meshgen.render.gatewayapi import escape_regex, version_service
+from meshgen.render.linkerd.settings import settings
 from meshgen.render.routing import EffectiveRoute
+
+if TYPE_CHECKING:
+    from meshgen.blueprint.config import Config
 
 
 def _has(ctx: RenderContext, feature: str) -> bool:
@@ -35,7 +38,7 @@ def traffic_split(svc: ServiceBlueprint, routes: list[EffectiveRoute], ctx: Rend
     default = next((r for r in routes if r.is_default), None)
     if default is None or not default.backends:
         return []
-    version = ctx.config.linkerd.smi_version
+    version = settings(ctx.config).smi_version
     backends = []
     for b in default.backends:
         if b.service is not None:

@@ -35,10 +35,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from meshgen.blueprint.base import format_duration
-from meshgen.blueprint.config import Config
 from meshgen.blueprint.model import (
     AccessRule,
     Backend,
@@ -72,8 +71,12 @@ from meshgen.render.gatewayapi import (
 )
 from meshgen.render.linkerd import capabilities as _caps
 from meshgen.render.linkerd.legacy import retries_active, service_profile, traffic_split
+from meshgen.render.linkerd.settings import settings
 from meshgen.render.observability import endpoint, service_dashboard, service_monitors
 from meshgen.render.routing import EffectiveRoute, effective_routes, ingress_routes
+
+if TYPE_CHECKING:
+    from meshgen.blueprint.config import Config
 
 POLICY_GROUP = "policy.linkerd.io"
 ALL_NETWORKS = ({"cidr": "0.0.0.0/0"}, {"cidr": "::/0"})
@@ -173,7 +176,7 @@ class LinkerdRenderer:
 
     def render_service(self, svc: ServiceBlueprint, ctx: RenderContext) -> list[Resource]:
         out: list[Resource] = []
-        s = ctx.config.linkerd
+        s = settings(ctx.config)
         apex = {k: v for k, v in self.apex_annotations(svc).items()
                 if not (k.endswith("max-failures") and "circuitBreaker.consecutive5xxErrors" in ctx.skipped)
                 and not (k.endswith("penalty") and "circuitBreaker.baseEjectionTime" in ctx.skipped)}
@@ -209,7 +212,7 @@ class LinkerdRenderer:
         A route whose match or split cannot be expressed is dropped rather than rendered
         broader than written (its traffic then goes where later routes send it).
         """
-        s = ctx.config.linkerd
+        s = settings(ctx.config)
         kept = []
         for r in svc.routes:
             m = r.match
@@ -237,7 +240,7 @@ class LinkerdRenderer:
 
     def _policy_annotations(self, route: EffectiveRoute, ctx: RenderContext) -> tuple[tuple[str, str], ...]:
         """The retry/timeout annotations of the HTTPRoute this route goes in, as sorted pairs."""
-        s = ctx.config.linkerd
+        s = settings(ctx.config)
         if s.route_policy != "annotations" or s.release < (2, 16):
             return ()
         out: dict[str, str] = {}
@@ -255,7 +258,7 @@ class LinkerdRenderer:
 
     def _route_backends(self, route: EffectiveRoute, routes: list[EffectiveRoute], ctx: RenderContext) -> tuple[Backend, ...]:
         """Under SMI the TrafficSplit carries the default route's split: HTTPRoutes go to the apex."""
-        if ctx.config.linkerd.traffic_split != "smi":
+        if settings(ctx.config).traffic_split != "smi":
             return route.backends
         default = next((r.backends for r in routes if r.is_default), ())
         if route.backends == default or len(route.backends) > 1:
@@ -280,12 +283,12 @@ class LinkerdRenderer:
     # inbound: Servers, access, mtls, rate limit
 
     def _server_version(self, ctx: RenderContext) -> str:
-        return "v1beta3" if ctx.config.linkerd.release >= (2, 16) else "v1beta2"
+        return "v1beta3" if settings(ctx.config).release >= (2, 16) else "v1beta2"
 
     def _inbound(self, svc: ServiceBlueprint, ctx: RenderContext) -> list[Resource]:
         use_access = svc.access is not None and _has(ctx, "access")
         use_mtls = svc.mtls is not None and _has(ctx, "mtls")
-        rel = ctx.config.linkerd.release
+        rel = settings(ctx.config).release
         use_rl = svc.rate_limit is not None and _has(ctx, "rateLimit") and rel >= (2, 17)
         if not (use_access or use_mtls or use_rl):
             return []
@@ -553,7 +556,7 @@ class LinkerdRenderer:
             return []
         obs = mesh.observability
         monitor = obs.pod_monitor or obs.service_monitor or Monitor.model_validate({})
-        ns = ctx.config.linkerd.namespace
+        ns = settings(ctx.config).namespace
         proxy_ep = endpoint(monitor, default_port=PROXY_ADMIN_PORT, default_path="/metrics")
         proxy_ep["relabelings"] = [
             {"sourceLabels": ["__meta_kubernetes_pod_label_linkerd_io_proxy_deployment"], "targetLabel": "deployment"},
