@@ -38,3 +38,19 @@ def test_update_rewrites_only_the_section(tmp_path: Path) -> None:
     missing = tmp_path / "NOMARKERS.md"
     missing.write_text("# nothing\n")
     assert docs.main(["--readme", str(missing)]) == 1
+
+
+def test_the_example_repositorys_blueprint_schema_is_current(tmp_path: Path) -> None:
+    """blueprints/schemas/blueprint.schema.json is what editors of the example repository complete from:
+    it must be what `meshgen schema` writes today (it had fallen behind when `canary` was added)."""
+    from click.testing import CliRunner
+
+    from meshgen.cli import main
+
+    committed = Path(docs.README).parent / "blueprints" / "schemas" / "blueprint.schema.json"
+    out = tmp_path / "blueprint.schema.json"
+    result = CliRunner().invoke(main, ["schema", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert committed.read_bytes() == out.read_bytes(), (
+        "blueprints/schemas/blueprint.schema.json is out of date; run: "
+        "meshgen schema --out blueprints/schemas/blueprint.schema.json")
