@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import inspect
 import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -55,9 +54,7 @@ from meshgen.api.state import ApiState, build_state
 from meshgen.records import Records
 from meshgen.settings import Settings
 
-__all__ = ["DOCS_ASSETS", "PAGE_REFRESH_SECONDS", "ApiState", "create_app"]
-
-log = logging.getLogger(__name__)
+__all__ = ["DOCS_ASSETS", "PAGE_REFRESH_SECONDS", "create_app"]  # the first two for the tests
 
 
 def create_app(settings: Settings | None = None, *, records: Records | None = None,
@@ -115,7 +112,8 @@ def _include_flat(app: FastAPI, router: APIRouter) -> None:
     arguments = [name for name in inspect.signature(APIRouter.add_api_route).parameters
                  if name not in ("self", "path", "endpoint")]
     for route in router.routes:
-        assert isinstance(route, APIRoute), route  # our routers hold API routes only (mounts: create_app)
+        if not isinstance(route, APIRoute):  # a mount, say: create_app adds those itself
+            raise TypeError(f"{route!r} in a meshgen.api.routes router is not an API route")
         app.router.add_api_route(route.path, route.endpoint,
                                  **{name: getattr(route, name) for name in arguments if hasattr(route, name)})
 

@@ -1,6 +1,7 @@
-"""The API's own routers, one module per resource; meshgen.api.app includes them in this order.
+"""The API's own routers, one module per resource, added to each app by meshgen.api.app.
 
-Each endpoint is a module-level function that takes what it needs as typed dependencies:
-the app's state (`AppState`, or `ReadAccess` / `WriteAccess`, which check the bearer token
-first; meshgen.api.state), `RecordsDep` and `EnqueueDep` (meshgen.api.deps).
+The routers are module-level and shared by every app, so nothing of one app sticks to them: an
+endpoint is a plain function that takes what it needs as typed dependencies, the app's state
+(`AppState`, or `ReadAccess` / `WriteAccess`, which check the bearer token first; see
+meshgen.api.state), `RecordsDep` and `EnqueueDep` (meshgen.api.deps).
 """
