@@ -54,3 +54,8 @@ def get_enqueue(settings: Annotated[Settings, Depends(get_settings)],
 
     app = _celery_for(settings)
     return lambda request: enqueue_sync(app, settings, records, request)
+
+
+#: The typed forms endpoints declare (`records: RecordsDep`).
+RecordsDep = Annotated[Records, Depends(get_records)]
+EnqueueDep = Annotated[Enqueue, Depends(get_enqueue)]

@@ -115,6 +115,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
 
 
+#: `openapi_extra` of an operation that needs a token: the bearerAuth scheme (described in the
+#: document by meshgen.api.app) applies to it. The check itself is the ReadAccess/WriteAccess
+#: dependency of meshgen.api.state.
+BEARER_AUTH: dict[str, Any] = {"security": [{"bearerAuth": []}]}
+
+
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for problem+json errors (fixed up in the app's openapi())."""
     from meshgen.api.models import Problem as ProblemModel
