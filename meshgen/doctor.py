@@ -79,8 +79,8 @@ class _Doctor:
         """Run one check: its sentence (✔), _Skip (– not configured) or a failure (✘, the message)."""
         from meshgen.argocd.source import ArgoCDError
         from meshgen.diagnostics import BlueprintError
+        from meshgen.forges.base import ForgeError
         from meshgen.gitops.envrepo import EnvRepoError
-        from meshgen.gitops.forges.base import ForgeError
 
         try:
             message = check()
@@ -123,7 +123,7 @@ class _Doctor:
                 f"{er.forge.kind}, environment repository {er.url} (branch {er.branch})")
 
     def check_forge(self) -> str:
-        from meshgen.gitops.envrepo import Identity
+        from meshgen.forges.base import Identity
         from meshgen.gitops.sync import forge_from_config
         from meshgen.giturls import local_path
 

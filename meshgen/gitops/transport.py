@@ -74,13 +74,13 @@ from urllib.parse import urlsplit
 
 import pygit2
 
+from meshgen.forges.base import GitCredential, TokenSource, read_secret_file
 from meshgen.gitops.envrepo import EnvRepoError, LeaseError
-from meshgen.gitops.forges.base import GitCredential, TokenSource, read_secret_file
 from meshgen.giturls import is_ssh_url, url_credentials_problem
 
 if TYPE_CHECKING:
     from meshgen.blueprint.config import Config
-    from meshgen.gitops.forges.base import Forge
+    from meshgen.forges.base import Forge
     from meshgen.settings import Settings
 
 __all__ = [

@@ -32,8 +32,7 @@ from typing import Any, ClassVar
 
 import pygit2
 
-from meshgen.gitops.envrepo import Identity
-from meshgen.gitops.forges.base import ForgeError, PRState, PullRequest
+from meshgen.forges.base import ForgeError, ForgeSpec, ForgeTarget, Identity, PRState, PullRequest
 
 _PRS = "refs/meshgen/prs/"
 _OPEN = "refs/meshgen/open/"
@@ -358,3 +357,18 @@ def _identity_from_config(repo: pygit2.Repository) -> Identity:
         return Identity(name=str(config["user.name"]), email=str(config["user.email"]))
     except (KeyError, pygit2.GitError):
         return Identity()
+
+
+# ---- registration (meshgen.forges.registry) --------------------------------------------------
+
+
+def _build(target: ForgeTarget) -> LocalForge:
+    if target.local_path is None:
+        from meshgen.forges.registry import remote_kinds_text
+
+        raise ForgeError("forge kind 'local' needs envRepo.url to be a local path; "
+                         f"set envRepo.forge.kind to {remote_kinds_text()} for a remote repository")
+    return LocalForge(target.local_path, identity=target.identity)
+
+
+FORGE = ForgeSpec(kind="local", title="local (in the environment repository)", provider=LocalForge, build=_build)

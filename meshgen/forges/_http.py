@@ -1,7 +1,7 @@
 """Shared plumbing for the HTTP forges (GitHub, Gitea/Forgejo, GitLab): token loading, one JSON call
 with retries, and error messages that say what to do next.
 
-Private to meshgen.gitops.forges. Two rules hold everywhere in this module:
+Private to meshgen.forges. Two rules hold everywhere in this module:
 
 * The token lives only in `_Secret` and in the Authorization header handed to httpx. It is never
   formatted into a log line or an exception message, and any text that came back from a server
@@ -29,7 +29,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from .base import ForgeError, GitCredential, read_secret_file
 
-_log = logging.getLogger("meshgen.gitops.forges")
+_log = logging.getLogger("meshgen.forges")
 
 T = TypeVar("T")
 
