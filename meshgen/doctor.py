@@ -132,8 +132,10 @@ class _Doctor:
         local = local_path(er.url, self.root)
         if er.forge.kind == "local":
             if local is None:
+                from meshgen.forges.registry import remote_kinds_text
+
                 raise _Failed(f"forge kind 'local' needs envRepo.url to be a local path, not {er.url}; set "
-                              "envRepo.forge.kind to github, gitlab or gitea")
+                              f"envRepo.forge.kind to {remote_kinds_text()}")
             if not local.exists():
                 return f"local pull requests in {local} (created by the first sync)"
         options = {"timeout": self.timeout, "max_attempts": 2, "max_wait": 2.0, "backoff": 0.5}

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from meshgen.api.deps import get_records, get_settings
 from meshgen.api.webhooks import (
-    NOT_FOUND,
+    RESPONSES,
     KindPath,
     _accepted,
     _forget,
@@ -114,7 +114,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RecordsDep = Annotated[Records, Depends(get_records)]
 
 
-@router.post("/{kind}/env-repo", status_code=202, responses=NOT_FOUND,
+@router.post("/{kind}/env-repo", status_code=202, responses=RESPONSES,
              summary="Pull-request webhook of the environment repository's forge",
              description="A merged or closed meshgen pull request is recorded at once (GitHub and Gitea "
                          "pull_request, GitLab Merge Request Hook); verified like the push webhook.")

@@ -67,8 +67,10 @@ def _forge(request: Request) -> Any:
     st = request.app.state.meshgen
     config = st.config
     if config is None or config.env_repo.forge.kind != "local":
+        from meshgen.forges.registry import remote_kinds_text
+
         raise Problem(404, "Not Found", "these pages show the local forge's pull requests; with "
-                      "envRepo.forge.kind github, gitlab or gitea, open them on the forge")
+                      f"envRepo.forge.kind {remote_kinds_text()}, open them on the forge")
     path = local_path(config.env_repo.url, Path(st.settings.root))
     if path is None or not path.exists():
         raise Problem(404, "Not Found", "no environment repository yet; run a sync first (meshgen sync or meshgen up)")

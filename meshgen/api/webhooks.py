@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from meshgen.api.deps import Enqueue, get_enqueue, get_records, get_settings
+from meshgen.api.security import problem_responses
 from meshgen.forges.base import ForgeSpec, Push, WebhookSpec
 from meshgen.forges.registry import FORGES
 from meshgen.records import Records
@@ -177,10 +178,12 @@ def _kind_help() -> str:
 #: The path parameter, documented with the kinds registered when the app is built.
 KindPath = Annotated[str, Path(description="The forge kind: " + _kind_help(), json_schema_extra={
     "enum": [k for k, s in FORGES.items() if s.webhook is not None]})]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No forge of this kind has webhooks"}}
+RESPONSES = problem_responses(400, 401, 404, 413, 503)
+RESPONSES[401] = {**RESPONSES[401], "description": "Webhooks of this kind are off, or the signature is missing or wrong"}
+RESPONSES[404] = {**RESPONSES[404], "description": "No forge of this kind sends webhooks"}
 
 
-@router.post("/{kind}", status_code=202, responses=NOT_FOUND, summary="Push webhook of the blueprints repository's forge",
+@router.post("/{kind}", status_code=202, responses=RESPONSES, summary="Push webhook of the blueprints repository's forge",
              description="A push to the blueprints branch queues a sync; a pull request of the blueprints repository "
                          "is planned (MESHGEN_BLUEPRINTS_FORGE_URL). Verified against MESHGEN_WEBHOOK_SECRET_<KIND> "
                          "before anything is read.")
