@@ -68,7 +68,7 @@ async def _handle_env_pr(name: str, request: Request, settings: Settings, record
     checked = await verified(name, request, settings)
     if isinstance(checked, JSONResponse):
         return checked
-    _, hook, body = checked
+    hook, body = checked
     event = request.headers.get(hook.event_header, "")
     if event in hook.ping_events:
         return JSONResponse({"status": "pong"})
@@ -118,5 +118,6 @@ RecordsDep = Annotated[Records, Depends(get_records)]
              summary="Pull-request webhook of the environment repository's forge",
              description="A merged or closed meshgen pull request is recorded at once (GitHub and Gitea "
                          "pull_request, GitLab Merge Request Hook); verified like the push webhook.")
-async def env_repo_webhook(kind: KindPath, request: Request, settings: SettingsDep, records: RecordsDep) -> JSONResponse:
+async def env_repo_webhook(kind: KindPath, request: Request, settings: SettingsDep,
+                           records: RecordsDep) -> JSONResponse:
     return await _handle_env_pr(kind, request, settings, records)

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from meshgen.api.deps import Enqueue, get_enqueue, get_records, get_settings
 from meshgen.api.security import problem_responses
-from meshgen.forges.base import ForgeSpec, Push, WebhookSpec
+from meshgen.forges.base import Push, WebhookSpec
 from meshgen.forges.registry import FORGES
 from meshgen.records import Records
 from meshgen.settings import Settings
@@ -51,14 +51,15 @@ def secret_env(kind: str) -> str:
     return f"MESHGEN_WEBHOOK_SECRET_{kind.upper()}"
 
 
-async def verified(kind: str, request: Request, settings: Settings) -> tuple[ForgeSpec, WebhookSpec, bytes] | JSONResponse:
-    """The registration and the raw body of a delivery whose signature checks out, or the problem to
+async def verified(kind: str, request: Request, settings: Settings) -> tuple[WebhookSpec, bytes] | JSONResponse:
+    """The webhook spec and the raw body of a delivery whose signature checks out, or the problem to
     answer: 404 for a kind without webhooks, 401 when webhooks of the kind are off or the signature
     is missing or wrong. Shared by the push and the environment repository's pull-request routes."""
     spec = FORGES.get(kind)
     if spec is None or spec.webhook is None:
         kinds = ", ".join(k for k, s in FORGES.items() if s.webhook is not None)
-        return problem(404, "Not Found", f"no webhooks for forge kind {kind[:40]!r}; forges with webhooks: {kinds}")
+        return problem(404, "Not Found",
+                       f"no webhooks for forge kind {kind[:40]!r}; forges with webhooks: {kinds}")
     hook = spec.webhook
     secret = settings.webhook_secret(kind)
     if secret is None:
@@ -70,7 +71,7 @@ async def verified(kind: str, request: Request, settings: Settings) -> tuple[For
     if not body or not hook.verify(secret.get_secret_value(), body, request.headers):
         return problem(401, "Unauthorized", f"missing or wrong {kind} webhook signature; check that the "
                        f"webhook's secret equals {secret_env(kind)}")
-    return spec, hook, body
+    return hook, body
 
 
 def delivery_id(hook: WebhookSpec, request: Request) -> str | None:
@@ -82,7 +83,7 @@ async def _handle(kind: str, request: Request, settings: Settings, records: Reco
     checked = await verified(kind, request, settings)
     if isinstance(checked, JSONResponse):
         return checked
-    _, hook, body = checked
+    hook, body = checked
     event = request.headers.get(hook.event_header, "")
     if event in hook.ping_events:
         return JSONResponse({"status": "pong"})
@@ -179,11 +180,13 @@ def _kind_help() -> str:
 KindPath = Annotated[str, Path(description="The forge kind: " + _kind_help(), json_schema_extra={
     "enum": [k for k, s in FORGES.items() if s.webhook is not None]})]
 RESPONSES = problem_responses(400, 401, 404, 413, 503)
-RESPONSES[401] = {**RESPONSES[401], "description": "Webhooks of this kind are off, or the signature is missing or wrong"}
+RESPONSES[401] = {**RESPONSES[401],
+                  "description": "Webhooks of this kind are off, or the signature is missing or wrong"}
 RESPONSES[404] = {**RESPONSES[404], "description": "No forge of this kind sends webhooks"}
 
 
-@router.post("/{kind}", status_code=202, responses=RESPONSES, summary="Push webhook of the blueprints repository's forge",
+@router.post("/{kind}", status_code=202, responses=RESPONSES,
+             summary="Push webhook of the blueprints repository's forge",
              description="A push to the blueprints branch queues a sync; a pull request of the blueprints repository "
                          "is planned (MESHGEN_BLUEPRINTS_FORGE_URL). Verified against MESHGEN_WEBHOOK_SECRET_<KIND> "
                          "before anything is read.")
