@@ -249,6 +249,8 @@ def test_webhook_secret_kinds_are_the_registered_forges() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     allowed = schema["properties"]["secrets"]["properties"]["webhookSecrets"]["properties"]
     assert list(allowed) == webhook_kinds(), "update charts/meshgen/values.schema.json (secrets.webhookSecrets)"
+    legacy = [k for k in schema["properties"]["secrets"]["properties"] if k.startswith("webhookSecret")]
+    assert legacy == ["webhookSecrets", "webhookSecretGithub", "webhookSecretGitlab", "webhookSecretGitea"]
     assert list(values()["secrets"]["webhookSecrets"]) == webhook_kinds()
     for kind, entry in allowed.items():
         assert entry["description"] == f"MESHGEN_WEBHOOK_SECRET_{kind.upper()}_FILE (api)"
@@ -263,6 +265,17 @@ def test_a_webhook_secret_of_any_kind_is_mounted_for_the_api() -> None:
     assert base64.b64decode(secret["data"]["webhook-secret-gitea"]).decode() == "s3"
     proc = run_helm("template", RELEASE, str(CHART), "--set", "secrets.webhookSecrets.bitbucket.value=x", check=False)
     assert proc.returncode != 0 and "bitbucket" in proc.stderr  # not a registered kind: the schema refuses it
+
+
+@pytest.mark.parametrize("kind", ["github", "gitlab", "gitea"])
+def test_moved_webhook_secret_values_say_where_they_went(kind: str) -> None:
+    """Values written for the chart before webhook secrets became a map fail with the new place."""
+    old = f"webhookSecret{kind.title()}"
+    proc = run_helm("template", RELEASE, str(CHART), "--set", f"secrets.{old}.existingSecret=hooks", check=False)
+    assert proc.returncode != 0 and f"secrets.{old} moved: put it under secrets.webhookSecrets.{kind}" in proc.stderr
+    empty = template("--set", f"secrets.{old}.value=")  # the old default block, copied empty: nothing to move
+    assert f"MESHGEN_WEBHOOK_SECRET_{kind.upper()}_FILE" not in _env(
+        _one(empty, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0])
 
 
 def test_secrets_are_files_never_environment_values() -> None:

@@ -94,7 +94,11 @@ MESHGEN_WEBHOOK_SECRET_<KIND>_FILE), its key defaulting to webhook-secret-<kind>
 {{- define "meshgen.allSecrets" -}}
 {{- $out := dict -}}
 {{- range $name, $s := .Values.secrets -}}
-{{- if ne $name "webhookSecrets" -}}{{- $_ := set $out $name $s -}}{{- end -}}
+{{- if and (hasPrefix "webhookSecret" $name) (ne $name "webhookSecrets") -}}
+{{- if or ($s | default dict).value ($s | default dict).existingSecret -}}
+{{- fail (printf "secrets.%s moved: put it under secrets.webhookSecrets.%s (value, existingSecret, key), one entry per forge kind" $name (trimPrefix "webhookSecret" $name | lower)) -}}
+{{- end -}}
+{{- else if ne $name "webhookSecrets" -}}{{- $_ := set $out $name $s -}}{{- end -}}
 {{- end -}}
 {{- range $kind, $s := .Values.secrets.webhookSecrets -}}
 {{- $s = $s | default dict -}}
