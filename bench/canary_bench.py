@@ -51,7 +51,7 @@ from argo_fakes import ArgoCDServer, application  # noqa: E402
 from promsupport import PrometheusServer, start_prometheus  # noqa: E402
 
 import meshgen.canary.controller as controller  # noqa: E402
-from meshgen.gitops.forges.local import LocalForge  # noqa: E402
+from meshgen.forges.local import LocalForge  # noqa: E402
 from meshgen.gitops.jobs import run_canary_tick  # noqa: E402
 from meshgen.gitops.sync import sync_repository  # noqa: E402
 from meshgen.records import Records  # noqa: E402

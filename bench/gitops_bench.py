@@ -40,7 +40,7 @@ sys.path.insert(0, str(TOP / "bench"))
 
 import fleet
 
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges.local import LocalForge
 from meshgen.gitops.sync import sync_repository
 from meshgen.records import Records
 from meshgen.settings import Settings

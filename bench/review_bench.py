@@ -52,7 +52,7 @@ from gitops_support import BOT, Origin, make_unit, semantic  # noqa: E402
 
 from meshgen.gitops import lifecycle  # noqa: E402
 from meshgen.gitops.envrepo import EnvRepo  # noqa: E402
-from meshgen.gitops.forges.local import LocalForge  # noqa: E402
+from meshgen.forges.local import LocalForge  # noqa: E402
 
 
 # ---- 1. churn --------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from commit_bench import _unit, build_repo  # noqa: E402
 from gitserver import Account, GitHttpServer  # noqa: E402
 
 from meshgen.gitops.envrepo import EnvRepo, Identity, write_tree  # noqa: E402
-from meshgen.gitops.forges.base import GitCredential  # noqa: E402
+from meshgen.forges.base import GitCredential  # noqa: E402
 from meshgen.gitops.transport import RemoteAccess  # noqa: E402
 
 TOKEN = "bench-token-0123456789abcdef"

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from meshgen.settings import _SECRET_FIELDS, Settings
+from meshgen.settings import _SECRET_FIELDS, Settings, webhook_kinds
 
 BEGIN = "<!-- settings-table -->"
 END = "<!-- /settings-table -->"
@@ -45,12 +45,27 @@ def settings_table_markdown() -> str:
     prefix = Settings.model_config.get("env_prefix", "")
     rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
     for name, info in Settings.model_fields.items():
+        if name == "webhook_secrets":  # one row per registered forge with webhooks
+            rows.extend(_webhook_secret_rows(prefix))
+            continue
         env = f"`{prefix}{name.upper()}`"
         if name in _SECRET_FIELDS:
             env += f" or `{prefix}{name.upper()}_FILE`"
         default = info.get_default(call_default_factory=True)
         rows.append(f"| `{name}` | {env} | {_cell(_default(default))} | {_cell(info.description or '')} |")
     return "\n".join(rows) + "\n"
+
+
+def _webhook_secret_rows(prefix: str) -> list[str]:
+    from meshgen.forges.registry import FORGES
+
+    rows = []
+    for kind in webhook_kinds():
+        hook = FORGES[kind].webhook
+        name = f"webhook_secret_{kind}"
+        env = f"`{prefix}{name.upper()}` or `{prefix}{name.upper()}_FILE`"
+        rows.append(f"| `{name}` | {env} | — | {_cell(hook.secret_help if hook else '')} |")
+    return rows
 
 
 def replace_section(text: str, table: str) -> str:

@@ -79,8 +79,8 @@ class _Doctor:
         """Run one check: its sentence (✔), _Skip (– not configured) or a failure (✘, the message)."""
         from meshgen.argocd.source import ArgoCDError
         from meshgen.diagnostics import BlueprintError
+        from meshgen.forges.base import ForgeError
         from meshgen.gitops.envrepo import EnvRepoError
-        from meshgen.gitops.forges.base import ForgeError
 
         try:
             message = check()
@@ -123,7 +123,7 @@ class _Doctor:
                 f"{er.forge.kind}, environment repository {er.url} (branch {er.branch})")
 
     def check_forge(self) -> str:
-        from meshgen.gitops.envrepo import Identity
+        from meshgen.forges.base import Identity
         from meshgen.gitops.sync import forge_from_config
         from meshgen.giturls import local_path
 
@@ -132,8 +132,10 @@ class _Doctor:
         local = local_path(er.url, self.root)
         if er.forge.kind == "local":
             if local is None:
+                from meshgen.forges.registry import remote_kinds_text
+
                 raise _Failed(f"forge kind 'local' needs envRepo.url to be a local path, not {er.url}; set "
-                              "envRepo.forge.kind to github, gitlab or gitea")
+                              f"envRepo.forge.kind to {remote_kinds_text()}")
             if not local.exists():
                 return f"local pull requests in {local} (created by the first sync)"
         options = {"timeout": self.timeout, "max_attempts": 2, "max_wait": 2.0, "backoff": 0.5}

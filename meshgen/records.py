@@ -65,7 +65,7 @@ class JobRecord(BaseModel):
     id: str
     kind: Literal["sync"] = "sync"
     state: JobState = "queued"
-    trigger: str = "cli"  # cli | webhook:github | webhook:gitlab | webhook:gitea | api | up
+    trigger: str = "cli"  # cli | webhook:<forge kind> (webhook:github, ...) | api | up
     blueprint_commit: str | None = None
     blueprint_author: str | None = None
     blueprint_subject: str | None = None  # first line of the blueprint commit's message

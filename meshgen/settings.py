@@ -16,13 +16,28 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _SECRET_FIELDS = (
     "api_read_tokens",
     "api_write_tokens",
-    "webhook_secret_github",
-    "webhook_secret_gitlab",
-    "webhook_secret_gitea",
     "forge_token",
     "argocd_token",
     "blueprints_forge_token",
 )
+
+
+def webhook_kinds() -> list[str]:
+    """The registered forges that send webhooks, each with its secret MESHGEN_WEBHOOK_SECRET_<KIND>."""
+    from meshgen.forges.registry import FORGES
+
+    return [kind for kind, spec in FORGES.items() if spec.webhook is not None]
+
+
+def _read_secret(name: str, path: str) -> str:
+    from meshgen.forges.base import read_secret_file  # no FIFO, no huge file
+
+    try:
+        return read_secret_file(Path(path)).decode("utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:  # the reason only, never the content
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"MESHGEN_{name.upper()}_FILE={path}: cannot read it: {reason}; "
+                         "point it at the file holding the secret") from None
 
 
 class Settings(BaseSettings):
@@ -37,9 +52,10 @@ class Settings(BaseSettings):
     api_read_tokens: SecretStr | None = Field(default=None, description="Comma-separated bearer tokens with read scope.")
     api_write_tokens: SecretStr | None = Field(default=None, description="Comma-separated bearer tokens with write scope (implies read).")
     api_public_reads: bool = Field(default=False, description="Serve read endpoints and the status page without a token.")
-    webhook_secret_github: SecretStr | None = Field(default=None, description="Secret for X-Hub-Signature-256.")
-    webhook_secret_gitlab: SecretStr | None = Field(default=None, description="Secret compared with X-Gitlab-Token.")
-    webhook_secret_gitea: SecretStr | None = Field(default=None, description="Secret for X-Gitea-Signature.")
+    # One per registered forge with webhooks (meshgen.forges.registry): MESHGEN_WEBHOOK_SECRET_<KIND>
+    # or MESHGEN_WEBHOOK_SECRET_<KIND>_FILE, or the keyword webhook_secret_<kind>; see webhook_secret().
+    # (kind, secret) pairs, a tuple so the frozen settings stay hashable (a cache key of the API's Celery app).
+    webhook_secrets: tuple[tuple[str, SecretStr], ...] = Field(default=(), description="Webhook secrets by forge kind.")
     forge_token: SecretStr | None = Field(default=None, description="Token for the forge of the environment repository.")
     argocd_token: SecretStr | None = Field(default=None, description="Bearer token for Argo CD's REST API.")
     github_app_private_key_file: Path | None = Field(default=None, description="PEM private key of the GitHub App in meshgen.yaml envRepo.forge.app (a mounted secret).")
@@ -78,21 +94,31 @@ class Settings(BaseSettings):
         """`MESHGEN_<NAME>_FILE=/path` reads the secret from a file (trailing newline dropped)."""
         import os
 
-        from meshgen.gitops.forges.base import read_secret_file  # no FIFO, no huge file
-
         if not isinstance(data, dict):
             return data
         data = dict(data)
         for name in _SECRET_FIELDS:
             path = os.environ.get(f"MESHGEN_{name.upper()}_FILE")
             if path:
-                try:
-                    data[name] = read_secret_file(Path(path)).decode("utf-8").rstrip("\r\n")
-                except (OSError, UnicodeDecodeError) as exc:  # the reason only, never the content
-                    reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                    raise ValueError(f"MESHGEN_{name.upper()}_FILE={path}: cannot read it: {reason}; "
-                                     "point it at the file holding the secret") from None
+                data[name] = _read_secret(name, path)
+        secrets = dict(data.get("webhook_secrets") or ())  # kind -> secret (a model_dump() given back)
+        for kind in webhook_kinds():
+            # As for the declared secrets, a file wins; then the keyword, then the variable (unset if empty).
+            name = f"webhook_secret_{kind}"
+            path, value = os.environ.get(f"MESHGEN_{name.upper()}_FILE"), os.environ.get(f"MESHGEN_{name.upper()}")
+            given = data.pop(name, None)
+            if path:
+                secrets[kind] = _read_secret(name, path)
+            elif given is not None:
+                secrets[kind] = given
+            elif value and kind not in secrets:
+                secrets[kind] = value
+        data["webhook_secrets"] = tuple(sorted(secrets.items()))
         return data
+
+    def webhook_secret(self, kind: str) -> SecretStr | None:
+        """The webhook secret of forge `kind` (MESHGEN_WEBHOOK_SECRET_<KIND>[_FILE]), if set."""
+        return dict(self.webhook_secrets).get(kind)
 
     @property
     def state_path(self) -> Path:

@@ -50,10 +50,10 @@ def sync(root: Path, env: str | None, commit: str | None, no_records: bool, as_j
     """
     from meshgen.canary import controller
     from meshgen.diagnostics import BlueprintError
+    from meshgen.forges.base import ForgeError
     from meshgen.gitops.blueprints import BlueprintsSourceError
     from meshgen.gitops.coordination import LockBusy, WriterLock
     from meshgen.gitops.envrepo import EnvRepoError
-    from meshgen.gitops.forges.base import ForgeError
     from meshgen.gitops.jobs import writer_lock_resource
     from meshgen.gitops.sync import format_report, sync_repository
     from meshgen.records import Records

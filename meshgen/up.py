@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from meshgen.diagnostics import BlueprintError
+from meshgen.forges.base import ForgeError
 from meshgen.gitops.envrepo import EnvRepoError
-from meshgen.gitops.forges.base import ForgeError
 from meshgen.records import JobRecord, Records
 from meshgen.settings import Settings
 

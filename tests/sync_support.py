@@ -19,8 +19,8 @@ from pathlib import Path
 import redis
 from helpers import wait_for  # re-exported: the worker and sync tests import it from here
 
-from meshgen.gitops.forges.base import PullRequest
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges.base import PullRequest
+from meshgen.forges.local import LocalForge
 from meshgen.gitops.jobs import SyncRequest, enqueue_sync, make_celery
 from meshgen.records import JobRecord, Records
 from meshgen.settings import Settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from meshgen import docs
-from meshgen.settings import Settings
+from meshgen.settings import Settings, webhook_kinds
 
 
 def test_readme_settings_table_is_current() -> None:
@@ -22,9 +22,12 @@ def test_readme_settings_table_is_current() -> None:
 
 def test_table_has_every_field() -> None:
     table = docs.settings_table_markdown()
-    for name in Settings.model_fields:
+    # webhook_secrets is one row per registered forge with webhooks (MESHGEN_WEBHOOK_SECRET_<KIND>)
+    names = [n for n in Settings.model_fields if n != "webhook_secrets"] + [f"webhook_secret_{k}" for k in webhook_kinds()]
+    for name in names:
         assert f"| `{name}` | `MESHGEN_{name.upper()}`" in table
-    assert "`MESHGEN_FORGE_TOKEN_FILE`" in table
+    assert "`MESHGEN_FORGE_TOKEN_FILE`" in table and "`MESHGEN_WEBHOOK_SECRET_GITHUB_FILE`" in table
+    assert "MESHGEN_WEBHOOK_SECRETS" not in table
 
 
 def test_update_rewrites_only_the_section(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Plans on pull requests of the *blueprints* repository (issue 10, item 7, the service side).
 
-The push webhook endpoints (meshgen.api.webhooks) hand verified pull-request events here:
-GitHub / Gitea `pull_request` (opened, synchronize, reopened) and GitLab `Merge Request Hook`
-(open, update, reopen). The answer is 202 at once; then, in the background, the blueprints
+The push webhook endpoints (meshgen.api.webhooks) hand verified pull-request events here, parsed
+by the forge's registration (e.g. GitHub / Gitea `pull_request` opened, synchronize(d), reopened;
+GitLab `Merge Request Hook` open, update, reopen: the actions opened, updated, reopened). The answer is 202 at once; then, in the background, the blueprints
 repository (MESHGEN_BLUEPRINTS_URL) is fetched, the pull request's head is planned against its
 merge base with the target branch (meshgen.plan), and on the forge (MESHGEN_BLUEPRINTS_FORGE_URL,
 MESHGEN_BLUEPRINTS_FORGE_TOKEN):
@@ -24,18 +24,16 @@ from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
 from meshgen.api.webhooks import _COMMIT_ID
+from meshgen.forges.base import PlanReporter
+from meshgen.forges.registry import FORGES
 from meshgen.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MARKER = "<!-- meshgen:plan -->"
 CONTEXT = "meshgen/plan"
-#: forge -> event header values of pull-request events, and the actions that ask for a plan
-EVENTS = {"github": ("pull_request",), "gitea": ("pull_request",), "gitlab": ("Merge Request Hook",)}
-_ACTIONS = {"github": ("opened", "synchronize", "reopened"), "gitea": ("opened", "synchronized", "reopened"),
-            "gitlab": ("open", "update", "reopen")}
-#: where each forge exposes a pull request's head, for heads that live in forks
-_HEAD_REFS = {"github": "refs/pull/{n}/head", "gitea": "refs/pull/{n}/head", "gitlab": "refs/merge-requests/{n}/head"}
+#: the pull-request actions that ask for a plan
+_ACTIONS = ("opened", "updated", "reopened")
 
 
 @dataclass(frozen=True)
@@ -48,20 +46,16 @@ class PlanRequest:
     base_sha: str | None
 
 
-def parse(forge: str, payload: dict[str, Any]) -> PlanRequest | None:
+def parse(forge: str, payload: Any) -> PlanRequest | None:
     """The plan a pull-request event asks for, or None (another action). Raises KeyError/TypeError/ValueError."""
-    if forge == "gitlab":
-        attrs = payload["object_attributes"]
-        if attrs.get("action") not in _ACTIONS[forge]:
-            return None
-        return _checked(PlanRequest(forge, str(payload["project"]["path_with_namespace"]), int(attrs["iid"]),
-                                    str(attrs["last_commit"]["id"]), str(attrs["target_branch"]),
-                                    (attrs.get("diff_refs") or {}).get("base_sha")))
-    if payload.get("action") not in _ACTIONS[forge]:
+    hook = FORGES[forge].webhook
+    if hook is None or hook.pr_action is None or hook.parse_pr is None:
+        raise ValueError(f"{forge} has no pull-request webhooks")
+    if hook.pr_action(payload) not in _ACTIONS:
         return None
-    pr = payload["pull_request"]
-    return _checked(PlanRequest(forge, str(payload["repository"]["full_name"]), int(pr["number"]),
-                                str(pr["head"]["sha"]), str(pr["base"]["ref"]), pr["base"].get("sha")))
+    event = hook.parse_pr(payload)
+    return _checked(PlanRequest(forge, event.repository, event.pull_request.number, event.pull_request.head_sha,
+                                event.pull_request.base, event.base_sha))
 
 
 def _checked(request: PlanRequest) -> PlanRequest:
@@ -69,6 +63,8 @@ def _checked(request: PlanRequest) -> PlanRequest:
     and the number into its comment URL, so a head that is not a commit id (`..`, a path) or a
     number that is not a pull request's is a malformed payload (400), never a request to another
     forge endpoint with meshgen's token."""
+    if not request.repository:
+        raise ValueError("the event names no repository")
     if not _COMMIT_ID.match(request.head_sha):
         raise ValueError("the head is not a commit id")
     if request.base_sha is not None and not (isinstance(request.base_sha, str) and _COMMIT_ID.match(request.base_sha)):
@@ -117,15 +113,13 @@ def run_safely(settings: Settings, request: PlanRequest) -> None:
             log.exception("could not set %s on %s pull request #%s", CONTEXT, request.forge, request.number)
 
 
-def reporter(settings: Settings, request: PlanRequest) -> Any:
-    from meshgen.gitops.forges import make_forge
-
+def reporter(settings: Settings, request: PlanRequest) -> PlanReporter:
+    build = FORGES[request.forge].reporter
+    if build is None:
+        raise ValueError(f"{request.forge} cannot comment on pull requests or set commit statuses")
+    assert settings.blueprints_forge_url is not None  # accept() only plans with it set
     token = settings.blueprints_forge_token.get_secret_value() if settings.blueprints_forge_token else None
-    kwargs: dict[str, Any] = {"token": token, "base_url": settings.blueprints_forge_url}
-    if request.forge == "gitlab":
-        return make_forge("gitlab", project=request.repository, **kwargs)
-    owner, _, name = request.repository.partition("/")
-    return make_forge(request.forge, owner=owner, repo=name, **kwargs)
+    return build(request.repository, settings.blueprints_forge_url, token)
 
 
 def run(settings: Settings, request: PlanRequest) -> None:
@@ -139,8 +133,9 @@ def run(settings: Settings, request: PlanRequest) -> None:
                                prefix="blueprints-")
     mirror.fetch()
     repo = mirror.repo
-    if _missing(repo, request.head_sha):  # a fork's head: fetch the forge's pull-request ref
-        ref = _HEAD_REFS[request.forge].format(n=request.number)
+    head_ref = (hook := FORGES[request.forge].webhook) and hook.pr_head_ref
+    if _missing(repo, request.head_sha) and head_ref:  # a fork's head: fetch the forge's pull-request ref
+        ref = head_ref.format(n=request.number)
         repo.remotes["origin"].fetch([f"+{ref}:refs/meshgen/pulls/{request.number}"])
     base = mirror.commit_at(request.base_ref)
     if base is None and request.base_sha and not _missing(repo, request.base_sha):

@@ -60,15 +60,17 @@ def _csrf(token: str, number: int, action: str) -> str:
 
 
 def _forge(request: Request) -> Any:
-    from meshgen.gitops.forges.base import ForgeError
-    from meshgen.gitops.forges.local import LocalForge
+    from meshgen.forges.base import ForgeError
+    from meshgen.forges.local import LocalForge
     from meshgen.giturls import local_path
 
     st = request.app.state.meshgen
     config = st.config
     if config is None or config.env_repo.forge.kind != "local":
+        from meshgen.forges.registry import remote_kinds_text
+
         raise Problem(404, "Not Found", "these pages show the local forge's pull requests; with "
-                      "envRepo.forge.kind github, gitlab or gitea, open them on the forge")
+                      f"envRepo.forge.kind {remote_kinds_text()}, open them on the forge")
     path = local_path(config.env_repo.url, Path(st.settings.root))
     if path is None or not path.exists():
         raise Problem(404, "Not Found", "no environment repository yet; run a sync first (meshgen sync or meshgen up)")
@@ -137,7 +139,7 @@ async def list_prs(request: Request) -> Response:
 async def show_pr(request: Request, number: int) -> Response:
     if not _allowed(request, "read"):
         return _login_redirect(request)
-    from meshgen.gitops.forges.base import ForgeError
+    from meshgen.forges.base import ForgeError
     from meshgen.gitops.prdiff import pr_diff
 
     forge = _forge(request)
@@ -167,7 +169,7 @@ async def act(request: Request, number: int, action: str) -> Response:
     form = await _form(request)
     if not hmac.compare_digest(form.get("csrf", ""), _csrf(token, number, action)):
         raise Problem(403, "Forbidden", "missing or wrong CSRF token; reload the pull request page and try again")
-    from meshgen.gitops.forges.base import ForgeError
+    from meshgen.forges.base import ForgeError
     from meshgen.gitops.sync import record_pr_state
 
     forge = _forge(request)

@@ -1,10 +1,13 @@
 """Webhooks from the blueprints repository's forge: a push to the configured branch queues a sync.
 
-Mounted by the API app under /api/v1/webhooks/{github,gitlab,gitea}. Order of checks, so
-that nothing unauthenticated can queue work or poison the replay memory:
+Mounted by the API app under /api/v1/webhooks/{kind}, one route for every forge registered with
+webhooks (meshgen.forges.registry; an unknown kind is a 404 problem). Each forge's registration
+says how it signs (WebhookSpec.verify), names its events and deliveries, and shapes its payloads.
+Order of checks, so that nothing unauthenticated can queue work or poison the replay memory:
 
 1. signature / token against the raw body, in constant time → 401 problem+json when missing or wrong;
-2. event type (anything but a push is acknowledged and ignored; GitHub's `ping` answers pong);
+2. event type (anything but a push is acknowledged and ignored; ping events answer pong; pull
+   requests of the blueprints repository are planned: meshgen.api.planhooks);
 3. delivery id remembered in Redis (SET NX + TTL) → a replay answers 202 "duplicate";
 4. repository and branch must be the configured ones → else 202 "ignored";
 5. enqueue → 202 with the job id.
@@ -12,20 +15,19 @@ that nothing unauthenticated can queue work or poison the replay memory:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from meshgen.api.deps import Enqueue, get_enqueue, get_records, get_settings
+from meshgen.api.security import problem_responses
+from meshgen.forges.base import Push, WebhookSpec
+from meshgen.forges.registry import FORGES
 from meshgen.records import Records
 from meshgen.settings import Settings
 
@@ -45,126 +47,74 @@ def _accepted(status: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"status": status, **extra}, status_code=202)
 
 
-# ---- verification (constant time; secrets never logged) ------------------------------------
+def secret_env(kind: str) -> str:
+    return f"MESHGEN_WEBHOOK_SECRET_{kind.upper()}"
 
 
-def _hmac_hex(secret: str, body: bytes) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def _verify_github(secret: str, body: bytes, headers: Any) -> bool:
-    given = headers.get("x-hub-signature-256", "")
-    return hmac.compare_digest(given.encode(), f"sha256={_hmac_hex(secret, body)}".encode())
-
-
-def _verify_gitea(secret: str, body: bytes, headers: Any) -> bool:
-    given = headers.get("x-gitea-signature", "")
-    return hmac.compare_digest(given.lower().encode(), _hmac_hex(secret, body).encode())
-
-
-def _verify_gitlab(secret: str, body: bytes, headers: Any) -> bool:
-    return hmac.compare_digest(headers.get("x-gitlab-token", "").encode(), secret.encode())
-
-
-# ---- the push, per forge -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Push:
-    repository: str  # owner/name, GitLab group/project
-    ref: str
-    commit: str
-    author: str | None
-
-
-def _github_push(p: dict[str, Any]) -> Push:
-    head = p.get("head_commit") or {}
-    author = (head.get("author") or {}).get("name") or (p.get("pusher") or {}).get("name")
-    return Push((p.get("repository") or {}).get("full_name", ""), p.get("ref", ""), p.get("after", ""), author)
-
-
-def _gitea_push(p: dict[str, Any]) -> Push:
-    head = p.get("head_commit") or {}
-    author = (head.get("author") or {}).get("name") or (p.get("pusher") or {}).get("login")
-    return Push((p.get("repository") or {}).get("full_name", ""), p.get("ref", ""), p.get("after", ""), author)
-
-
-def _gitlab_push(p: dict[str, Any]) -> Push:
-    commit = p.get("checkout_sha") or p.get("after") or ""
-    commits = p.get("commits") or []
-    last = next((c for c in commits if c.get("id") == commit), commits[-1] if commits else {})
-    author = (last.get("author") or {}).get("name") or p.get("user_name")
-    return Push((p.get("project") or {}).get("path_with_namespace", ""), p.get("ref", ""), commit, author)
-
-
-@dataclass(frozen=True)
-class _Forge:
-    name: str
-    secret: Callable[[Settings], Any]
-    secret_env: str
-    verify: Callable[[str, bytes, Any], bool]
-    event_header: str
-    push_events: tuple[str, ...]
-    delivery_headers: tuple[str, ...]
-    parse: Callable[[dict[str, Any]], Push]
-
-
-_FORGES = {
-    "github": _Forge("github", lambda s: s.webhook_secret_github, "MESHGEN_WEBHOOK_SECRET_GITHUB", _verify_github,
-                     "x-github-event", ("push",), ("x-github-delivery",), _github_push),
-    # Idempotency-Key (GitLab 17.4+) is stable across retries of one event; the UUIDs are older fallbacks.
-    "gitlab": _Forge("gitlab", lambda s: s.webhook_secret_gitlab, "MESHGEN_WEBHOOK_SECRET_GITLAB", _verify_gitlab,
-                     "x-gitlab-event", ("Push Hook",),
-                     ("idempotency-key", "x-gitlab-webhook-uuid", "x-gitlab-event-uuid"), _gitlab_push),
-    "gitea": _Forge("gitea", lambda s: s.webhook_secret_gitea, "MESHGEN_WEBHOOK_SECRET_GITEA", _verify_gitea,
-                    "x-gitea-event", ("push",), ("x-gitea-delivery",), _gitea_push),
-}
-
-
-async def _handle(forge: _Forge, request: Request, settings: Settings, records: Records,
-                  enqueue: Enqueue) -> JSONResponse:
-    secret = forge.secret(settings)
+async def verified(kind: str, request: Request, settings: Settings) -> tuple[WebhookSpec, bytes] | JSONResponse:
+    """The webhook spec and the raw body of a delivery whose signature checks out, or the problem to
+    answer: 404 for a kind without webhooks, 401 when webhooks of the kind are off or the signature
+    is missing or wrong. Shared by the push and the environment repository's pull-request routes."""
+    spec = FORGES.get(kind)
+    if spec is None or spec.webhook is None:
+        kinds = ", ".join(k for k, s in FORGES.items() if s.webhook is not None)
+        return problem(404, "Not Found",
+                       f"no webhooks for forge kind {kind[:40]!r}; forges with webhooks: {kinds}")
+    hook = spec.webhook
+    secret = settings.webhook_secret(kind)
     if secret is None:
-        return problem(401, "Unauthorized", f"{forge.name} webhooks are not enabled: set {forge.secret_env} "
+        return problem(401, "Unauthorized", f"{kind} webhooks are not enabled: set {secret_env(kind)} "
                        "to the secret configured in the forge's webhook settings")
     # Without a signature there is nothing to check the body against: refuse it unread.
     # (Its size is bounded before this: meshgen.api.limits.)
-    body = await request.body() if request.headers.get(_SIGNATURE_HEADER[forge.name]) else b""
-    if not body or not forge.verify(secret.get_secret_value(), body, request.headers):
-        return problem(401, "Unauthorized", f"missing or wrong {forge.name} webhook signature; check that the "
-                       f"webhook's secret equals {forge.secret_env}")
-    event = request.headers.get(forge.event_header, "")
-    if forge.name == "github" and event == "ping":
+    body = await request.body() if request.headers.get(hook.signature_header) else b""
+    if not body or not hook.verify(secret.get_secret_value(), body, request.headers):
+        return problem(401, "Unauthorized", f"missing or wrong {kind} webhook signature; check that the "
+                       f"webhook's secret equals {secret_env(kind)}")
+    return hook, body
+
+
+def delivery_id(hook: WebhookSpec, request: Request) -> str | None:
+    return next((request.headers[h] for h in hook.delivery_headers if request.headers.get(h)), None)
+
+
+async def _handle(kind: str, request: Request, settings: Settings, records: Records,
+                  enqueue: Enqueue) -> JSONResponse:
+    checked = await verified(kind, request, settings)
+    if isinstance(checked, JSONResponse):
+        return checked
+    hook, body = checked
+    event = request.headers.get(hook.event_header, "")
+    if event in hook.ping_events:
         return JSONResponse({"status": "pong"})
-    if event in _plan_events(forge.name):  # blueprints pull requests: planned (meshgen.api.planhooks)
-        return _plan(forge.name, body, settings)
-    if event not in forge.push_events:
+    if event in hook.pr_events:  # blueprints pull requests: planned (meshgen.api.planhooks)
+        return _plan(kind, body, settings)
+    if event not in hook.push_events:
         return _accepted("ignored", reason=f"event {event!r} is not a push")
     try:
-        push = _checked(forge.parse(json.loads(body)))
+        push = _checked(hook.parse_push(json.loads(body)))
     except (ValueError, AttributeError, TypeError, RecursionError):
         return problem(400, "Bad Request", "the push payload is not the JSON object the forge documents "
                        "(repository, ref and a commit id as text)")
-    delivery = next((request.headers[h] for h in forge.delivery_headers if request.headers.get(h)), None)
+    delivery = delivery_id(hook, request)
     if delivery is not None:
-        first = await run_in_threadpool(_remember, records, forge.name, delivery, settings.webhook_dedupe_ttl)
+        first = await run_in_threadpool(_remember, records, kind, delivery, settings.webhook_dedupe_ttl)
         if not first:
             return _accepted("duplicate", delivery=delivery)
     reason = _not_for_us(push, settings)
     if reason:
         return _accepted("ignored", reason=reason)
     try:
-        job = await run_in_threadpool(enqueue, _request(forge.name, push))
+        job = await run_in_threadpool(enqueue, _request(kind, push))
     except Exception:
         if delivery is not None:  # let the forge's redelivery count instead of being taken for a replay
-            await run_in_threadpool(_forget, records, forge.name, delivery)
-        log.exception("could not queue a sync for %s push %s", forge.name, push.commit[:12])
+            await run_in_threadpool(_forget, records, kind, delivery)
+        log.exception("could not queue a sync for %s push %s", kind, push.commit[:12])
         return problem(503, "Service Unavailable", "could not queue the sync (is Redis reachable?); "
                        "the forge retries the delivery, or redeliver it from the webhook settings")
     return _accepted("queued", job=job.id, commit=push.commit)
 
 
-_SIGNATURE_HEADER = {"github": "x-hub-signature-256", "gitlab": "x-gitlab-token", "gitea": "x-gitea-signature"}
 _COMMIT_ID = re.compile(r"[0-9a-fA-F]{40}([0-9a-fA-F]{24})?\Z")  # SHA-1, or SHA-256 repositories
 
 
@@ -177,12 +127,6 @@ def _checked(push: Push) -> Push:
         raise ValueError("the commit is not a commit id")
     author = push.author if isinstance(push.author, str) else None
     return Push(push.repository, push.ref, push.commit, author[:200] if author else None)
-
-
-def _plan_events(forge: str) -> tuple[str, ...]:
-    from meshgen.api.planhooks import EVENTS
-
-    return EVENTS.get(forge, ())
 
 
 def _plan(forge: str, body: bytes, settings: Settings) -> JSONResponse:
@@ -227,16 +171,25 @@ RecordsDep = Annotated[Records, Depends(get_records)]
 EnqueueDep = Annotated[Enqueue, Depends(get_enqueue)]
 
 
-@router.post("/github", status_code=202, summary="GitHub push webhook (X-Hub-Signature-256)")
-async def github(request: Request, settings: SettingsDep, records: RecordsDep, enqueue: EnqueueDep) -> JSONResponse:
-    return await _handle(_FORGES["github"], request, settings, records, enqueue)
+def _kind_help() -> str:
+    return "; ".join(f"{k}: {s.title}, signed with {s.webhook.signature_header}, events {s.webhook.event_header}"
+                     for k, s in FORGES.items() if s.webhook is not None)
 
 
-@router.post("/gitlab", status_code=202, summary="GitLab push webhook (X-Gitlab-Token)")
-async def gitlab(request: Request, settings: SettingsDep, records: RecordsDep, enqueue: EnqueueDep) -> JSONResponse:
-    return await _handle(_FORGES["gitlab"], request, settings, records, enqueue)
+#: The path parameter, documented with the kinds registered when the app is built.
+KindPath = Annotated[str, Path(description="The forge kind: " + _kind_help(), json_schema_extra={
+    "enum": [k for k, s in FORGES.items() if s.webhook is not None]})]
+RESPONSES = problem_responses(400, 401, 404, 413, 503)
+RESPONSES[401] = {**RESPONSES[401],
+                  "description": "Webhooks of this kind are off, or the signature is missing or wrong"}
+RESPONSES[404] = {**RESPONSES[404], "description": "No forge of this kind sends webhooks"}
 
 
-@router.post("/gitea", status_code=202, summary="Gitea push webhook (X-Gitea-Signature)")
-async def gitea(request: Request, settings: SettingsDep, records: RecordsDep, enqueue: EnqueueDep) -> JSONResponse:
-    return await _handle(_FORGES["gitea"], request, settings, records, enqueue)
+@router.post("/{kind}", status_code=202, responses=RESPONSES,
+             summary="Push webhook of the blueprints repository's forge",
+             description="A push to the blueprints branch queues a sync; a pull request of the blueprints repository "
+                         "is planned (MESHGEN_BLUEPRINTS_FORGE_URL). Verified against MESHGEN_WEBHOOK_SECRET_<KIND> "
+                         "before anything is read.")
+async def webhook(kind: KindPath, request: Request, settings: SettingsDep, records: RecordsDep,
+                  enqueue: EnqueueDep) -> JSONResponse:
+    return await _handle(kind, request, settings, records, enqueue)

@@ -63,10 +63,27 @@ class GitHubAppSettings(Strict):
     installation_id: int = Field(alias="installationId", gt=0)
 
 
-class ForgeSettings(Strict):
-    """Where pull requests are opened. `local`: the environment repository itself keeps them."""
+def _forge_kind(value: Any) -> str:
+    from meshgen.forges.registry import FORGES
 
-    kind: Literal["local", "github", "gitea", "gitlab"] = "local"
+    if not isinstance(value, str) or value not in FORGES:
+        raise fail("forge_kind", f"{describe_value(value)} is not a forge kind; use one of: {', '.join(FORGES)}")
+    return value
+
+
+def _forge_kind_schema(schema: dict[str, Any]) -> None:
+    from meshgen.forges.registry import FORGES
+
+    schema["enum"] = list(FORGES)
+
+
+class ForgeSettings(Strict):
+    """Where pull requests are opened. `local`: the environment repository itself keeps them.
+
+    Which of the fields a kind needs or accepts is its registration's (meshgen.forges.registry).
+    """
+
+    kind: Annotated[str, BeforeValidator(_forge_kind)] = Field(default="local", json_schema_extra=_forge_kind_schema)
     base_url: str | None = Field(default=None, alias="baseUrl")  # GitHub Enterprise, Gitea, self-hosted GitLab
     owner: str | None = None  # GitHub/Gitea owner
     repo: str | None = None  # GitHub/Gitea repository
@@ -77,17 +94,25 @@ class ForgeSettings(Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> ForgeSettings:
-        if self.app is not None and self.kind != "github":
-            raise fail("forge", f"forge.app (a GitHub App) needs forge kind 'github', not {self.kind!r}")
-        missing = {
-            "github": [k for k in ("owner", "repo") if getattr(self, k) is None],
-            "gitea": [k for k in ("base_url", "owner", "repo") if getattr(self, k) is None],
-            "gitlab": [k for k in ("project",) if getattr(self, k) is None],
-        }.get(self.kind, [])
+        from meshgen.forges.registry import FORGES
+
+        spec = FORGES[self.kind]
+        if self.app is not None and "app" not in spec.required + spec.optional:
+            with_app = " or ".join(repr(k) for k, s in FORGES.items() if "app" in s.required + s.optional)
+            raise fail("forge", f"forge.app (a GitHub App) needs forge kind {with_app}, not {self.kind!r}")
+        fields = self.fields()
+        missing = [name for name in spec.required if fields.get(name) is None]
         if missing:
-            names = ", ".join("baseUrl" if m == "base_url" else m for m in missing)
-            raise fail("forge", f"forge kind {self.kind!r} needs {names}")
+            raise fail("forge", f"forge kind {self.kind!r} needs {', '.join(missing)}")
         return self
+
+    def fields(self) -> dict[str, Any]:
+        """The kind-specific keys that are set, as meshgen.yaml spells them (what a provider is built from)."""
+        names = ("base_url", "owner", "repo", "project", "app")
+        values = {type(self).model_fields[n].alias or n: getattr(self, n) for n in names}
+        if self.app is not None:
+            values["app"] = {"id": self.app.id, "installation_id": self.app.installation_id}
+        return {k: v for k, v in values.items() if v is not None}
 
 
 class Author(Strict):

@@ -73,9 +73,9 @@ from meshgen.canary.gates import Gate, Measurement, Target, default_gates, measu
 from meshgen.canary.prometheus import Prometheus, PrometheusError
 from meshgen.canary.steps import read_weight
 from meshgen.diagnostics import BlueprintError
+from meshgen.forges.base import Forge, ForgeError, PullRequest
 from meshgen.gitops.coordination import LockLost
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, managed_files
-from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
 from meshgen.gitops.lifecycle import Grouping, SyncReport, branch_for, head_canary_note
 from meshgen.gitops.sync import install_canary_controller
 from meshgen.records import CanaryPhase, CanaryRecord, CanaryStep, GateValue, Records

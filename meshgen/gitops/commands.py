@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from meshgen.gitops.forges.base import ForgeError, PullRequest
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges.base import ForgeError, PullRequest
+from meshgen.forges.local import LocalForge
 
 log = logging.getLogger(__name__)
 

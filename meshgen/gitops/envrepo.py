@@ -22,7 +22,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -36,9 +35,11 @@ try:
 except ImportError:  # pragma: no cover - Windows: shared caches are then not supported
     fcntl = None  # type: ignore[assignment]
 
+from meshgen.forges.base import Identity  # also imported from here (tests, the bench)
 from meshgen.giturls import local_path
 from meshgen.units import MESH_SERVICE, Unit, is_managed
 
+_MESHGEN = Identity()  # the default author and committer
 _BLOB = pygit2.GIT_FILEMODE_BLOB
 _TREE = pygit2.GIT_FILEMODE_TREE
 _REMOTE = "origin"
@@ -62,14 +63,6 @@ class LeaseError(EnvRepoError):
             f"but we last saw {_short(expected)}; someone else pushed to it. "
             "Fetch again and re-run (meshgen rebuilds the branch from the new state)."
         )
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Author and committer of meshgen's commits."""
-
-    name: str = "meshgen"
-    email: str = "meshgen@localhost"
 
 
 # --------------------------------------------------------------------------------------
@@ -456,7 +449,7 @@ class EnvRepo(Mirror):
         remote: str | os.PathLike[str],
         *,
         cache_dir: str | os.PathLike[str],
-        identity: Identity = Identity(),
+        identity: Identity = _MESHGEN,
         clock: Callable[[], int] | None = None,
         callbacks: pygit2.RemoteCallbacks | None = None,
         access: RemoteAccess | None = None,

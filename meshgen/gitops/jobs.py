@@ -38,10 +38,10 @@ from celery import Celery  # type: ignore[import-untyped]
 
 from meshgen.blueprint.loading import load_config
 from meshgen.diagnostics import BlueprintError
+from meshgen.forges.base import ForgeError
 from meshgen.gitops.blueprints import BlueprintsSourceError
 from meshgen.gitops.coordination import Generations, LockBusy, WriterLock
 from meshgen.gitops.envrepo import EnvRepoError
-from meshgen.gitops.forges.base import ForgeError
 from meshgen.gitops.sync import env_repo_identity, new_job_id, sync_repository
 from meshgen.gitops.transport import GitTransportError
 from meshgen.records import JobRecord, Records, end_unfinished

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import jinja2
 import pygit2
 
+from meshgen.forges.base import Forge, ForgeError, PullRequest
 from meshgen.gitops.envrepo import (
     EnvRepo,
     EnvRepoError,
@@ -45,7 +46,6 @@ from meshgen.gitops.envrepo import (
     stale_folders,
     write_tree,
 )
-from meshgen.gitops.forges.base import Forge, ForgeError, PullRequest
 from meshgen.units import MESH_SERVICE, Unit, content_hash
 
 Grouping = Literal["service", "team", "env"]

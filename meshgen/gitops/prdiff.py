@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pygit2
 
 from meshgen.diff import semantic_diff
-from meshgen.gitops.forges.base import PullRequest
+from meshgen.forges.base import PullRequest
 
 MAX_PATCH_BYTES = 2 * 1024 * 1024  # a page or a terminal shows this much of a patch, then says it stopped
 

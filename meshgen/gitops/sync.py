@@ -25,11 +25,11 @@ import redis
 from meshgen.blueprint.config import Config, ForgeSettings
 from meshgen.diagnostics import BlueprintError
 from meshgen.diff import semantic_diff
+from meshgen.forges import forge_spec
+from meshgen.forges.base import Forge, ForgeError, ForgeTarget, GitCredential, Identity, PRState, PullRequest
 from meshgen.gitops.blueprints import BlueprintsSourceError, blueprints_remote, checkout_blueprints
 from meshgen.gitops.coordination import IdempotencyMarkers
-from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity, folder_differs
-from meshgen.gitops.forges import make_forge
-from meshgen.gitops.forges.base import Forge, ForgeError, GitCredential, PRState, PullRequest
+from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, folder_differs
 from meshgen.gitops.lifecycle import Progress, SyncReport, SyncResult, branch_for, sync_env
 from meshgen.gitops.transport import blueprints_access, env_repo_access
 from meshgen.giturls import local_path
@@ -144,17 +144,11 @@ def _state_path(root: Path, settings: Settings) -> Path:
     return settings.state_dir if settings.state_dir.is_absolute() else root / settings.state_dir
 
 
-def _token_kwargs(root: Path, fs: ForgeSettings, settings: Settings) -> dict[str, Any]:
+def _credentials(root: Path, fs: ForgeSettings, settings: Settings) -> dict[str, Any]:
+    """The token handling meshgen.yaml chose, as the provider's keyword arguments."""
     # The token itself only goes to the forge client (which redacts it); never into logs or records.
-    if fs.app is not None:
-        from meshgen.gitops.forges.github_app import GitHubApp
-
-        key = settings.github_app_private_key_file
-        if key is None:
-            raise ForgeError("envRepo.forge.app (a GitHub App) is set but MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE is "
-                             "not: set it to the path of the app's private key (.pem)")
-        return {"app": GitHubApp(app_id=str(fs.app.id), installation_id=fs.app.installation_id,
-                                 private_key_file=key)}
+    if fs.app is not None:  # the provider makes the app (its registration accepts `app`)
+        return {"app": fs.fields()["app"], "app_private_key_file": settings.github_app_private_key_file}
     if fs.token_file:
         path = Path(fs.token_file)
         return {"token_file": path if path.is_absolute() else root / path}
@@ -165,22 +159,12 @@ def _token_kwargs(root: Path, fs: ForgeSettings, settings: Settings) -> dict[str
 
 def forge_from_config(root: Path, config: Config, settings: Settings, *, local_path: Path | None,
                       identity: Identity, options: Mapping[str, Any] | None = None) -> Forge:
-    """The forge meshgen.yaml's envRepo.forge describes; `options` tune HTTP retries (tests)."""
+    """The forge meshgen.yaml's envRepo.forge describes, built by its registration; `options` tune
+    HTTP retries (tests, doctor)."""
     fs = config.env_repo.forge
-    if fs.kind == "local":
-        if local_path is None:
-            raise ForgeError("forge kind 'local' needs envRepo.url to be a local path; "
-                             "set envRepo.forge.kind to github, gitlab or gitea for a remote repository")
-        from meshgen.gitops.forges.local import LocalForge
-
-        return LocalForge(local_path, identity=identity)
-    kwargs: dict[str, Any] = {**_token_kwargs(root, fs, settings), **(options or {})}
-    if fs.kind == "github":
-        return make_forge("github", owner=fs.owner, repo=fs.repo,
-                          **({"base_url": fs.base_url} if fs.base_url else {}), **kwargs)
-    if fs.kind == "gitea":
-        return make_forge("gitea", base_url=fs.base_url, owner=fs.owner, repo=fs.repo, **kwargs)
-    return make_forge("gitlab", project=fs.project, **({"base_url": fs.base_url} if fs.base_url else {}), **kwargs)
+    target = ForgeTarget(fields=fs.fields(), credentials=_credentials(root, fs, settings), local_path=local_path,
+                         identity=identity, options=options or {})
+    return forge_spec(fs.kind).build(target)
 
 
 # ---- the canary controller, installed by the entry points -------------------------------

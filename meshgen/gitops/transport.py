@@ -7,7 +7,8 @@ Which credential a remote gets
 * **HTTPS** (`https://` and `http://`): basic auth with a token as the password, through pygit2
   (libgit2). Environment repository: meshgen.yaml `envRepo.git.tokenEnv` / `tokenFile` when set,
   else the forge's own token (`Forge.git_credential()`) in each forge's username convention
-  (GitHub `x-access-token`, GitLab `oauth2`, Gitea/Forgejo any non-empty name, `meshgen`);
+  (its registration's git_username: GitHub `x-access-token`, GitLab `oauth2`, Gitea/Forgejo any
+  non-empty name, `meshgen`);
   `envRepo.git.username` overrides the username. Blueprints repository: MESHGEN_BLUEPRINTS_TOKEN
   or MESHGEN_BLUEPRINTS_TOKEN_FILE with MESHGEN_BLUEPRINTS_USERNAME (default `x-access-token`).
   No token configured: anonymous (a public repository).
@@ -74,13 +75,13 @@ from urllib.parse import urlsplit
 
 import pygit2
 
+from meshgen.forges.base import GitCredential, TokenSource, read_secret_file
 from meshgen.gitops.envrepo import EnvRepoError, LeaseError
-from meshgen.gitops.forges.base import GitCredential, TokenSource, read_secret_file
 from meshgen.giturls import is_ssh_url, url_credentials_problem
 
 if TYPE_CHECKING:
     from meshgen.blueprint.config import Config
-    from meshgen.gitops.forges.base import Forge
+    from meshgen.forges.base import Forge
     from meshgen.settings import Settings
 
 __all__ = [

@@ -23,7 +23,7 @@ from sync_support import make_root  # noqa: E402
 
 from meshgen.api.app import create_app  # noqa: E402
 from meshgen.gitops.commands import pr as pr_command  # noqa: E402
-from meshgen.gitops.forges.local import LocalForge  # noqa: E402
+from meshgen.forges.local import LocalForge  # noqa: E402
 from meshgen.gitops.sync import sync_repository  # noqa: E402
 from meshgen.records import Records  # noqa: E402
 

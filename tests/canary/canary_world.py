@@ -19,8 +19,8 @@ from promsupport import PrometheusServer
 from sync_support import REDIS_DB_URL, RedisNS, env_repo
 
 from meshgen.gitops.envrepo import managed_files
-from meshgen.gitops.forges.base import PullRequest
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges.base import PullRequest
+from meshgen.forges.local import LocalForge
 from meshgen.gitops.sync import sync_repository
 from meshgen.records import CanaryRecord, JobRecord
 from meshgen.settings import Settings

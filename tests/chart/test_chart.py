@@ -21,7 +21,7 @@ from chart_support import CHART, FULL_VALUES, RELEASE, run_helm, template, value
 from k8s_schema import validate_manifest
 
 from meshgen.blueprint.config import Config
-from meshgen.settings import _SECRET_FIELDS, Settings
+from meshgen.settings import _SECRET_FIELDS, Settings, webhook_kinds
 
 STANDARD_LABELS = (
     "app.kubernetes.io/name",
@@ -236,15 +236,57 @@ def test_network_policies() -> None:
         assert {"port": 6380, "protocol": "TCP"} in [p for rule in spec["egress"] for p in rule.get("ports", [])]
 
 
+def _flat_secrets(secrets: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """secrets.* by name, with secrets.webhookSecrets.<kind> as webhookSecret<Kind> (the chart's view)."""
+    flat = {name: s for name, s in secrets.items() if name != "webhookSecrets"}
+    for kind, s in secrets["webhookSecrets"].items():
+        flat[f"webhookSecret{kind.title()}"] = {"value": "", "existingSecret": "", "key": f"webhook-secret-{kind}", **s}
+    return flat
+
+
+def test_webhook_secret_kinds_are_the_registered_forges() -> None:
+    """The chart's secrets.webhookSecrets keys (schema and defaults) are meshgen's forges with webhooks."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    allowed = schema["properties"]["secrets"]["properties"]["webhookSecrets"]["properties"]
+    assert list(allowed) == webhook_kinds(), "update charts/meshgen/values.schema.json (secrets.webhookSecrets)"
+    legacy = [k for k in schema["properties"]["secrets"]["properties"] if k.startswith("webhookSecret")]
+    assert legacy == ["webhookSecrets", "webhookSecretGithub", "webhookSecretGitlab", "webhookSecretGitea"]
+    assert list(values()["secrets"]["webhookSecrets"]) == webhook_kinds()
+    for kind, entry in allowed.items():
+        assert entry["description"] == f"MESHGEN_WEBHOOK_SECRET_{kind.upper()}_FILE (api)"
+
+
+def test_a_webhook_secret_of_any_kind_is_mounted_for_the_api() -> None:
+    """The templates read secrets.webhookSecrets generically: file, variable and Secret key derive from the kind."""
+    docs = template("--set", "secrets.webhookSecrets.gitea.value=s3")
+    env = _env(_one(docs, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0])
+    assert env["MESHGEN_WEBHOOK_SECRET_GITEA_FILE"] == "/etc/meshgen/secrets/webhook-secret-gitea"
+    secret = _by_kind(docs, "Secret")[0]
+    assert base64.b64decode(secret["data"]["webhook-secret-gitea"]).decode() == "s3"
+    proc = run_helm("template", RELEASE, str(CHART), "--set", "secrets.webhookSecrets.bitbucket.value=x", check=False)
+    assert proc.returncode != 0 and "bitbucket" in proc.stderr  # not a registered kind: the schema refuses it
+
+
+@pytest.mark.parametrize("kind", ["github", "gitlab", "gitea"])
+def test_moved_webhook_secret_values_say_where_they_went(kind: str) -> None:
+    """Values written for the chart before webhook secrets became a map fail with the new place."""
+    old = f"webhookSecret{kind.title()}"
+    proc = run_helm("template", RELEASE, str(CHART), "--set", f"secrets.{old}.existingSecret=hooks", check=False)
+    assert proc.returncode != 0 and f"secrets.{old} moved: put it under secrets.webhookSecrets.{kind}" in proc.stderr
+    empty = template("--set", f"secrets.{old}.value=")  # the old default block, copied empty: nothing to move
+    assert f"MESHGEN_WEBHOOK_SECRET_{kind.upper()}_FILE" not in _env(
+        _one(empty, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0])
+
+
 def test_secrets_are_files_never_environment_values() -> None:
     docs = template("-f", str(FULL_VALUES))
-    full = values(FULL_VALUES)["secrets"]
+    full = _flat_secrets(values(FULL_VALUES)["secrets"])
     secret = _by_kind(docs, "Secret")[0]
     created = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     assert created == {s["key"]: s["value"] for s in full.values() if s["value"] and not s["existingSecret"]}
     expected = {
-        "api": {"api_read_tokens", "api_write_tokens", "webhook_secret_github", "webhook_secret_gitlab",
-                "webhook_secret_gitea", "argocd_token"},
+        "api": {"api_read_tokens", "api_write_tokens", *(f"webhook_secret_{k}" for k in webhook_kinds()),
+                "argocd_token"},
         # every git credential goes to the worker only (it alone fetches and pushes); gitToken has no
         # variable: meshgen.yaml's envRepo.git.tokenFile names its file (test_git_token_file)
         "worker": {"forge_token", "argocd_token", "blueprints_token", "git_ssh_key", "git_ssh_key_passphrase",
@@ -258,7 +300,9 @@ def test_secrets_are_files_never_environment_values() -> None:
         files = {n[len("MESHGEN_"):-len("_FILE")].lower(): v for n, v in env.items() if n.endswith("_FILE")}
         assert set(files) == names, comp
         # each variable is a setting: a secret with a _FILE variant, or a *_file path setting
-        assert all(n in _SECRET_FIELDS or f"{n}_file" in Settings.model_fields for n in names), names
+        webhook_secrets = {f"webhook_secret_{k}" for k in webhook_kinds()}
+        assert all(n in _SECRET_FIELDS or n in webhook_secrets or f"{n}_file" in Settings.model_fields
+                   for n in names), names
         assert not any(isinstance(v, dict) and "secretKeyRef" in v for v in env.values())
         if not names:
             assert "secrets" not in {v["name"] for v in pod["volumes"]}

@@ -194,9 +194,9 @@ def test_github_app(setup: Setup, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["gitea", "gitlab"])
 def test_gitea_and_gitlab_access(kind: str, tmp_path: Path) -> None:
-    from meshgen.gitops.forges.base import ForgeError
-    from meshgen.gitops.forges.gitea import GiteaForge
-    from meshgen.gitops.forges.gitlab import GitLabForge
+    from meshgen.forges.base import ForgeError
+    from meshgen.forges.gitea import GiteaForge
+    from meshgen.forges.gitlab import GitLabForge
 
     fake: Any = (GiteaFake if kind == "gitea" else GitLabFake)(BareRepo(tmp_path / "env.git"), FORGE_TOKEN).start()
     try:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from meshgen.gitops.forges.gitea import GiteaForge
-from meshgen.gitops.forges.github import GitHubForge
-from meshgen.gitops.forges.gitlab import GitLabForge
+from meshgen.forges.gitea import GiteaForge
+from meshgen.forges.github import GitHubForge
+from meshgen.forges.gitlab import GitLabForge
 from meshgen.gitops.envrepo import EnvRepo
 from meshgen.gitops.transport import RemoteAccess
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from meshgen.gitops.forges.base import ForgeError
+from meshgen.forges.base import ForgeError
 
 from .conftest import ForgeEnv
 
@@ -132,7 +132,7 @@ def test_connection_refused_is_retried_then_reported(forge_env: ForgeEnv) -> Non
 def test_retries_are_logged(forge_env: ForgeEnv, caplog: pytest.LogCaptureFixture) -> None:
     number = _open_one(forge_env)
     forge_env.fake.inject("GET", GET[forge_env.kind], 503, times=1)
-    with caplog.at_level("WARNING", logger="meshgen.gitops.forges"):
+    with caplog.at_level("WARNING", logger="meshgen.forges"):
         forge_env.make().get(number)
     assert any("HTTP 503" in r.getMessage() and "retrying" in r.getMessage() for r in caplog.records)
 

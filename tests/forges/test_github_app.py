@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from meshgen.blueprint.config import Config
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, Identity
-from meshgen.gitops.forges.base import ForgeError
-from meshgen.gitops.forges.github import GitHubForge
-from meshgen.gitops.forges.github_app import GitHubApp, InstallationTokens
+from meshgen.forges.base import ForgeError
+from meshgen.forges.github import GitHubForge
+from meshgen.forges.github_app import GitHubApp, InstallationTokens
 from meshgen.gitops.sync import forge_from_config
 from meshgen.gitops.transport import RemoteAccess
 from meshgen.settings import Settings

@@ -1,4 +1,4 @@
-"""Unit checks of the retry decisions in meshgen.gitops.forges._http (no server needed)."""
+"""Unit checks of the retry decisions in meshgen.forges._http (no server needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import email.utils
 import httpx
 import pytest
 
-from meshgen.gitops.forges._http import _parse_retry_after, _rate_limit_wait, _RetryPolicy
+from meshgen.forges._http import _parse_retry_after, _rate_limit_wait, _RetryPolicy
 
 NOW = 1_800_000_000.0
 

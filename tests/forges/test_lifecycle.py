@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshgen.gitops.forges.base import Forge, ForgeError
+from meshgen.forges.base import Forge, ForgeError
 
 from .conftest import ForgeEnv
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from meshgen.gitops.forges import github as github_module
-from meshgen.gitops.forges import gitlab as gitlab_module
+from meshgen.forges import github as github_module
+from meshgen.forges import gitlab as gitlab_module
 
 from ._schemas import gitea_spec, github_spec
 from .conftest import TOKEN, ForgeEnv

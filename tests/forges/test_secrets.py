@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from meshgen.gitops.forges._http import _resolve_token
-from meshgen.gitops.forges.base import ForgeError
-from meshgen.gitops.forges.gitea import GiteaForge
-from meshgen.gitops.forges.github import GitHubForge
-from meshgen.gitops.forges.gitlab import GitLabForge
+from meshgen.forges._http import _resolve_token
+from meshgen.forges.base import ForgeError
+from meshgen.forges.gitea import GiteaForge
+from meshgen.forges.github import GitHubForge
+from meshgen.forges.gitlab import GitLabForge
 
 from .conftest import TOKEN, ForgeEnv
 from .test_faults import GET

@@ -8,7 +8,7 @@ import pytest
 from gitops_support import BOT, FOREIGN, Clock, Origin
 
 from meshgen.gitops.envrepo import EnvRepo
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges.local import LocalForge
 
 
 @pytest.fixture

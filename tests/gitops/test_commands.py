@@ -11,7 +11,7 @@ from gitops_support import Origin, make_unit, semantic
 
 from meshgen.gitops.commands import JSON_FIELDS, pr, scope_of
 from meshgen.gitops.envrepo import EnvRepo
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges.local import LocalForge
 from meshgen.gitops.lifecycle import sync_env
 
 

@@ -10,7 +10,7 @@ import pytest
 from gitops_support import BOT, Clock, Origin, make_unit, manifest, semantic
 
 from meshgen.gitops.envrepo import EnvRepo
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges.local import LocalForge
 from meshgen.gitops.lifecycle import SyncReport, branch_for, sync_env
 from meshgen.units import Unit
 

@@ -9,8 +9,8 @@ import pygit2
 import pytest
 from gitops_support import Origin, tree_files
 
-from meshgen.gitops.forges import Forge, ForgeError, make_forge
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges import Forge, ForgeError, make_forge
+from meshgen.forges.local import LocalForge
 
 
 def _branch(origin: Origin, name: str, files: dict[str, bytes]) -> pygit2.Oid:
@@ -31,13 +31,14 @@ def test_factory_and_protocol(origin: Origin) -> None:
         make_forge("bitbucket")
 
 
-def test_factory_imports_lazily(monkeypatch: pytest.MonkeyPatch, origin: Origin) -> None:
-    from meshgen.gitops import forges
+def test_registry_imports_no_optional_dependency() -> None:
+    """The registry imports every provider statically (one registration line each), so PyJWT, only
+    needed for a GitHub App, is imported by the provider when an app is configured, not before."""
+    import subprocess
+    import sys
 
-    monkeypatch.setitem(forges.KINDS, "gerrit", ("gerrit_not_shipped", "GerritForge"))
-    with pytest.raises(ForgeError, match="'gerrit' forge is not available"):
-        make_forge("gerrit")
-    assert make_forge("local", path=origin.path).kind == "local"  # unaffected
+    code = "import sys, meshgen.forges, meshgen.blueprint.config; assert 'jwt' not in sys.modules, 'jwt loaded'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_create_find_update_comment(forge: LocalForge, origin: Origin) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sync_support import REDIS_DB_URL, blueprint, redis_namespace
 
-from meshgen.gitops.forges.base import ForgeError
+from meshgen.forges.base import ForgeError
 from meshgen.gitops.sync import sync_repository
 from meshgen.settings import Settings
 

@@ -14,7 +14,7 @@ from sync_support import REDIS_DB_URL, RedisNS, env_repo, make_root, set_split
 
 from meshgen.gitops import sync as sync_module
 from meshgen.gitops.commands import pr as pr_command
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges.local import LocalForge
 from meshgen.gitops.sync import sync_repository
 from meshgen.records import JobRecord, Records, UnitRecord
 from meshgen.settings import Settings

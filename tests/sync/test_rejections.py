@@ -11,7 +11,7 @@ from sync_support import REDIS_DB_URL, RedisNS, env_repo, prs_for, set_split
 from meshgen.api.app import create_app
 from meshgen.cli import main
 from meshgen.gitops.commands import pr as pr_command
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges.local import LocalForge
 from meshgen.gitops.sync import sync_repository
 from meshgen.settings import Settings
 

@@ -13,7 +13,7 @@ from forges._github_fake import GitHubFake
 from forges._gitrepo import BareRepo
 from sync_support import REDIS_DB_URL, RedisNS, env_repo, make_root, open_prs, prs_for, set_split
 
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges.local import LocalForge
 from meshgen.gitops.sync import sync_repository
 from meshgen.settings import Settings
 
@@ -56,7 +56,7 @@ def test_second_sync_updates_the_changed_pr_only(root: Path, settings: Settings,
 
 
 def test_merged_pr_makes_the_unit_up_to_date(root: Path, settings: Settings, rns: RedisNS) -> None:
-    from meshgen.gitops.forges.local import LocalForge
+    from meshgen.forges.local import LocalForge
 
     job = sync_repository(root, settings, records=rns.records)
     cart = next(p for p in job.prs if p.branch.endswith("/cart"))
@@ -73,7 +73,7 @@ def test_merged_pr_makes_the_unit_up_to_date(root: Path, settings: Settings, rns
 
 def test_deleted_blueprint_is_removed_and_its_record_follows(root: Path, settings: Settings,
                                                              rns: RedisNS) -> None:
-    from meshgen.gitops.forges.local import LocalForge
+    from meshgen.forges.local import LocalForge
 
     job = sync_repository(root, settings, records=rns.records)
     forge = LocalForge(env_repo(root))
@@ -188,7 +188,7 @@ def test_forge_500_and_429_are_retried_into_one_pr(tmp_path: Path, monkeypatch: 
 
 
 def test_forge_down_fails_the_job_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rns: RedisNS) -> None:
-    from meshgen.gitops.forges.base import ForgeError
+    from meshgen.forges.base import ForgeError
 
     bare = BareRepo(tmp_path / "env.git")
     fake = GitHubFake(bare, TOKEN).start()

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from meshgen.blueprint.config import Config
-from meshgen.gitops.forges.gitea import GiteaForge
-from meshgen.gitops.forges.github import GitHubForge
-from meshgen.gitops.forges.gitlab import GitLabForge
+from meshgen.forges.gitea import GiteaForge
+from meshgen.forges.github import GitHubForge
+from meshgen.forges.gitlab import GitLabForge
 from meshgen.gitops.transport import (
     GitTransportError,
     blueprints_access,

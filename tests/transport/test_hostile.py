@@ -11,9 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from meshgen.blueprint.config import Config
-from meshgen.gitops.forges.base import ForgeError
-from meshgen.gitops.forges.github import GitHubForge
-from meshgen.gitops.forges.github_app import GitHubApp, InstallationTokens
+from meshgen.forges.base import ForgeError
+from meshgen.forges.github import GitHubForge
+from meshgen.forges.github_app import GitHubApp, InstallationTokens
 from meshgen.gitops.transport import (
     GitTransportError,
     RemoteAccess,

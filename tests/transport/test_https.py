@@ -10,7 +10,7 @@ from forges._gitrepo import BareRepo, push_files
 from gitserver import GitHttpServer
 
 from meshgen.gitops.envrepo import EnvRepo, LeaseError
-from meshgen.gitops.forges.base import GitCredential
+from meshgen.forges.base import GitCredential
 from meshgen.gitops.transport import GitTransportError, RemoteAccess, check_push, ls_remote
 
 from .conftest import READ_ONLY_TOKEN, TOKEN

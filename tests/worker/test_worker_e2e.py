@@ -13,7 +13,7 @@ from sync_support import Fleet, open_prs, prs_for, running_worker, set_split
 
 from meshgen.api import deps
 from meshgen.api.webhooks import router
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges.local import LocalForge
 from meshgen.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from sync_support import Fleet, prs_for, running_worker, set_split
 
 from meshgen.api.app import create_app
-from meshgen.gitops.forges.local import LocalForge
+from meshgen.forges.local import LocalForge
 from meshgen.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -83,9 +83,34 @@ Which secrets each component mounts:
 */}}
 {{- define "meshgen.secretNames" -}}
 {{- $c := index . 1 -}}
-{{- if eq $c "api" -}}apiReadTokens apiWriteTokens webhookSecretGithub webhookSecretGitlab webhookSecretGitea argocdToken
+{{- if eq $c "api" -}}apiReadTokens apiWriteTokens {{ include "meshgen.webhookSecretNames" (index . 0) }} argocdToken
 {{- else if eq $c "worker" -}}forgeToken argocdToken gitToken blueprintsToken gitSshKey gitSshKeyPassphrase gitKnownHosts githubAppPrivateKey
 {{- end -}}
+{{- end }}
+
+{{/* Every secret by name, as YAML (read it with fromYaml): secrets.* as they are, and each
+secrets.webhookSecrets.<kind> as webhookSecret<Kind> (file webhook-secret-<kind>, variable
+MESHGEN_WEBHOOK_SECRET_<KIND>_FILE), its key defaulting to webhook-secret-<kind>. */}}
+{{- define "meshgen.allSecrets" -}}
+{{- $out := dict -}}
+{{- range $name, $s := .Values.secrets -}}
+{{- if and (hasPrefix "webhookSecret" $name) (ne $name "webhookSecrets") -}}
+{{- if or ($s | default dict).value ($s | default dict).existingSecret -}}
+{{- fail (printf "secrets.%s moved: put it under secrets.webhookSecrets.%s (value, existingSecret, key), one entry per forge kind" $name (trimPrefix "webhookSecret" $name | lower)) -}}
+{{- end -}}
+{{- else if ne $name "webhookSecrets" -}}{{- $_ := set $out $name $s -}}{{- end -}}
+{{- end -}}
+{{- range $kind, $s := .Values.secrets.webhookSecrets -}}
+{{- $s = $s | default dict -}}
+{{- $_ := set $out (printf "webhookSecret%s" (title $kind)) (dict "value" ($s.value | default "") "existingSecret" ($s.existingSecret | default "") "key" ($s.key | default (printf "webhook-secret-%s" $kind))) -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end }}
+
+{{- define "meshgen.webhookSecretNames" -}}
+{{- $names := list -}}
+{{- range $kind := keys .Values.secrets.webhookSecrets | sortAlpha -}}{{- $names = append $names (printf "webhookSecret%s" (title $kind)) -}}{{- end -}}
+{{- join " " $names -}}
 {{- end }}
 
 {{/* Secrets that are only mounted, without a MESHGEN_*_FILE variable: meshgen.yaml names their file
@@ -94,7 +119,7 @@ Which secrets each component mounts:
 
 {{/* "true" when secret (list $ "name") is configured, else "". */}}
 {{- define "meshgen.secretActive" -}}
-{{- $s := index (index . 0).Values.secrets (index . 1) -}}
+{{- $s := index (include "meshgen.allSecrets" (index . 0) | fromYaml) (index . 1) -}}
 {{- if or $s.value $s.existingSecret -}}true{{- end -}}
 {{- end }}
 
@@ -102,11 +127,11 @@ Which secrets each component mounts:
 
 {{/* The secrets of a component that are configured (value or existingSecret), space-separated. */}}
 {{- define "meshgen.activeSecrets" -}}
-{{- $root := index . 0 -}}
+{{- $all := include "meshgen.allSecrets" (index . 0) | fromYaml -}}
 {{- $out := list -}}
 {{- range $name := splitList " " (include "meshgen.secretNames" .) -}}
 {{- if $name -}}
-{{- $s := index $root.Values.secrets $name -}}
+{{- $s := index $all $name -}}
 {{- if or $s.value $s.existingSecret -}}{{- $out = append $out $name -}}{{- end -}}
 {{- end -}}
 {{- end -}}
@@ -131,13 +156,14 @@ Which secrets each component mounts:
 {{- define "meshgen.secretVolume" -}}
 {{- $root := index . 0 -}}
 {{- $active := include "meshgen.activeSecrets" . -}}
+{{- $all := include "meshgen.allSecrets" $root | fromYaml -}}
 {{- if $active }}
 - name: secrets
   projected:
     defaultMode: 0440
     sources:
     {{- range $name := splitList " " $active }}
-    {{- $s := index $root.Values.secrets $name }}
+    {{- $s := index $all $name }}
     - secret:
         name: {{ $s.existingSecret | default (include "meshgen.fullname" $root) }}
         items:

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from ._http import _ApiClient, _RetryPolicy, _Secret
 from .base import ForgeError, read_secret_file
 
-_log = logging.getLogger("meshgen.gitops.forges")
+_log = logging.getLogger("meshgen.forges")
 
 #: GitHub's documented maximum JWT lifetime is 10 minutes; stay a little inside it so a request
 #: that takes a while to arrive is not refused.

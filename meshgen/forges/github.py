@@ -7,12 +7,28 @@ operations of GitHub's OpenAPI description (a trimmed copy is kept in shared/ref
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._http import _ApiClient, _HTTPForge, _resolve_token, _RetryPolicy, _Secret, _segment
-from .base import ForgeError, PRState, PullRequest
-from .github_app import GitHubApp, InstallationTokens
+from .base import (
+    ForgeError,
+    ForgeSpec,
+    ForgeTarget,
+    PRAction,
+    PRState,
+    PullRequest,
+    PullRequestEvent,
+    Push,
+    WebhookSpec,
+    text,
+    verify_hmac_sha256,
+)
+
+if TYPE_CHECKING:  # github_app imports PyJWT: only a GitHub App configuration loads it
+    from .github_app import GitHubApp, InstallationTokens
 
 _PREFIX = "meshgen/"
 _PAGE = 100  # GitHub's maximum per_page
@@ -56,6 +72,8 @@ class GitHubForge(_HTTPForge):
         if app is not None:
             if (token, token_env, token_file) != (None, None, None):
                 raise ForgeError("GitHub: give either a GitHub App (envRepo.forge.app) or a token, not both")
+            from .github_app import InstallationTokens
+
             secret = self.app_tokens = InstallationTokens.shared(app, base_url, timeout=timeout, retry=retry)
         else:
             self.app_tokens = None
@@ -269,3 +287,84 @@ class GitHubForge(_HTTPForge):
             labels=tuple(sorted(label["name"] for label in data["labels"])),
         )
 
+
+
+# ---- registration (meshgen.forges.registry) --------------------------------------------------
+
+
+def _build(target: ForgeTarget) -> GitHubForge:
+    fields, credentials = target.fields, dict(target.credentials)
+    app = credentials.pop("app", None)
+    key = credentials.pop("app_private_key_file", None)
+    if app is not None:
+        from .github_app import GitHubApp
+
+        if key is None:
+            raise ForgeError("envRepo.forge.app (a GitHub App) is set but MESHGEN_GITHUB_APP_PRIVATE_KEY_FILE is "
+                             "not: set it to the path of the app's private key (.pem)")
+        credentials["app"] = GitHubApp(app_id=str(app["id"]), installation_id=app["installation_id"],
+                                       private_key_file=Path(key))
+    base = {"base_url": fields["baseUrl"]} if fields.get("baseUrl") else {}
+    return GitHubForge(fields["owner"], fields["repo"], **base, **credentials, **target.options)
+
+
+def _reporter(repository: str, api_url: str, token: str | None) -> GitHubForge:
+    owner, _, name = repository.partition("/")
+    return GitHubForge(owner, name, base_url=api_url, token=token)
+
+
+def _push(p: Any) -> Push:
+    head = p.get("head_commit") or {}
+    author = (head.get("author") or {}).get("name") or (p.get("pusher") or {}).get("name")
+    return Push((p.get("repository") or {}).get("full_name", ""), p.get("ref", ""), p.get("after", ""), author)
+
+
+_ACTIONS: dict[str, PRAction] = {"opened": "opened", "synchronize": "updated", "reopened": "reopened"}
+
+
+def pr_action(p: Any, actions: Mapping[str, PRAction] = _ACTIONS) -> PRAction:
+    """The action of a pull_request event (GitHub and Gitea: `closed` with `merged` is a merge)."""
+    action = p.get("action")
+    if action == "closed":
+        return "merged" if (p.get("pull_request") or {}).get("merged") is True else "closed"
+    return actions.get(action, "other") if isinstance(action, str) else "other"
+
+
+def parse_pr(p: Any, actions: Mapping[str, PRAction] = _ACTIONS) -> PullRequestEvent:
+    """A pull_request event (GitHub's shape; Gitea and Forgejo send the same)."""
+    action = pr_action(p, actions)
+    pr = p["pull_request"]
+    merged = action == "merged"
+    state: PRState = "merged" if merged else "closed" if action == "closed" else "open"
+    return PullRequestEvent(action, text((p.get("repository") or {}).get("full_name")), PullRequest(
+        number=int(pr["number"]), title=text(pr.get("title")), body=text(pr.get("body")), state=state,
+        branch=text(pr["head"]["ref"]), base=text(pr["base"]["ref"]), head_sha=text(pr["head"].get("sha")),
+        merge_sha=text(pr.get("merge_commit_sha")) or None if merged else None, url=text(pr.get("html_url"))),
+        base_sha=pr["base"].get("sha"))
+
+
+FORGE = ForgeSpec(
+    kind="github",
+    title="GitHub",
+    provider=GitHubForge,
+    build=_build,
+    required=("owner", "repo"),
+    optional=("baseUrl", "app"),
+    git_username=GitHubForge.git_username,
+    repository=lambda fields: f"{fields['owner']}/{fields['repo']}",
+    reporter=_reporter,
+    webhook=WebhookSpec(
+        signature_header="x-hub-signature-256",
+        verify=verify_hmac_sha256("x-hub-signature-256", prefix="sha256="),
+        event_header="x-github-event",
+        delivery_headers=("x-github-delivery",),
+        push_events=("push",),
+        parse_push=_push,
+        pr_events=("pull_request",),
+        pr_action=pr_action,
+        parse_pr=parse_pr,
+        pr_head_ref="refs/pull/{n}/head",
+        ping_events=("ping",),
+        secret_help="Secret for X-Hub-Signature-256.",
+    ),
+)

@@ -13,7 +13,19 @@ import os
 from typing import Any, ClassVar
 
 from ._http import _ApiClient, _HTTPForge, _resolve_token, _RetryPolicy, _segment
-from .base import ForgeError, PRState, PullRequest
+from .base import (
+    ForgeError,
+    ForgeSpec,
+    ForgeTarget,
+    PRAction,
+    PRState,
+    PullRequest,
+    PullRequestEvent,
+    Push,
+    WebhookSpec,
+    text,
+    verify_token,
+)
 
 _PREFIX = "meshgen/"
 _PAGE = 100  # GitLab's maximum per_page
@@ -220,3 +232,72 @@ class GitLabForge(_HTTPForge):
             url=data["web_url"],
             labels=tuple(sorted(str(label) for label in data.get("labels") or ())),
         )
+
+
+# ---- registration (meshgen.forges.registry) --------------------------------------------------
+
+
+def _build(target: ForgeTarget) -> GitLabForge:
+    fields = target.fields
+    base = {"base_url": fields["baseUrl"]} if fields.get("baseUrl") else {}
+    return GitLabForge(fields["project"], **base, **target.credentials, **target.options)
+
+
+def _reporter(repository: str, api_url: str, token: str | None) -> GitLabForge:
+    return GitLabForge(repository, base_url=api_url, token=token)
+
+
+def _push(p: Any) -> Push:
+    commit = p.get("checkout_sha") or p.get("after") or ""
+    commits = p.get("commits") or []
+    last = next((c for c in commits if c.get("id") == commit), commits[-1] if commits else {})
+    author = (last.get("author") or {}).get("name") or p.get("user_name")
+    return Push((p.get("project") or {}).get("path_with_namespace", ""), p.get("ref", ""), commit, author)
+
+
+_ACTIONS: dict[str, PRAction] = {"open": "opened", "update": "updated", "reopen": "reopened", "merge": "merged",
+                                 "close": "closed"}
+
+
+def _pr_action(p: Any) -> PRAction:
+    action = p["object_attributes"].get("action")
+    return _ACTIONS.get(action, "other") if isinstance(action, str) else "other"
+
+
+def _parse_pr(p: Any) -> PullRequestEvent:
+    attrs = p["object_attributes"]
+    action = _pr_action(p)
+    state: PRState = "merged" if action == "merged" else "closed" if action == "closed" else "open"
+    return PullRequestEvent(action, text((p.get("project") or {}).get("path_with_namespace")), PullRequest(
+        number=int(attrs["iid"]), title=text(attrs.get("title")), body=text(attrs.get("description")), state=state,
+        branch=text(attrs["source_branch"]), base=text(attrs["target_branch"]),
+        head_sha=text((attrs.get("last_commit") or {}).get("id")),
+        merge_sha=text(attrs.get("merge_commit_sha")) or None if state == "merged" else None,
+        url=text(attrs.get("url"))), base_sha=(attrs.get("diff_refs") or {}).get("base_sha"))
+
+
+FORGE = ForgeSpec(
+    kind="gitlab",
+    title="GitLab",
+    provider=GitLabForge,
+    build=_build,
+    required=("project",),
+    optional=("baseUrl",),
+    git_username=GitLabForge.git_username,
+    repository=lambda fields: str(fields["project"]),
+    reporter=_reporter,
+    webhook=WebhookSpec(
+        signature_header="x-gitlab-token",
+        verify=verify_token("x-gitlab-token"),
+        event_header="x-gitlab-event",
+        # Idempotency-Key (GitLab 17.4+) is stable across retries of one event; the UUIDs are older fallbacks.
+        delivery_headers=("idempotency-key", "x-gitlab-webhook-uuid", "x-gitlab-event-uuid"),
+        push_events=("Push Hook",),
+        parse_push=_push,
+        pr_events=("Merge Request Hook",),
+        pr_action=_pr_action,
+        parse_pr=_parse_pr,
+        pr_head_ref="refs/merge-requests/{n}/head",
+        secret_help="Secret compared with X-Gitlab-Token.",
+    ),
+)

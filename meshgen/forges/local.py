@@ -28,12 +28,12 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import pygit2
+if TYPE_CHECKING:  # imported where used: the registry (and meshgen.yaml validation) imports this module
+    import pygit2
 
-from meshgen.gitops.envrepo import Identity
-from meshgen.gitops.forges.base import ForgeError, PRState, PullRequest
+from meshgen.forges.base import ForgeError, ForgeSpec, ForgeTarget, Identity, PRState, PullRequest
 
 _PRS = "refs/meshgen/prs/"
 _OPEN = "refs/meshgen/open/"
@@ -54,6 +54,7 @@ class LocalForge:
         identity: Identity | None = None,
         clock: Callable[[], int] | None = None,
     ) -> None:
+        import pygit2
         self.path = Path(path).resolve()
         try:
             self.repo = pygit2.Repository(str(self.path))
@@ -220,6 +221,7 @@ class LocalForge:
         return (numbers[-1] if numbers else 0) + 1
 
     def _blob(self, oid: pygit2.Oid | str | None) -> bytes:
+        import pygit2
         assert oid is not None
         return self.repo[oid].peel(pygit2.Blob).data
 
@@ -232,6 +234,7 @@ class LocalForge:
         return str(oid) if oid is not None else None
 
     def _read(self, number: int) -> tuple[pygit2.Oid, dict[str, Any]]:
+        import pygit2
         oid = self._target(_PRS + str(number))
         if oid is None:
             raise ForgeError(
@@ -241,6 +244,7 @@ class LocalForge:
         return oid, json.loads(self._blob(commit.tree[_RECORD].id))
 
     def _record_commit(self, record: dict[str, Any], parent: pygit2.Oid | None, message: str) -> pygit2.Oid:
+        import pygit2
         record["updated_at"] = self._clock()
         data = json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
         builder = self.repo.TreeBuilder()
@@ -272,6 +276,7 @@ class LocalForge:
         self, number: int, record: Mapping[str, Any], base: pygit2.Oid, head: pygit2.Oid
     ) -> pygit2.Oid:
         # merge_commits works on an in-memory index: no work tree, no index file on disk.
+        import pygit2
         index = self.repo.merge_commits(base, head)
         if index.conflicts is not None:
             paths = sorted({(ours or theirs or anc).path for anc, ours, theirs in index.conflicts})
@@ -296,6 +301,7 @@ class LocalForge:
         waited out briefly; a changed value is reported, not retried, so the caller can
         re-read and decide.
         """
+        import pygit2
         names = sorted(set(expect) | set(target))
         delay = 0.005
         for attempt in range(200):
@@ -353,8 +359,24 @@ def _require_open(record: Mapping[str, Any], action: str) -> None:
 
 def _identity_from_config(repo: pygit2.Repository) -> Identity:
     """user.name / user.email of the repository (or global config), else meshgen's default."""
+    import pygit2
     try:
         config = repo.config
         return Identity(name=str(config["user.name"]), email=str(config["user.email"]))
     except (KeyError, pygit2.GitError):
         return Identity()
+
+
+# ---- registration (meshgen.forges.registry) --------------------------------------------------
+
+
+def _build(target: ForgeTarget) -> LocalForge:
+    if target.local_path is None:
+        from meshgen.forges.registry import remote_kinds_text
+
+        raise ForgeError("forge kind 'local' needs envRepo.url to be a local path; "
+                         f"set envRepo.forge.kind to {remote_kinds_text()} for a remote repository")
+    return LocalForge(target.local_path, identity=target.identity)
+
+
+FORGE = ForgeSpec(kind="local", title="local (in the environment repository)", provider=LocalForge, build=_build)

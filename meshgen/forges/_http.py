@@ -1,7 +1,7 @@
 """Shared plumbing for the HTTP forges (GitHub, Gitea/Forgejo, GitLab): token loading, one JSON call
 with retries, and error messages that say what to do next.
 
-Private to meshgen.gitops.forges. Two rules hold everywhere in this module:
+Private to meshgen.forges. Two rules hold everywhere in this module:
 
 * The token lives only in `_Secret` and in the Authorization header handed to httpx. It is never
   formatted into a log line or an exception message, and any text that came back from a server
@@ -21,15 +21,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self, TypeVar
 from urllib.parse import quote
-
-import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from .base import ForgeError, GitCredential, read_secret_file
 
-_log = logging.getLogger("meshgen.gitops.forges")
+if TYPE_CHECKING:
+    # Imported where used (a client is built, a request sent): the forge registry imports the
+    # providers, and meshgen.yaml's validation imports the registry, so `meshgen render` would
+    # otherwise pay for an HTTP stack it never uses.
+    import httpx
+    from tenacity import RetryCallState
+
+_log = logging.getLogger("meshgen.forges")
 
 T = TypeVar("T")
 
@@ -217,11 +221,19 @@ class _ApiClient:
         # answers there is not the forge, and its answer must not be taken for one.
         # auth: the header is set on every request, not once, because some secrets rotate
         # (a GitHub App's installation token is re-minted before it expires).
+        import httpx
+
         self._origin = httpx.URL(self.base_url).copy_with(path="/", query=None, fragment=None)
         self._http = httpx.Client(
             base_url=self.base_url + "/", headers=headers, timeout=timeout, follow_redirects=True,
-            auth=_TokenAuth(self), event_hooks={"request": [self._same_origin]},
+            auth=self._authorize, event_hooks={"request": [self._same_origin]},
         )
+
+    def _authorize(self, request: httpx.Request) -> httpx.Request:
+        """Sets the Authorization header per request from the current token (httpx function auth)."""
+        name, value = self._auth_header(self.token())
+        request.headers[name] = value
+        return request
 
     def _same_origin(self, request: httpx.Request) -> None:
         url = request.url
@@ -284,6 +296,8 @@ class _ApiClient:
     def _send_with_retries(
         self, operation: str, method: str, path: str, params: Mapping[str, str | int] | None, body: Any
     ) -> httpx.Response:
+        from tenacity import Retrying, retry_if_exception_type
+
         policy = self._retry
 
         def wait(state: RetryCallState) -> float:
@@ -322,6 +336,8 @@ class _ApiClient:
     def _send_once(
         self, operation: str, method: str, path: str, params: Mapping[str, str | int] | None, body: Any
     ) -> httpx.Response:
+        import httpx
+
         _log.debug("%s: %s %s/%s", self.forge, method, self.base_url, path)
         try:
             response = self._http.request(method, path, params=params, json=body)
@@ -407,18 +423,6 @@ class _ApiClient:
                              "or raise max_attempts/max_wait")
         raise ForgeError(f"{self.forge}: {operation} failed: {exc.summary} (gave up after {tried}). "
                          "Check base_url, DNS, proxy settings and that the forge is reachable from here")
-
-
-class _TokenAuth(httpx.Auth):
-    """Sets the Authorization header per request from the client's current token."""
-
-    def __init__(self, client: _ApiClient) -> None:
-        self._client = client
-
-    def auth_flow(self, request: httpx.Request) -> Any:
-        name, value = self._client._auth_header(self._client.token())
-        request.headers[name] = value
-        yield request
 
 
 class _HTTPForge:

@@ -10,8 +10,20 @@ import os
 from dataclasses import replace
 from typing import Any, ClassVar
 
+from . import github
 from ._http import _ApiClient, _HTTPForge, _resolve_token, _RetryPolicy, _segment
-from .base import ForgeError, PRState, PullRequest
+from .base import (
+    ForgeError,
+    ForgeSpec,
+    ForgeTarget,
+    PRAction,
+    PRState,
+    PullRequest,
+    PullRequestEvent,
+    Push,
+    WebhookSpec,
+    verify_hmac_sha256,
+)
 
 _PREFIX = "meshgen/"
 # Gitea silently caps page size at its MAX_RESPONSE_ITEMS setting (50 by default), so a page
@@ -239,3 +251,59 @@ class GiteaForge(_HTTPForge):
             url=data["html_url"],
             labels=tuple(sorted(label["name"] for label in data.get("labels") or ())),
         )
+
+
+# ---- registration (meshgen.forges.registry) --------------------------------------------------
+
+
+def _build(target: ForgeTarget) -> GiteaForge:
+    fields = target.fields
+    return GiteaForge(fields["baseUrl"], fields["owner"], fields["repo"], **target.credentials, **target.options)
+
+
+def _reporter(repository: str, api_url: str, token: str | None) -> GiteaForge:
+    owner, _, name = repository.partition("/")
+    return GiteaForge(api_url, owner, name, token=token)
+
+
+def _push(p: Any) -> Push:
+    head = p.get("head_commit") or {}
+    author = (head.get("author") or {}).get("name") or (p.get("pusher") or {}).get("login")
+    return Push((p.get("repository") or {}).get("full_name", ""), p.get("ref", ""), p.get("after", ""), author)
+
+
+# Gitea's pull_request payload has GitHub's shape; only the update action is spelled differently.
+_ACTIONS: dict[str, PRAction] = {"opened": "opened", "synchronized": "updated", "reopened": "reopened"}
+
+
+def _pr_action(p: Any) -> PRAction:
+    return github.pr_action(p, _ACTIONS)
+
+
+def _parse_pr(p: Any) -> PullRequestEvent:
+    return github.parse_pr(p, _ACTIONS)
+
+
+FORGE = ForgeSpec(
+    kind="gitea",
+    title="Gitea / Forgejo",
+    provider=GiteaForge,
+    build=_build,
+    required=("baseUrl", "owner", "repo"),
+    git_username=GiteaForge.git_username,
+    repository=lambda fields: f"{fields['owner']}/{fields['repo']}",
+    reporter=_reporter,
+    webhook=WebhookSpec(
+        signature_header="x-gitea-signature",
+        verify=verify_hmac_sha256("x-gitea-signature", lower=True),
+        event_header="x-gitea-event",
+        delivery_headers=("x-gitea-delivery",),
+        push_events=("push",),
+        parse_push=_push,
+        pr_events=("pull_request",),
+        pr_action=_pr_action,
+        parse_pr=_parse_pr,
+        pr_head_ref="refs/pull/{n}/head",
+        secret_help="Secret for X-Gitea-Signature.",
+    ),
+)
