@@ -21,9 +21,9 @@ in-process snapshot (meshgen.api.view); nothing here calls Argo CD or a forge. R
     meshgen.api.routes.docs
     GET  /docs /redoc /docs/assets/...               the OpenAPI document, browsable offline
     meshgen.api.webhooks (pull requests of the blueprints repository: meshgen.api.planhooks)
-    POST /api/v1/webhooks/{github,gitlab,gitea}      blueprints repository webhooks
+    POST /api/v1/webhooks/{kind}                     blueprints repository webhooks (a registered forge kind)
     meshgen.api.prhooks
-    POST /api/v1/webhooks/{github,gitlab,gitea}/env-repo  environment repository pull request events
+    POST /api/v1/webhooks/{kind}/env-repo            environment repository pull request events
     meshgen.api.prpages
     GET  /login /prs /prs/{n}, POST /login /prs/{n}/{action}  the local forge's pull requests
 """
