@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from meshgen.blueprint.model import (
+    Backend,
     IngressBlueprint,
     MeshBlueprint,
     NamespaceBlueprint,
@@ -26,6 +27,7 @@ FEATURES: dict[str, str] = {
     "routes.split": "routes.to: weighted split between versions or services",
     "routes.split.matched": "routes.to: a weighted split on a route that has a match",
     "routes.to.service": "routes.to: {service: ...} another service as destination",
+    "routes.to.matched": "routes.to: a matched route going elsewhere than the default route",
     "routes.match.headers": "routes.match.headers",
     "routes.match.path": "routes.match.path",
     "routes.match.method": "routes.match.method",
@@ -87,8 +89,11 @@ def used_features(svc: ServiceBlueprint) -> Iterator[tuple[str, FieldPath]]:
     """(feature key, field path) for every feature this service blueprint uses."""
     if svc.versions:
         yield "versions", ("versions",)
+    # A matched route without `to` goes where the default route goes (the spec): only a `to` of its own
+    # that differs from the default route's is a destination of its own.
+    default_to = next((r.to for r in reversed(svc.routes) if r.match is None), None)
     for i, route in enumerate(svc.routes):
-        yield from _route(route, ("routes", i))
+        yield from _route(route, ("routes", i), default_to)
     if svc.timeout is not None:
         yield "timeout", ("timeout",)
     if svc.retries is not None:
@@ -115,14 +120,22 @@ def used_features(svc: ServiceBlueprint) -> Iterator[tuple[str, FieldPath]]:
             yield "observability.dashboard", ("observability", "dashboard")
 
 
-def _route(route: Route, here: FieldPath) -> Iterator[tuple[str, FieldPath]]:
-    if route.to is not None:
-        if len(route.to) > 1:
-            yield "routes.split", (*here, "to")
-            if route.match is not None:
-                yield "routes.split.matched", (*here, "to")
-        if any(b.service is not None for b in route.to):
-            yield "routes.to.service", (*here, "to")
+def _destinations(route: Route, here: FieldPath, default_to: list[Backend] | None) -> Iterator[tuple[str, FieldPath]]:
+    if route.to is None:
+        return
+    own = route.match is not None and route.to != default_to  # a matched route's destinations of its own
+    if len(route.to) > 1:
+        yield "routes.split", (*here, "to")
+        if own:
+            yield "routes.split.matched", (*here, "to")
+    if any(b.service is not None for b in route.to):
+        yield "routes.to.service", (*here, "to")
+    if own:
+        yield "routes.to.matched", (*here, "to")
+
+
+def _route(route: Route, here: FieldPath, default_to: list[Backend] | None) -> Iterator[tuple[str, FieldPath]]:
+    yield from _destinations(route, here, default_to)
     if route.match is not None:
         if route.match.headers:
             yield "routes.match.headers", (*here, "match", "headers")

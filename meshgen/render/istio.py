@@ -116,6 +116,7 @@ _CAPABILITIES: dict[str, Capability] = {
     ),
     "routes.split": Capability("full", "VirtualService route destinations with weights"),
     "routes.split.matched": Capability("full", "weights on any VirtualService http route, matched or not"),
+    "routes.to.matched": Capability("full", "each VirtualService http route has its own destinations"),
     "routes.to.service": Capability(
         "full", "destination.host = the service as written (a short name resolves in the service's namespace)"
     ),

@@ -66,6 +66,7 @@ CAPABILITIES: dict[str, Capability] = {
         "HTTPRoute backends are Services, DestinationRule subsets are not used"),
     "routes.split": Capability("full", "HTTPRoute (parentRef: the Service, served by the waypoint) backendRefs weights"),
     "routes.split.matched": Capability("full", "HTTPRoute rule with weighted backendRefs"),
+    "routes.to.matched": Capability("full", "each HTTPRoute rule has its own backendRefs"),
     "routes.to.service": Capability("full", "HTTPRoute backendRef to the other Service"),
     "routes.match.headers": Capability("full", "HTTPRoute header matches (prefix → RegularExpression)." + _PREC),
     "routes.match.path": Capability("full", "HTTPRoute path match (PathPrefix matches whole path elements)." + _PREC),

@@ -631,3 +631,40 @@ def test_circuit_breaker_annotations_meshgen_cannot_place_are_handed_to_the_revi
         'balancer.linkerd.io/failure-accrual-consecutive-min-penalty: "30s", '
         'balancer.linkerd.io/failure-accrual-consecutive-max-penalty: "5m"'
     ]
+
+
+@pytest.mark.parametrize("to, warned", [
+    (None, False),  # a matched route without `to` goes where the default route goes: nothing is lost
+    ("{v1: 90, v2: 10}", False),  # the same destinations as the default route
+    ("v2", True),  # a destination of its own: the TrafficSplit is service-wide, only timeout/retries apply
+])
+def test_smi_serviceprofile_warns_only_when_a_matched_route_goes_elsewhere(tmp_path: Any, to: str | None,
+                                                                           warned: bool) -> None:
+    """Under trafficSplit: smi + routePolicy: serviceprofile a matched route keeps its timeout and retries
+    (a ServiceProfile route) but cannot have destinations of its own; the partial warning says so, at the
+    route's `to`, and only when it has one that differs from the default route's."""
+    from helpers import write_repo
+
+    from meshgen.pipeline import render_repository
+
+    route = "  - name: api\n    match: {path: {prefix: /api/}, method: [GET]}\n    timeout: 2s\n"
+    if to is not None:
+        route += f"    to: {to}\n"
+    blueprint = f"service: cart\nnamespace: shop\nversions: [v1, v2]\nroutes:\n{route}  - to: {{v1: 90, v2: 10}}\n"
+    config = ("environments:\n  prod: {mesh: linkerd}\n"
+              "linkerd: {version: '2.14', trafficSplit: smi, routePolicy: serviceprofile}\n")
+    result = render_repository(write_repo(tmp_path, {"shop/cart.yaml": blueprint}, config=config))
+    warnings = [str(d) for d in result.warnings]
+    expected = ("blueprints/shop/cart.yaml:8:5: warning: routes[0].to: linkerd 2.14 smi-v1alpha2+serviceprofile "
+                "expresses this only in part: the route's timeout and retries only (a ServiceProfile route): with "
+                "trafficSplit: smi a matched route cannot go to another version or service than the default route")
+    assert warnings == ([expected] if warned else []), warnings
+    profile = next(yaml_doc for yaml_doc in _docs(result) if yaml_doc["kind"] == "ServiceProfile")
+    (api,) = [r for r in profile["spec"]["routes"] if r["name"] == "api"]
+    assert api["timeout"] == "2s" and api["condition"]["method"] == "GET"
+
+
+def _docs(result: Any) -> list[dict[str, Any]]:
+    import yaml
+
+    return [yaml.safe_load(data) for unit in result.units for data in unit.files.values()]

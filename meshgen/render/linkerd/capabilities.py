@@ -159,15 +159,17 @@ def capabilities(config: Config) -> dict[str, Capability]:
         caps["routes.to.service"] = Capability(part, "a TrafficSplit backend in the same namespace, on the default route only")
         if sp:
             caps["routes.match.headers"] = Capability(none, "ServiceProfile route conditions cannot match headers, and a TrafficSplit is service-wide")
-            match_note = (
-                "ServiceProfile route condition (pathRegex / method) for timeout and retries only: with trafficSplit: smi "
-                "a matched route cannot go to another version or service than the default route"
-            )
-            caps["routes.match.path"] = Capability(part, match_note)
-            caps["routes.match.method"] = Capability(part, match_note)
+            match_note = "ServiceProfile route condition (pathRegex / method) for the route's timeout and retries"
+            caps["routes.match.path"] = Capability(full, match_note)
+            caps["routes.match.method"] = Capability(full, match_note)
+            caps["routes.to.matched"] = Capability(
+                part, "the route's timeout and retries only (a ServiceProfile route): with trafficSplit: smi a matched "
+                      "route cannot go to another version or service than the default route")
         else:
             for key in ("routes.match.headers", "routes.match.path", "routes.match.method"):
                 caps[key] = Capability(part, f"{api} HTTPRoute matches." + shadow_smi)
+            # The TrafficSplit shadowing is reported on the route's match (always present on a matched route).
+            caps["routes.to.matched"] = Capability(full, f"{api} HTTPRoute rule backendRefs (see routes.match.*)")
     else:
         prec = (
             " Linkerd prefers the most specific match, so meshgen adds the overlaps of earlier routes as extra "
@@ -176,6 +178,7 @@ def capabilities(config: Config) -> dict[str, Capability]:
         caps["routes.split"] = Capability(full, f"{api} HTTPRoute backendRefs weights over the <service>-<version> Services")
         caps["routes.split.matched"] = Capability(full, f"{api} HTTPRoute rule with weighted backendRefs")
         caps["routes.to.service"] = Capability(full, f"{api} HTTPRoute backendRef to the other Service")
+        caps["routes.to.matched"] = Capability(full, f"{api} HTTPRoute rule backendRefs")
         caps["routes.match.headers"] = Capability(
             part if sp else full,
             f"{api} HTTPRoute header matches (prefix → RegularExpression)." + prec
