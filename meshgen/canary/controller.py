@@ -44,6 +44,14 @@ edit during a canary lands at the current weight. The branch's note keeps the st
    pass opens the next step's PR (its description carries these gate values), or at 100: promoted.
 5. Prometheus unreachable, Argo CD stale or absent, a PR not merged: the canary waits, `reason` says why.
 
+A step or rollback PR is written by re-syncing the whole environment with the canary at its new weight.
+The canaries' passes run up to the PR they need, then one re-sync carries all of them (each on its own
+branch), then each pass goes on with its PR, in order (so N canaries starting at once cost one re-sync,
+not N). The PRs were all built on the same base; merging them one after the other is a true merge onto
+the moved base on every forge, clean because each changes only its own folder (and one that no longer
+merges is rebuilt by the next sync, `_head_still_fits`). Canaries sharing a branch (team or env grouping)
+are re-synced one at a time, at once, as before: a step PR never carries another canary's step.
+
 One step PR per canary at a time follows from the lifecycle's one open PR per branch, and the next
 weight is computed from the base read in the same pass: two passes that race open the same PR (the
 second finds it unchanged) or nothing (the base already has it), never a step further.
