@@ -185,6 +185,10 @@ class EnvPass:
     _loaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # records as read: unchanged ones are not saved
     # One Argo CD client per pass (when the poller's cache is stale or absent), not one per canary.
     _argo_source: AppSource | None = field(default=None, init=False, repr=False)
+    # The forge's merged pull requests, listed once for every record rebuilt in the pass (until it merges).
+    _merged_prs: list[PullRequest] | None = field(default=None, init=False, repr=False)
+    # While a batch's passes go on: the base read once after its re-sync (see _base_weight, _merge).
+    _batch_base: pygit2.Commit | None = field(default=None, init=False, repr=False)
 
     # ---- before the sync --------------------------------------------------------------
 
@@ -322,10 +326,18 @@ class EnvPass:
             while waiting:  # one round in practice: a canary's pass proposes at most one pull request
                 batch, waiting = waiting, []
                 reports = self._resync(resync, [p for _, p in batch])
-                for run, p in batch:
-                    proposal = self._go_on(p.c, run, reports[p.c.unit.folder])
-                    if proposal is not None:
-                        waiting.append((run, proposal))
+                # One fetch for the batch, not two per canary (each costs a walk of every branch):
+                # each canary's race check reads its own folder, which no other PR of the batch changes.
+                self.repo.fetch()
+                self._batch_base = self.repo.commit_at(self.base)
+                try:
+                    for run, p in batch:
+                        proposal = self._go_on(p.c, run, reports[p.c.unit.folder])
+                        if proposal is not None:
+                            waiting.append((run, proposal))
+                finally:
+                    self._batch_base = None
+                self.repo.fetch()
         finally:
             if self._argo_source is not None:
                 self._argo_source.close()
@@ -374,6 +386,7 @@ class EnvPass:
             report: SyncReport | Exception
             try:
                 units, notes = self._at_wanted(override)
+                self._merged_prs = None  # the re-sync may merge (envRepo.autoMerge)
                 report = resync({u.folder: u for u in units}, notes)
             except LockLost:
                 raise
@@ -402,7 +415,9 @@ class EnvPass:
         history: list[CanaryStep] = []
         rolled_back = False
         try:
-            merged = [pr for pr in self.forge.list("merged") if pr.branch == c.branch and pr.base == self.base]
+            if self._merged_prs is None:
+                self._merged_prs = self.forge.list("merged")
+            merged = [pr for pr in self._merged_prs if pr.branch == c.branch and pr.base == self.base]
         except ForgeError as exc:
             log.warning("canary %s: cannot list merged pull requests (%s); history starts empty", c.name, exc)
             merged = []
@@ -543,7 +558,9 @@ class EnvPass:
             merged = self.forge.get(pr.number)  # a concurrent pass merged it first
             if merged.state != "merged":
                 raise
-        self.repo.fetch()
+        self._merged_prs = None
+        if self._batch_base is None:  # a batch fetches once after all its merges
+            self.repo.fetch()
         return merged
 
     def _merged(self, c: _Canary, rec: CanaryRecord, weight: int, pr: PullRequest, *, rollback: bool) -> None:
@@ -603,8 +620,10 @@ class EnvPass:
         self._save(rec)
 
     def _base_weight(self, c: _Canary) -> tuple[str | None, int]:
-        self.repo.fetch()
-        base = self.repo.commit_at(self.base)
+        base = self._batch_base
+        if base is None:
+            self.repo.fetch()
+            base = self.repo.commit_at(self.base)
         return read_weight(managed_files(self.repo.repo, base.tree, c.unit.folder).values()) if base else (None, 0)
 
     def _propose(self, c: _Canary, weight: int, note: Note) -> Generator[_Proposal, SyncReport, PullRequest | None]:
