@@ -328,8 +328,7 @@ class EnvPass:
                 reports = self._resync(resync, [p for _, p in batch])
                 # One fetch for the batch, not two per canary (each costs a walk of every branch):
                 # each canary's race check reads its own folder, which no other PR of the batch changes.
-                self.repo.fetch()
-                self._batch_base = self.repo.commit_at(self.base)
+                self._batch_base = self.repo.commit_at(self.base) if self._fetched() else None
                 try:
                     for run, p in batch:
                         proposal = self._go_on(p.c, run, reports[p.c.unit.folder])
@@ -337,12 +336,23 @@ class EnvPass:
                             waiting.append((run, proposal))
                 finally:
                     self._batch_base = None
-                self.repo.fetch()
+                self._fetched()
         finally:
             if self._argo_source is not None:
                 self._argo_source.close()
                 self._argo_source = None
         self._forget_gone()
+
+    def _fetched(self) -> bool:
+        """Fetch; False when it failed (each canary's race check then fetches, and fails, on its own)."""
+        try:
+            self.repo.fetch()
+        except LockLost:
+            raise
+        except (EnvRepoError, pygit2.GitError) as exc:
+            log.warning("%s: fetching the environment repository failed: %s", self.env, exc)
+            return False
+        return True
 
     def _shared_branches(self) -> set[str]:
         seen: set[str] = set()
