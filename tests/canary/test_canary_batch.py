@@ -15,14 +15,13 @@ from typing import Any
 import pygit2
 import pytest
 from argo_fakes import ArgoCDServer, application
-from canary_world import World, blueprint, make_world
+from canary_world import PullRequest, World, blueprint, make_world  # (its module moves on main)
 from promsupport import PrometheusServer
 from sync_support import RedisNS
 
 from meshgen.canary.controller import EnvPass, Resync
 from meshgen.canary.steps import read_weight
 from meshgen.gitops.envrepo import managed_files
-from meshgen.gitops.forges.base import PullRequest
 from meshgen.gitops.lifecycle import SyncReport
 from meshgen.gitops.sync import install_canary_controller
 from meshgen.records import CanaryRecord
