@@ -16,6 +16,7 @@
 
 Reproduce:  .venv/bin/python bench/canary_bench.py                         (steps of 5%, 200 canaries)
             .venv/bin/python bench/canary_bench.py --canaries 20 --passes 2   (quick)
+            .venv/bin/python bench/canary_bench.py --skip steps --skip passes  (only the pass starting 200)
 Needs Redis at --redis (default redis://127.0.0.1:6379/13; keys under a unique prefix, removed after)
 and Debian's `prometheus` (scripts/test installs it).
 """
@@ -241,7 +242,7 @@ def records_for(records: Records, tag: str) -> Records:
 
 
 def bench_fleet(tmp: Path, records: Records, argo: ArgoCDServer, prom: PrometheusServer, n: int,
-                passes: int) -> dict[str, Any]:
+                passes: int, *, start_only: bool = False) -> dict[str, Any]:
     fleet = Fleet(tmp, "fleet", records_for(records, "fleet"), argo, prom)
     for i in range(n):
         service = f"svc{i:03d}"
@@ -253,9 +254,14 @@ def bench_fleet(tmp: Path, records: Records, argo: ArgoCDServer, prom: Prometheu
     fleet.sync()
     added = fleet.merge_open()
     fleet.follow()
+    env_syncs = _count_env_syncs()
     start_pass = fleet.tick()  # opens and merges the 10% step of every canary
+    start_syncs = env_syncs()
     fleet.follow()
     started = [r for r in fleet.records.iter_canaries() if r.weight == 10]
+    if start_only:
+        return {"services": n, "added": added, "started": len(started), "start_pass": start_pass,
+                "start_syncs": start_syncs}
     in_flight: list[float] = []
     direct: list[float] = []
     polls: list[float] = []
@@ -284,7 +290,7 @@ def bench_fleet(tmp: Path, records: Records, argo: ArgoCDServer, prom: Prometheu
     plain.follow()
     baseline = [plain.tick() for _ in range(passes)]
     return {"services": n, "added": added, "started": len(started), "start_pass": start_pass,
-            "in_flight": in_flight, "direct": direct, "polls": polls, "phases": phases, "baseline": baseline, "queries": n_queries}
+            "start_syncs": start_syncs, "in_flight": in_flight, "direct": direct, "polls": polls, "phases": phases, "baseline": baseline, "queries": n_queries}
 
 
 def _count_queries() -> Any:
@@ -307,6 +313,26 @@ def _count_queries() -> Any:
     return done
 
 
+def _count_env_syncs() -> Any:
+    """Whole-environment syncs (lifecycle.sync_env, as meshgen.gitops.sync calls it) from now on."""
+    from meshgen.gitops import sync
+
+    count = [0]
+    original = sync.sync_env
+
+    def sync_env(*args: Any, **kwargs: Any) -> Any:
+        count[0] += 1
+        return original(*args, **kwargs)
+
+    sync.sync_env = sync_env
+
+    def done() -> int:
+        sync.sync_env = original
+        return count[0]
+
+    return done
+
+
 def _ms(values: list[float], q: float) -> str:
     ordered = sorted(values)
     return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.0f} ms"
@@ -319,7 +345,8 @@ def main() -> None:
     parser.add_argument("--interval", default="3s", help="each step's measuring window")
     parser.add_argument("--canaries", type=int, default=200)
     parser.add_argument("--passes", type=int, default=5)
-    parser.add_argument("--skip", choices=["steps", "fleet"], action="append", default=[])
+    parser.add_argument("--skip", choices=["steps", "fleet", "passes"], action="append", default=[],
+                        help="passes: of the fleet, only the pass that starts every canary")
     args = parser.parse_args()
 
     client = redis.Redis.from_url(args.redis)
@@ -343,7 +370,13 @@ def main() -> None:
             print(f"| baseline: blueprint edit → sync → PR merged (a person's step) | {len(b)} | {_ms(b, .5)} | "
                   f"{_ms(b, .95)} | {_ms(b, 1)} |")
         if "fleet" not in args.skip:
-            f = bench_fleet(tmp, records, argo, prom, args.canaries, args.passes)
+            f = bench_fleet(tmp, records, argo, prom, args.canaries, args.passes, start_only="passes" in args.skip)
+            start = (f"| the pass that starts every canary ({f['started']} step PRs opened and merged; "
+                     f"{f['start_syncs']} environment syncs) | 1 | {f['start_pass'] * 1000:.0f} ms | |")
+            if "passes" in args.skip:
+                print(f"\n## {f['services']} canaries started in one pass\n| pass | runs | time | |\n|---|---|---|---|")
+                print(start)
+                return
             print(f"\n## {f['services']} canaries in flight on one worker ({f['started']} started; phases after "
                   f"the passes: {f['phases']})")
             print("| pass | runs | p50 | max |\n|---|---|---|---|")
@@ -354,8 +387,7 @@ def main() -> None:
             print(f"| (the Argo CD poll itself, beat's own task: {len(f['polls'])} runs, p50 {_ms(f['polls'], .5)}) | | | |")
             print(f"| baseline: the same pass, {f['services']} services without a canary | {len(f['baseline'])} | "
                   f"{_ms(f['baseline'], .5)} | {_ms(f['baseline'], 1)} |")
-            print(f"| the pass that starts every canary ({f['started']} step PRs opened and merged) | 1 | "
-                  f"{f['start_pass'] * 1000:.0f} ms | |")
+            print(start)
     finally:
         prom.stop()
         argo.stop()

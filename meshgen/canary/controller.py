@@ -44,6 +44,14 @@ edit during a canary lands at the current weight. The branch's note keeps the st
    pass opens the next step's PR (its description carries these gate values), or at 100: promoted.
 5. Prometheus unreachable, Argo CD stale or absent, a PR not merged: the canary waits, `reason` says why.
 
+A step or rollback PR is written by re-syncing the whole environment with the canary at its new weight.
+The canaries' passes run up to the PR they need, then one re-sync carries all of them (each on its own
+branch), then each pass goes on with its PR, in order (so N canaries starting at once cost one re-sync,
+not N). The PRs were all built on the same base; merging them one after the other is a true merge onto
+the moved base on every forge, clean because each changes only its own folder (and one that no longer
+merges is rebuilt by the next sync, `_head_still_fits`). Canaries sharing a branch (team or env grouping)
+are re-synced one at a time, at once, as before: a step PR never carries another canary's step.
+
 One step PR per canary at a time follows from the lifecycle's one open PR per branch, and the next
 weight is computed from the base read in the same pass: two passes that race open the same PR (the
 second finds it unchanged) or nothing (the base already has it), never a step further.
@@ -57,7 +65,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,6 +133,19 @@ class _Canary:
         return self.base_weight if self.base_version == self.canary.to else -1
 
 
+@dataclass(frozen=True)
+class _Proposal:
+    """A pull request a canary's pass needs: its unit at `weight` with `note` on its branch."""
+
+    c: _Canary
+    weight: int
+    note: Note
+
+
+#: A canary's pass (EnvPass._one): yields the pull request it needs, is sent what the re-sync did.
+_Steps = Generator[_Proposal, SyncReport, None]
+
+
 def install() -> None:
     """Run this controller in every sync of the process; the entry points call it at start-up."""
     install_canary_controller(EnvPass)
@@ -165,6 +186,10 @@ class EnvPass:
     _loaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # records as read: unchanged ones are not saved
     # One Argo CD client per pass (when the poller's cache is stale or absent), not one per canary.
     _argo_source: AppSource | None = field(default=None, init=False, repr=False)
+    # The forge's merged pull requests, listed once for every record rebuilt in the pass (until it merges).
+    _merged_prs: list[PullRequest] | None = field(default=None, init=False, repr=False)
+    # While a batch's passes go on: the base read once after its re-sync (see _base_weight, _merge).
+    _batch_base: pygit2.Commit | None = field(default=None, init=False, repr=False)
 
     # ---- before the sync --------------------------------------------------------------
 
@@ -232,7 +257,9 @@ class EnvPass:
             return c.pr_weight
         return max(c.base_at, 0)
 
-    def _at_wanted(self, override: Mapping[str, tuple[int, Note]] | None = None) -> tuple[list[Unit], dict[str, Note]]:
+    def _at_wanted(self, override: Mapping[str, tuple[int, Note, Unit]] | None = None
+                   ) -> tuple[list[Unit], dict[str, Note]]:
+        """Every unit, each canary at the weight it wants (`override`: folder -> weight, note, rendered unit)."""
         by_folder = {c.unit.folder: c for c in self.canaries}
         units: list[Unit] = []
         notes: dict[str, Note] = {}
@@ -242,17 +269,21 @@ class EnvPass:
                 units.append(unit)
                 continue
             if override is not None and c.unit.folder in override:
-                weight, note = override[c.unit.folder]
+                weight, note, rendered = override[c.unit.folder]
             else:
                 weight = self._wanted(c)
                 note = c.pr_note if c.pr_note is not None else self._note(c, weight)
-            try:
-                units.append(self.render_at(unit, weight))
-            except BlueprintError as exc:
-                raise EnvRepoError(f"{unit.display_name}: cannot render its canary at {weight}%: {exc}") from exc
+                rendered = self._render(unit, weight)
+            units.append(rendered)
             if weight != c.base_weight or (weight and c.base_at != weight):
                 notes[c.branch] = note
         return units, notes
+
+    def _render(self, unit: Unit, weight: int) -> Unit:
+        try:
+            return self.render_at(unit, weight)
+        except BlueprintError as exc:
+            raise EnvRepoError(f"{unit.display_name}: cannot render its canary at {weight}%: {exc}") from exc
 
     def _note(self, c: _Canary, weight: int, *, previous: Mapping[str, Any] | None = None,
               why: str | None = None) -> Note:
@@ -272,26 +303,108 @@ class EnvPass:
     # ---- after the sync ---------------------------------------------------------------
 
     def reconcile(self, resync: Resync) -> None:
-        """One pass over the environment's canaries (after `prepare` and the sync it fed)."""
+        """One pass over the environment's canaries (after `prepare` and the sync it fed).
+
+        Each canary's pass (`_one`) runs up to the pull request it needs (a step or a rollback), if any, and
+        waits there; then one re-sync carries all of them and each canary's pass goes on with the report
+        (merge or wait for approval, records), in order. So starting N canaries costs one re-sync of the
+        environment, not N. A canary sharing its branch with another canary (team or env grouping) does not
+        wait: its pull request is re-synced at once, alone, so a step never carries another canary's step.
+        """
         if self.canaries:
             self.repo.fetch()
             self._read_git()
         try:
+            shared = self._shared_branches()
+            waiting: list[tuple[_Steps, _Proposal]] = []
             for c in self.canaries:
+                run = self._one(c)
+                proposal = self._go_on(c, run, None)
+                while proposal is not None and c.branch in shared:
+                    proposal = self._go_on(c, run, self._resync(resync, [proposal])[c.unit.folder])
+                if proposal is not None:
+                    waiting.append((run, proposal))
+            while waiting:  # one round in practice: a canary's pass proposes at most one pull request
+                batch, waiting = waiting, []
+                reports = self._resync(resync, [p for _, p in batch])
+                # One fetch for the batch, not two per canary (each costs a walk of every branch):
+                # each canary's race check reads its own folder, which no other PR of the batch changes.
+                self._batch_base = self.repo.commit_at(self.base) if self._fetched() else None
                 try:
-                    self._one(c, resync)
-                except LockLost:
-                    raise  # another writer holds the environment repository now: stop writing, the sync fails
-                except Exception as exc:
-                    log.warning("canary %s/%s: %s", self.env, c.name, exc, exc_info=True)
-                    self.warnings.append(f"{self.env}: canary {c.name}: {exc}")
-                    self._save_reason(c, f"the controller failed this pass ({type(exc).__name__}: {exc}); it "
-                                         "retries on the next pass")
+                    for run, p in batch:
+                        proposal = self._go_on(p.c, run, reports[p.c.unit.folder])
+                        if proposal is not None:
+                            waiting.append((run, proposal))
+                finally:
+                    self._batch_base = None
+                self._fetched()
         finally:
             if self._argo_source is not None:
                 self._argo_source.close()
                 self._argo_source = None
         self._forget_gone()
+
+    def _fetched(self) -> bool:
+        """Fetch; False when it failed (each canary's race check then fetches, and fails, on its own)."""
+        try:
+            self.repo.fetch()
+        except LockLost:
+            raise
+        except (EnvRepoError, pygit2.GitError) as exc:
+            log.warning("%s: fetching the environment repository failed: %s", self.env, exc)
+            return False
+        return True
+
+    def _shared_branches(self) -> set[str]:
+        seen: set[str] = set()
+        shared: set[str] = set()
+        for c in self.canaries:
+            (shared if c.branch in seen else seen).add(c.branch)
+        return shared
+
+    def _go_on(self, c: _Canary, run: _Steps, report: SyncReport | Exception | None) -> _Proposal | None:
+        """Run a canary's pass on (`report`: what its re-sync did, or why it failed) to the next pull request
+        it proposes; None once its pass is over. Any error but LockLost becomes the canary's reason."""
+        try:
+            if report is None:
+                return next(run)
+            if isinstance(report, Exception):
+                return run.throw(report)  # raised where the pass proposed: as if the re-sync had raised there
+            return run.send(report)
+        except StopIteration:
+            return None
+        except LockLost:
+            raise  # another writer holds the environment repository now: stop writing, the sync fails
+        except Exception as exc:
+            log.warning("canary %s/%s: %s", self.env, c.name, exc, exc_info=True)
+            self.warnings.append(f"{self.env}: canary {c.name}: {exc}")
+            self._save_reason(c, f"the controller failed this pass ({type(exc).__name__}: {exc}); it "
+                                 "retries on the next pass")
+            return None
+
+    def _resync(self, resync: Resync, batch: Sequence[_Proposal]) -> dict[str, SyncReport | Exception]:
+        """One re-sync of the environment carrying every proposal of `batch` (each on its own branch); per
+        canary folder, the report or the error its pass gets. A unit that cannot render at its proposed
+        weight fails only its own canary."""
+        out: dict[str, SyncReport | Exception] = {}
+        override: dict[str, tuple[int, Note, Unit]] = {}
+        for p in batch:
+            try:
+                override[p.c.unit.folder] = (p.weight, p.note, self._render(p.c.unit, p.weight))
+            except EnvRepoError as exc:
+                out[p.c.unit.folder] = exc
+        if override:
+            report: SyncReport | Exception
+            try:
+                units, notes = self._at_wanted(override)
+                self._merged_prs = None  # the re-sync may merge (envRepo.autoMerge)
+                report = resync({u.folder: u for u in units}, notes)
+            except LockLost:
+                raise
+            except Exception as exc:  # noqa: BLE001 - each canary of the batch reports it as its own
+                report = exc
+            out.update(dict.fromkeys(override, report))
+        return out
 
     # records (best effort: Redis is a cache)
 
@@ -313,7 +426,9 @@ class EnvPass:
         history: list[CanaryStep] = []
         rolled_back = False
         try:
-            merged = [pr for pr in self.forge.list("merged") if pr.branch == c.branch and pr.base == self.base]
+            if self._merged_prs is None:
+                self._merged_prs = self.forge.list("merged")
+            merged = [pr for pr in self._merged_prs if pr.branch == c.branch and pr.base == self.base]
         except ForgeError as exc:
             log.warning("canary %s: cannot list merged pull requests (%s); history starts empty", c.name, exc)
             merged = []
@@ -375,7 +490,7 @@ class EnvPass:
 
     # the state machine
 
-    def _one(self, c: _Canary, resync: Resync) -> None:
+    def _one(self, c: _Canary) -> _Steps:
         rec = self._load(c)
         if rec.weight != max(c.base_at, 0):  # the base moved (a person merged a step): a new window
             rec.failures, rec.healthy_since = 0, None
@@ -395,40 +510,40 @@ class EnvPass:
         elif command == "resume" and rec.phase == "paused":
             rec.phase, rec.healthy_since = "progressing", None  # a resumed step measures a fresh window
         elif command == "abort" and rec.phase != "rolled-back":
-            self._roll_back(c, rec, resync, "aborted by a person", rec.gates, result="aborted")
+            yield from self._roll_back(c, rec, "aborted by a person", rec.gates, result="aborted")
             return
         if rec.phase == "paused":
             self._save(rec)
             return
 
         if c.pr is not None and c.pr_weight is not None and c.pr_weight != c.base_weight:
-            self._pending_pr(c, rec, resync, promote=command == "promote")
+            yield from self._pending_pr(c, rec, promote=command == "promote")
             return
         if rec.phase == "rolled-back":
             rec.reason = rec.reason or "rolled back; change the canary section or retry to start again"
             self._save(rec)
             return
         if c.base_at == -1:  # the base runs the previous `to`: back to stable first
-            self._roll_back(c, rec, resync, str(self._note(c, 0)["why"]), [], restart=True)
+            yield from self._roll_back(c, rec, str(self._note(c, 0)["why"]), [], restart=True)
             return
         if command == "promote" and rec.weight < 100:
-            self._open_step(c, rec, resync, 100, previous=None, force_merge=True)
+            yield from self._open_step(c, rec, 100, previous=None, force_merge=True)
             return
         if rec.weight == 0:
-            self._open_step(c, rec, resync, c.canary.steps[0], previous=None)
+            yield from self._open_step(c, rec, c.canary.steps[0], previous=None)
             return
         if rec.phase == "promoted":
             rec.reason = f"{c.canary.to} serves 100%"
             self._save(rec)
             return
-        self._measure_step(c, rec, resync)
+        yield from self._measure_step(c, rec)
 
-    def _pending_pr(self, c: _Canary, rec: CanaryRecord, resync: Resync, *, promote: bool) -> None:
+    def _pending_pr(self, c: _Canary, rec: CanaryRecord, *, promote: bool) -> _Steps:
         assert c.pr is not None and c.pr_weight is not None
         pr = c.pr
         if promote and c.pr_weight not in (0, 100):
-            self._open_step(c, rec, resync, 100, previous=c.pr_note.get("previous") if c.pr_note else None,
-                            force_merge=True)
+            yield from self._open_step(c, rec, 100, previous=c.pr_note.get("previous") if c.pr_note else None,
+                                       force_merge=True)
             return
         rollback = c.pr_weight == 0
         settle = c.pr_note is not None and c.pr_note.get("kind") == "settle"
@@ -454,7 +569,9 @@ class EnvPass:
             merged = self.forge.get(pr.number)  # a concurrent pass merged it first
             if merged.state != "merged":
                 raise
-        self.repo.fetch()
+        self._merged_prs = None
+        if self._batch_base is None:  # a batch fetches once after all its merges
+            self.repo.fetch()
         return merged
 
     def _merged(self, c: _Canary, rec: CanaryRecord, weight: int, pr: PullRequest, *, rollback: bool) -> None:
@@ -479,8 +596,8 @@ class EnvPass:
         rec.history.append(CanaryStep(step=_index(rec.steps, weight), weight=weight, pr=number,
                                       result=result, at=self.now()))  # type: ignore[arg-type]
 
-    def _open_step(self, c: _Canary, rec: CanaryRecord, resync: Resync, weight: int, *,
-                   previous: Mapping[str, Any] | None, force_merge: bool = False) -> None:
+    def _open_step(self, c: _Canary, rec: CanaryRecord, weight: int, *,
+                   previous: Mapping[str, Any] | None, force_merge: bool = False) -> _Steps:
         if not c.in_base:
             rec.phase = "waiting"
             rec.reason = (f"{c.name} is not in the environment repository's base yet: the canary starts once "
@@ -495,7 +612,7 @@ class EnvPass:
             self._save(rec)
             return
         note = self._note(c, weight, previous=previous)
-        pr = self._propose(c, resync, weight, note)
+        pr = yield from self._propose(c, weight, note)
         if pr is None:
             rec.reason = f"could not open the pull request for {weight}% (see the sync job's warnings)"
             self._save(rec)
@@ -514,14 +631,16 @@ class EnvPass:
         self._save(rec)
 
     def _base_weight(self, c: _Canary) -> tuple[str | None, int]:
-        self.repo.fetch()
-        base = self.repo.commit_at(self.base)
+        base = self._batch_base
+        if base is None:
+            self.repo.fetch()
+            base = self.repo.commit_at(self.base)
         return read_weight(managed_files(self.repo.repo, base.tree, c.unit.folder).values()) if base else (None, 0)
 
-    def _propose(self, c: _Canary, resync: Resync, weight: int, note: Note) -> PullRequest | None:
-        """Sync the environment with this canary at `weight`: its branch's PR is the step's PR."""
-        units, notes = self._at_wanted({c.unit.folder: (weight, note)})
-        report = resync({u.folder: u for u in units}, notes)
+    def _propose(self, c: _Canary, weight: int, note: Note) -> Generator[_Proposal, SyncReport, PullRequest | None]:
+        """This canary at `weight` in the pass's next re-sync (`reconcile` batches them): its branch's PR is
+        the step's PR."""
+        report = yield _Proposal(c, weight, note)
         result = next((r for r in report.results if r.branch == c.branch), None)
         if result is None or result.number is None or result.action in ("closed", "rejected"):
             if result is not None and result.action == "rejected":
@@ -530,14 +649,14 @@ class EnvPass:
             return None
         return self.forge.get(result.number)
 
-    def _roll_back(self, c: _Canary, rec: CanaryRecord, resync: Resync, why: str, gates: Sequence[GateValue],
-                   *, restart: bool = False, result: str = "failed") -> None:
+    def _roll_back(self, c: _Canary, rec: CanaryRecord, why: str, gates: Sequence[GateValue],
+                   *, restart: bool = False, result: str = "failed") -> _Steps:
         note = self._note(c, 0, why=why, previous=_previous(rec, result, why, gates) if gates else None)
         settle = note["kind"] == "settle"  # the previous `to` is `stable` now: same traffic, annotations go
         if restart:
             note["restart"] = True  # rolls back the previous `to`: not this canary's rollback
         rec.gates = list(gates)
-        pr = self._propose(c, resync, 0, note)
+        pr = yield from self._propose(c, 0, note)
         if pr is None and c.base_weight == 0:  # only an unmerged step PR to drop: the sync closed it
             rec.phase, rec.reason = "rolled-back", f"{why}; the base still serves {c.canary.stable} at 100%"
             self._history(rec, 0, None, "rolled-back")
@@ -562,7 +681,7 @@ class EnvPass:
         self._history(rec, 0, pr.number, "rolled-back")
         self._save(rec)
 
-    def _measure_step(self, c: _Canary, rec: CanaryRecord, resync: Resync) -> None:
+    def _measure_step(self, c: _Canary, rec: CanaryRecord) -> _Steps:
         weight = rec.weight
         merge_sha = self._step_commit(c, rec)
         healthy, why, since = self._argo(c, merge_sha)
@@ -613,7 +732,7 @@ class EnvPass:
             rec.failures += 1
             if rec.failures > c.canary.failure_limit:
                 self._step_result(rec, "failed", result)
-                self._roll_back(c, rec, resync, _why(result), rec.gates)
+                yield from self._roll_back(c, rec, _why(result), rec.gates)
                 return
             rec.phase = "measuring"
             rec.reason = (f"{result.reason} (failure {rec.failures} of at most {c.canary.failure_limit}); "
@@ -628,7 +747,7 @@ class EnvPass:
             self._save(rec)
             return
         following = next(s for s in c.canary.steps if s > weight)
-        self._open_step(c, rec, resync, following, previous=_previous(rec, "passed", result.reason, rec.gates))
+        yield from self._open_step(c, rec, following, previous=_previous(rec, "passed", result.reason, rec.gates))
 
     def _step_result(self, rec: CanaryRecord, result: str, m: Measurement) -> None:
         for step in reversed(rec.history):

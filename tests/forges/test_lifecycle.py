@@ -125,6 +125,25 @@ def test_merge_conflict_is_a_clear_error(forge_env: ForgeEnv) -> None:
     assert forge.get(pr.number).state == "open"
 
 
+def test_pull_requests_built_on_one_base_merge_one_after_the_other(forge_env: ForgeEnv) -> None:
+    """What the canary controller's batch relies on: step PRs built on the same base, each changing only its
+    own folder, all merge in sequence (the later ones as true merges onto the moved base), no rebuild."""
+    forge, repo = forge_env.make(), forge_env.repo
+    base = repo.tip("main")
+    names = ("cart", "checkout", "payment")
+    prs = []
+    for name in names:
+        branch = f"meshgen/production/shop/{name}"
+        forge_env.push(branch, {f"production/shop/{name}/route.yaml": f"weight: 20 # {name}\n"})
+        prs.append(forge.create(branch=branch, base="main", title=name, body="", labels=()))
+    assert {repo.parents(pr.head_sha)[0] for pr in prs} == {base}
+    for pr in prs:
+        merged = forge.merge(pr.number)
+        assert merged.state == "merged" and merged.merge_sha == repo.tip("main")
+    for name in names:
+        assert repo.read("main", f"production/shop/{name}/route.yaml") == f"weight: 20 # {name}\n"
+
+
 def test_unknown_number_is_404_without_retry(forge_env: ForgeEnv) -> None:
     forge = forge_env.make()
     with pytest.raises(ForgeError, match="HTTP 404") as err:
