@@ -256,3 +256,20 @@ def test_an_unexpected_exception_is_one_line_and_exit_70_not_a_traceback(monkeyp
     monkeypatch.setenv("MESHGEN_DEBUG", "1")
     result = CliRunner().invoke(group, ["boom"])
     assert isinstance(result.exception, RuntimeError)
+
+
+def test_rendering_does_not_load_the_forges(tmp_path: Path) -> None:
+    """A render reads meshgen.yaml, whose envRepo.forge is checked against the forge registry only when
+    someone wrote one: the forge providers (HTTP clients, pygit2 PRs) are not a render's import cost."""
+    root = write_repo(tmp_path / "repo", {"payments/cart.yaml": "service: cart\nnamespace: payments\n"})
+    code = ("import sys\nfrom pathlib import Path\nfrom meshgen.pipeline import render_repository\n"
+            f"result = render_repository(Path({str(root)!r}))\n"
+            "print(len(result.units), sorted(m for m in sys.modules if m.startswith('meshgen.forges')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout.split()
+    assert out == ["2", "[]"], out  # staging and production
+    written = root / "meshgen.yaml"
+    written.write_text(written.read_text() + "envRepo:\n  forge: {kind: github}\n")
+    check = subprocess.run([sys.executable, "-m", "meshgen", "validate", str(root)], capture_output=True, text=True)
+    assert check.returncode == 1 and "forge kind 'github' needs owner, repo" in check.stderr, check.stderr

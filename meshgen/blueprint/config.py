@@ -83,6 +83,7 @@ class ForgeSettings(Strict):
     Which of the fields a kind needs or accepts is its registration's (meshgen.forges.registry).
     """
 
+    # The default kind (meshgen.forges.registry.DEFAULT_KIND, which the registry checks needs no field).
     kind: Annotated[str, BeforeValidator(_forge_kind)] = Field(default="local", json_schema_extra=_forge_kind_schema)
     base_url: str | None = Field(default=None, alias="baseUrl")  # GitHub Enterprise, Gitea, self-hosted GitLab
     owner: str | None = None  # GitHub/Gitea owner
@@ -94,6 +95,10 @@ class ForgeSettings(Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> ForgeSettings:
+        if not self.model_fields_set:
+            # Nothing written: the default kind, which needs nothing (meshgen.forges.registry checks that
+            # when it registers). Renders never import the forges this way.
+            return self
         from meshgen.forges.registry import FORGES
 
         spec = FORGES[self.kind]
@@ -158,7 +163,7 @@ class EnvRepoSettings(Strict):
     url: Annotated[str, BeforeValidator(_credential_free_url)] = ".meshgen/env-repo"
     git: GitCredentialSettings | None = None  # HTTPS credentials when not the forge's token
     branch: str = "main"
-    forge: ForgeSettings = ForgeSettings()
+    forge: ForgeSettings = Field(default_factory=lambda: ForgeSettings())
     author: Author = Author()
     grouping: Literal["service", "team", "env"] = "service"  # one PR per (env, service), per team, or per env
     auto_merge: list[DNSLabel] = Field(default_factory=list, alias="autoMerge")  # environments merged without review

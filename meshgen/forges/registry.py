@@ -28,9 +28,21 @@ def _register(*specs: ForgeSpec) -> dict[str, ForgeSpec]:
     return kinds
 
 
+DEFAULT_KIND = "local"  # meshgen.yaml's envRepo.forge.kind when it names none
+
+
+def _default_needs_nothing(kinds: dict[str, ForgeSpec]) -> dict[str, ForgeSpec]:
+    # meshgen.yaml validation skips the registry for an envRepo.forge nobody wrote (renders stay light),
+    # which is right only while the default kind requires no field.
+    default = kinds.get(DEFAULT_KIND)
+    if default is None or default.required:
+        raise ValueError(f"the default forge kind {DEFAULT_KIND!r} must be registered and require no field")
+    return kinds
+
+
 #: kind -> its registration, in this order everywhere (messages, docs, schemas). Read it at call
 #: time, never copy it at import: a test registers a toy forge in-process (monkeypatch.setitem).
-FORGES = _register(local.FORGE, github.FORGE, gitlab.FORGE, gitea.FORGE)
+FORGES = _default_needs_nothing(_register(local.FORGE, github.FORGE, gitlab.FORGE, gitea.FORGE))
 
 
 def forge_spec(kind: str) -> ForgeSpec:
