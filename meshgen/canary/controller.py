@@ -49,8 +49,13 @@ The canaries' passes run up to the PR they need, then one re-sync carries all of
 branch), then each pass goes on with its PR, in order (so N canaries starting at once cost one re-sync,
 not N). The PRs were all built on the same base; merging them one after the other is a true merge onto
 the moved base on every forge, clean because each changes only its own folder (and one that no longer
-merges is rebuilt by the next sync, `_head_still_fits`). Canaries sharing a branch (team or env grouping)
-are re-synced one at a time, at once, as before: a step PR never carries another canary's step.
+merges is rebuilt by the next sync, `_head_still_fits`). A base branch that merges only up-to-date branches
+(GitHub's strict required checks, GitLab's fast-forward merges) refuses the second and later ones: a refused
+PR whose head lacks the base tip is proposed again with its branch rebuilt on the moved base (a re-sync of
+its own after the batch's, `refresh`) and merged once more; once per canary per pass, so a second refusal
+(say, required checks still running on the new head) is the canary's reason and the next pass retries.
+Canaries sharing a branch (team or env grouping) are re-synced one at a time, at once, as before: a step
+PR never carries another canary's step.
 
 One step PR per canary at a time follows from the lifecycle's one open PR per branch, and the next
 weight is computed from the base read in the same pass: two passes that race open the same PR (the
@@ -85,7 +90,7 @@ from meshgen.forges.base import Forge, ForgeError, PullRequest
 from meshgen.gitops.coordination import LockLost
 from meshgen.gitops.envrepo import EnvRepo, EnvRepoError, managed_files
 from meshgen.gitops.lifecycle import Grouping, SyncReport, branch_for, head_canary_note
-from meshgen.gitops.sync import install_canary_controller
+from meshgen.gitops.sync import Resync, install_canary_controller
 from meshgen.records import CanaryPhase, CanaryRecord, CanaryStep, GateValue, Records
 from meshgen.render.registry import mesh
 from meshgen.units import Unit
@@ -96,8 +101,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Note = dict[str, Any]
-#: Re-sync the environment with these units replaced and these branch notes; the sync's report.
-Resync = Callable[[Mapping[str, Unit], Mapping[str, Note]], SyncReport]
 RenderAt = Callable[[Unit, int], Unit]
 
 #: A cached Argo CD Application older than this many poll intervals is not trusted: Argo CD is read.
@@ -140,6 +143,7 @@ class _Proposal:
     c: _Canary
     weight: int
     note: Note
+    refresh: bool = False  # rebuild its open PR on the current base (an up-to-date-only base refused it)
 
 
 #: A canary's pass (EnvPass._one): yields the pull request it needs, is sent what the re-sync did.
@@ -190,6 +194,8 @@ class EnvPass:
     _merged_prs: list[PullRequest] | None = field(default=None, init=False, repr=False)
     # While a batch's passes go on: the base read once after its re-sync (see _base_weight, _merge).
     _batch_base: pygit2.Commit | None = field(default=None, init=False, repr=False)
+    # Canary folders whose branch this pass already rebuilt after a refused merge (at most once: no loop).
+    _refreshed: set[str] = field(default_factory=set, init=False, repr=False)
 
     # ---- before the sync --------------------------------------------------------------
 
@@ -314,6 +320,7 @@ class EnvPass:
         if self.canaries:
             self.repo.fetch()
             self._read_git()
+        self._refreshed = set()
         try:
             shared = self._shared_branches()
             waiting: list[tuple[_Steps, _Proposal]] = []
@@ -324,8 +331,9 @@ class EnvPass:
                     proposal = self._go_on(c, run, self._resync(resync, [proposal])[c.unit.folder])
                 if proposal is not None:
                     waiting.append((run, proposal))
-            while waiting:  # one round in practice: a canary's pass proposes at most one pull request
-                batch, waiting = waiting, []
+            # One round, plus one per canary whose merge an up-to-date-only base refused (_merge_fresh).
+            while waiting:
+                batch, waiting = _next_batch(waiting)
                 reports = self._resync(resync, [p for _, p in batch])
                 # One fetch for the batch, not two per canary (each costs a walk of every branch):
                 # each canary's race check reads its own folder, which no other PR of the batch changes.
@@ -398,7 +406,10 @@ class EnvPass:
             try:
                 units, notes = self._at_wanted(override)
                 self._merged_prs = None  # the re-sync may merge (envRepo.autoMerge)
-                report = resync({u.folder: u for u in units}, notes)
+                refresh = sorted({p.c.branch for p in batch if p.refresh})
+                # Without refresh, called as before (a wrapped `resync` may take only units and notes).
+                report = (resync({u.folder: u for u in units}, notes, refresh=refresh) if refresh
+                          else resync({u.folder: u for u in units}, notes))
             except LockLost:
                 raise
             except Exception as exc:  # noqa: BLE001 - each canary of the batch reports it as its own
@@ -556,8 +567,9 @@ class EnvPass:
             self._save(rec)
             return
         restart = rollback and c.base_at == -1  # clears the previous `to`: this canary starts next
-        merged = self._merge(pr)
-        self._merged(c, rec, c.pr_weight, merged, rollback=rollback)
+        weight = c.pr_weight
+        merged = yield from self._merge_fresh(c, pr, weight, c.pr_note or self._note(c, weight))
+        self._merged(c, rec, weight, merged, rollback=rollback)
         if restart:
             rec.phase, rec.reason = "waiting", f"pull request #{merged.number} cleared the previous canary; starting"
             self._save(rec)
@@ -573,6 +585,39 @@ class EnvPass:
         if self._batch_base is None:  # a batch fetches once after all its merges
             self.repo.fetch()
         return merged
+
+    def _merge_fresh(self, c: _Canary, pr: PullRequest, weight: int,
+                     note: Note) -> Generator[_Proposal, SyncReport, PullRequest]:
+        """Merge `pr`; when the forge refuses it and its head lacks the base tip (a base that merges only
+        up-to-date branches: GitHub's strict status checks, GitLab's fast-forward merges), propose the step
+        again with its branch rebuilt on the current base (the batch's next round) and merge that. Once
+        per canary per pass: a second refusal is the canary's reason, the next pass tries again."""
+        try:
+            return self._merge(pr)
+        except ForgeError:
+            if c.unit.folder in self._refreshed or not self._behind_base(c, pr):
+                raise
+        self._refreshed.add(c.unit.folder)
+        fresh = yield from self._propose(c, weight, note, refresh=True)
+        if fresh is None:
+            raise ForgeError(f"pull request #{pr.number} could not be rebuilt on the moved base branch "
+                             f"{self.base!r} (see the sync job's warnings); the next pass retries")
+        c.pr = fresh
+        return self._merge(fresh)
+
+    def _behind_base(self, c: _Canary, pr: PullRequest) -> bool:
+        """The PR's head does not contain the base tip (fetched now: the batch's merges moved it)."""
+        if not self._fetched():
+            return False
+        base, head = self.repo.tip(self.base), self.repo.tip(c.branch)
+        if pr.head_sha:
+            try:
+                head = pygit2.Oid(hex=pr.head_sha)
+            except ValueError:
+                pass
+        if base is None or head is None or head not in self.repo.repo:
+            return False
+        return head != base and not self.repo.repo.descendant_of(head, base)
 
     def _merged(self, c: _Canary, rec: CanaryRecord, weight: int, pr: PullRequest, *, rollback: bool) -> None:
         c.base_version, c.base_weight = (c.canary.to if weight else None), weight
@@ -623,7 +668,8 @@ class EnvPass:
                 self.forge.close(pr.number, comment=f"meshgen: the base already sends {weight}% to {c.canary.to}")
             return
         if c.canary.approval == "auto" or force_merge:
-            self._merged(c, rec, weight, self._merge(pr), rollback=False)
+            merged = yield from self._merge_fresh(c, pr, weight, note)
+            self._merged(c, rec, weight, merged, rollback=False)
             return
         rec.phase = "awaiting-approval"
         rec.reason = f"pull request #{pr.number} ({weight}%) waits for a person to merge it"
@@ -637,10 +683,11 @@ class EnvPass:
             base = self.repo.commit_at(self.base)
         return read_weight(managed_files(self.repo.repo, base.tree, c.unit.folder).values()) if base else (None, 0)
 
-    def _propose(self, c: _Canary, weight: int, note: Note) -> Generator[_Proposal, SyncReport, PullRequest | None]:
+    def _propose(self, c: _Canary, weight: int, note: Note, *,
+                 refresh: bool = False) -> Generator[_Proposal, SyncReport, PullRequest | None]:
         """This canary at `weight` in the pass's next re-sync (`reconcile` batches them): its branch's PR is
-        the step's PR."""
-        report = yield _Proposal(c, weight, note)
+        the step's PR (`refresh`: rebuilt on the current base even if its head still merges cleanly)."""
+        report = yield _Proposal(c, weight, note, refresh)
         result = next((r for r in report.results if r.branch == c.branch), None)
         if result is None or result.number is None or result.action in ("closed", "rejected"):
             if result is not None and result.action == "rejected":
@@ -667,7 +714,7 @@ class EnvPass:
             self._save(rec)
             return
         if c.canary.rollback == "auto" or settle:
-            merged = self._merge(pr)
+            merged = yield from self._merge_fresh(c, pr, 0, note)
             self._merged(c, rec, 0, merged, rollback=True)
             if restart:
                 rec.phase, rec.reason = "waiting", f"{why}: rolled back by #{merged.number}; starting {c.canary.to}"
@@ -847,6 +894,16 @@ class EnvPass:
             return bool(repo.descendant_of(d, a))
         except (ValueError, pygit2.GitError):
             return None
+
+
+def _next_batch(waiting: list[tuple[_Steps, _Proposal]]
+                ) -> tuple[list[tuple[_Steps, _Proposal]], list[tuple[_Steps, _Proposal]]]:
+    """(the next re-sync's proposals, the rest). A branch rebuilt on the base for an up-to-date-only base
+    (`refresh`) goes alone, after the others: rebuilt with another, the one merged second is behind again."""
+    plain = [w for w in waiting if not w[1].refresh]
+    if plain:
+        return plain, [w for w in waiting if w[1].refresh]
+    return waiting[:1], waiting[1:]
 
 
 def _merge_sha(forge: Forge, number: int) -> str | None:

@@ -206,6 +206,7 @@ class _Ctx:
     retry_rejected: bool = False
     closed_prs: list[PullRequest] | None = None  # this env's closed PRs, listed on first need
     canary: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # branch -> canary note
+    refresh: Collection[str] = ()  # branches rebuilt on the current base even when their head still fits
 
 
 def sync_env(
@@ -231,6 +232,7 @@ def sync_env(
     blocked: Collection[tuple[str, str]] = (),
     failed_files: Collection[str] = (),
     canary: Mapping[str, Mapping[str, Any]] | None = None,
+    refresh: Collection[str] = (),
 ) -> SyncReport:
     """Bring the pull requests of environment `env` in line with `units` (its complete rendering).
 
@@ -247,6 +249,9 @@ def sync_env(
     Blast radius: `blocked` (namespace, service) units and the folders rendered from `failed_files`
     (blueprints that did not render this time) are frozen: their folders are neither removed nor
     changed, and an open pull request keeps carrying what it carried (`_frozen_unit`).
+
+    `refresh` names branches whose open pull request is rebuilt on the current base even though its head
+    still fits (no-churn would keep it): a base branch that merges only up-to-date heads refuses it.
     """
     ctx = _Ctx(
         repo=repo,
@@ -266,6 +271,7 @@ def sync_env(
         max_attempts=max_attempts,
         retry_rejected=retry_rejected,
         canary=dict(canary or {}),
+        refresh=frozenset(refresh),
     )
     for unit in units:
         _check_unit(ctx, unit)
@@ -427,7 +433,9 @@ def _sync_group(ctx: _Ctx, branch: str, units: list[Unit], listed: PullRequest |
         pushed = False
         # No churn: an open PR whose head already carries exactly this rendering and still merges
         # cleanly into the base keeps its head commit (a push reruns CI and can dismiss reviews).
-        keep = existing is not None and head is not None and _head_still_fits(ctx, branch, head, base_commit, units)
+        # `refresh`: the caller needs the head on the base tip (an up-to-date-only base refused it).
+        keep = (branch not in ctx.refresh and existing is not None and head is not None
+                and _head_still_fits(ctx, branch, head, base_commit, units))
         # Idempotence: the branch is a pure function of (base commit, units), so "same tree on
         # the same parent" means a previous run (or a concurrent one) already did this work.
         tree = None if keep else write_tree(ctx.repo.repo, base_tree, changed)

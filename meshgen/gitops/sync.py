@@ -175,6 +175,14 @@ def forge_from_config(root: Path, config: Config, settings: Settings, *, local_p
 # install it with `install_canary_controller`, as the tests' conftest does.
 
 
+class Resync(Protocol):
+    """Re-sync one environment with these units replaced and these branch notes; the sync's report.
+    `refresh`: branches whose open pull request is rebuilt on the current base even if it would be kept."""
+
+    def __call__(self, units: Mapping[str, Unit], notes: Mapping[str, Any], *,
+                 refresh: Collection[str] = ()) -> SyncReport: ...
+
+
 class CanaryPass(Protocol):
     """The canaries of one environment during one sync (meshgen.canary.controller.EnvPass)."""
 
@@ -184,7 +192,7 @@ class CanaryPass(Protocol):
         """The environment's units with every canary at the weight it wants now, and the branch notes."""
         ...
 
-    def reconcile(self, resync: Callable[[Mapping[str, Unit], Mapping[str, Any]], SyncReport]) -> None:
+    def reconcile(self, resync: Resync) -> None:
         """One pass over the canaries after the sync `prepare` fed; `resync` writes a step."""
         ...
 
@@ -224,7 +232,7 @@ class _NoCanaries:
                     "(the worker, the CLI and `meshgen up` do)")
         return list(self._units), {}
 
-    def reconcile(self, resync: Callable[[Mapping[str, Unit], Mapping[str, Any]], SyncReport]) -> None:
+    def reconcile(self, resync: Resync) -> None:
         return None
 
 
@@ -677,9 +685,10 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
                                records=recorder.records, settings=settings)
             units, notes = canaries.prepare()
 
-            def sync_units(units: list[Unit], notes: Mapping[str, Any], env_name: str = name) -> SyncReport:
+            def sync_units(units: list[Unit], notes: Mapping[str, Any], env_name: str = name,
+                           refresh: Collection[str] = ()) -> SyncReport:
                 report = _sync_one_env(root, config, repo, forge, env_name, units, result, job, progress,
-                                       retry_rejected, settings.blueprints_url, canary=notes)
+                                       retry_rejected, settings.blueprints_url, canary=notes, refresh=refresh)
 
                 def record(r: Records) -> None:
                     _record_units(r, repo, forge, config, env_name, units, report, job,
@@ -690,8 +699,8 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
 
             if not synced:  # a duplicate sync of the same content onto the same base writes nothing
                 sync_units(units, notes)
-            canaries.reconcile(lambda replaced, notes, env_name=name: sync_units(  # type: ignore[misc]
-                [replaced.get(u.folder, u) for u in by_env[env_name]], notes, env_name))
+            canaries.reconcile(lambda replaced, notes, env_name=name, refresh=(): sync_units(
+                [replaced.get(u.folder, u) for u in by_env[env_name]], notes, env_name, refresh))
             job.warnings.extend(w for w in canaries.warnings if w not in job.warnings)
         if synced:
             return
@@ -725,7 +734,7 @@ def _already_synced(recorder: _Recorder, repo: EnvRepo, branch: str, content: st
 def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: str, units: list[Unit],
                   result: RenderResult, job: JobRecord, progress: Progress | None = None,
                   retry_rejected: bool = False, blueprints_url: str | None = None,
-                  canary: Mapping[str, Any] | None = None) -> SyncReport:
+                  canary: Mapping[str, Any] | None = None, refresh: Collection[str] = ()) -> SyncReport:
     er = config.env_repo
     by_file: dict[str, list[str]] = {}
     for d in result.warnings:
@@ -743,6 +752,7 @@ def _sync_one_env(root: Path, config: Config, repo: EnvRepo, forge: Forge, env: 
         blocked=[(b.namespace, b.service) for b in result.blocked if b.env == env],
         failed_files=list(result.failed_files),
         canary=canary,
+        refresh=refresh,
     )
     job.prs.extend(JobPR(env=env, branch=r.branch, action=r.action, number=r.number, url=r.url)
                    for r in report.results)

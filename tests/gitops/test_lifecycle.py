@@ -136,6 +136,28 @@ def test_unrelated_base_move_keeps_the_head(origin: Origin, env_repo: EnvRepo, f
     assert forge.get(1).head_sha == str(old_head)
 
 
+def test_refresh_rebuilds_a_kept_head_on_the_current_base(
+    origin: Origin, env_repo: EnvRepo, forge: LocalForge
+) -> None:
+    """`refresh` (a base that merges only up-to-date branches refused the PR): the head that no-churn keeps
+    is rebuilt on the base tip, same files, same pull request; only the named branch."""
+    _sync(env_repo, forge, [make_unit("api"), make_unit("web")])
+    web = "meshgen/staging/production/web"
+    old_api, old_web = origin.tip(API), origin.tip(web).id
+    moved = origin.commit_on("main", {"staging/production/legacy-app/notes.txt": b"edited\n"})
+    report = _sync(env_repo, forge, [make_unit("api"), make_unit("web")], refresh=[API])
+    assert report.actions() == {API: "updated", web: "unchanged"}
+    head = origin.tip(API)
+    assert head.parent_ids == [moved] and head.id != old_api.id
+    assert forge.get(report.results[[r.branch for r in report.results].index(API)].number).head_sha == str(head.id)
+    assert origin.files(API)["staging/production/api/virtualservice.yaml"] == \
+        origin.repo[old_api.tree["staging/production/api/virtualservice.yaml"].id].data
+    assert origin.tip(web).id == old_web  # not named: kept (no churn)
+    # Already on the base tip: a second refresh writes nothing new.
+    again = _sync(env_repo, forge, [make_unit("api"), make_unit("web")], refresh=[API])
+    assert again.actions()[API] == "unchanged" and origin.tip(API).id == head.id
+
+
 def test_conflicting_base_move_rebuilds_branch_on_new_base(
     origin: Origin, env_repo: EnvRepo, forge: LocalForge
 ) -> None:
