@@ -407,9 +407,7 @@ class EnvPass:
                 units, notes = self._at_wanted(override)
                 self._merged_prs = None  # the re-sync may merge (envRepo.autoMerge)
                 refresh = sorted({p.c.branch for p in batch if p.refresh})
-                # Without refresh, called as before (a wrapped `resync` may take only units and notes).
-                report = (resync({u.folder: u for u in units}, notes, refresh=refresh) if refresh
-                          else resync({u.folder: u for u in units}, notes))
+                report = resync({u.folder: u for u in units}, notes, refresh=refresh)
             except LockLost:
                 raise
             except Exception as exc:  # noqa: BLE001 - each canary of the batch reports it as its own

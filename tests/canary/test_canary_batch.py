@@ -8,7 +8,7 @@ Prometheus, the Argo CD stand-in (see canary_world.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,10 @@ def resyncs() -> Iterator[list[dict[str, int]]]:
 
     class CountingPass(EnvPass):
         def reconcile(self, resync: Resync) -> None:
-            def counted(units: Mapping[str, Unit], notes: Mapping[str, dict[str, Any]]) -> SyncReport:
+            def counted(units: Mapping[str, Unit], notes: Mapping[str, dict[str, Any]], *,
+                        refresh: Collection[str] = ()) -> SyncReport:
                 seen.append({b: int(n["weight"]) for b, n in notes.items()})
-                return resync(units, notes)
+                return resync(units, notes, refresh=refresh)
 
             super().reconcile(counted)
 
