@@ -163,7 +163,7 @@ class EnvRepoSettings(Strict):
     url: Annotated[str, BeforeValidator(_credential_free_url)] = ".meshgen/env-repo"
     git: GitCredentialSettings | None = None  # HTTPS credentials when not the forge's token
     branch: str = "main"
-    forge: ForgeSettings = Field(default_factory=lambda: ForgeSettings())
+    forge: ForgeSettings = Field(default_factory=ForgeSettings)
     author: Author = Author()
     grouping: Literal["service", "team", "env"] = "service"  # one PR per (env, service), per team, or per env
     auto_merge: list[DNSLabel] = Field(default_factory=list, alias="autoMerge")  # environments merged without review

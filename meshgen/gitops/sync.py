@@ -679,10 +679,11 @@ def _sync_rendered(root: Path, settings: Settings, result: RenderResult, env: st
         for name in envs:
             # The canary controller (meshgen.canary.controller): canary units render at the weight their
             # canary is at, then every canary is reconciled once, under this sync's lock and fence.
-            canaries = (_canary_passes or _NoCanaries)(root=render_root, config_root=root, config=config, repo=repo, forge=forge, env=name,
-                               base=settings_er.branch, grouping=settings_er.grouping, units=by_env[name],
-                               render_at=lambda u, w: render_at_weight(render_root, config, u, w),
-                               records=recorder.records, settings=settings)
+            passes = _canary_passes or _NoCanaries
+            canaries = passes(root=render_root, config_root=root, config=config, repo=repo, forge=forge, env=name,
+                              base=settings_er.branch, grouping=settings_er.grouping, units=by_env[name],
+                              render_at=lambda u, w: render_at_weight(render_root, config, u, w),
+                              records=recorder.records, settings=settings)
             units, notes = canaries.prepare()
 
             def sync_units(units: list[Unit], notes: Mapping[str, Any], env_name: str = name,
