@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -71,6 +72,8 @@ def _fail(exc: BlueprintError) -> None:
 
 #: An unexpected exception (a bug): sysexits.h's EX_SOFTWARE.
 EXIT_INTERNAL_ERROR = 70
+#: The reader of stdout closed the pipe: what a shell reports for a process SIGPIPE ended.
+EXIT_BROKEN_PIPE = 141
 
 
 class LazyGroup(click.Group):
@@ -115,6 +118,13 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`meshgen pr list | head`): not a failure of meshgen's. Stop quietly
+            # with the shell's status for it (128 + SIGPIPE); stdout goes to /dev/null so the interpreter's
+            # final flush does not fail again.
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(EXIT_BROKEN_PIPE)
         except Exception as exc:
             if os.environ.get("MESHGEN_DEBUG"):
                 raise

@@ -273,3 +273,15 @@ def test_rendering_does_not_load_the_forges(tmp_path: Path) -> None:
     written.write_text(written.read_text() + "envRepo:\n  forge: {kind: github}\n")
     check = subprocess.run([sys.executable, "-m", "meshgen", "validate", str(root)], capture_output=True, text=True)
     assert check.returncode == 1 and "forge kind 'github' needs owner, repo" in check.stderr, check.stderr
+
+
+def test_a_reader_closing_the_pipe_is_not_an_internal_error() -> None:
+    """`meshgen schema | head` and the like: the reader goes away before meshgen has written. That ends
+    the command quietly with the shell's status for SIGPIPE, not with "internal error" or a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "meshgen", "schema"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the interpreter has even imported meshgen: its first write fails
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, stderr
+    assert stderr == "", stderr
