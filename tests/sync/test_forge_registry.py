@@ -238,6 +238,23 @@ def test_unknown_kinds_are_404_problems(http: TestClient, suffix: str) -> None:
     assert _post(http, "local", {}, suffix=suffix).status_code == 404  # registered, but without webhooks
 
 
+@pytest.mark.parametrize("kind", ["x" * 5000, "git%0Ahub%1B%5B31m", "%E2%80%AEbuhtig", "%2E%2E"])
+def test_hostile_kinds_are_bounded_inert_404s(http: TestClient, kind: str) -> None:
+    """The kind is a path segment anyone can send: it never reaches a forge, and the problem echoes at most
+    40 characters of it, escaped (no newline or terminal escape comes back)."""
+    r = _post(http, kind, {"any": "thing"})
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    detail = r.json()["detail"]
+    assert detail.startswith("no webhooks for forge kind ") and len(detail) < 200
+    assert not any(ch in detail for ch in "\n\x1b\u202e")
+
+
+def test_a_kind_that_climbs_out_of_the_webhooks_path_reaches_no_route(http: TestClient, rns: RedisNS) -> None:
+    r = _post(http, "..%2F..%2Fsyncs", {"env": "production"})
+    assert r.status_code == 404
+    assert rns.client.keys(f"{rns.prefix}*") == []  # nothing queued, nothing remembered
+
+
 def test_a_kind_cannot_be_registered_twice_or_oddly_named() -> None:
     from meshgen.forges.registry import _register
 
